@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Smoke test: the release binary on a temp copy of servers_config.json, driven
+# by plain OpenSSH `ssh -T`, answers checked with grep. Exits non-zero on any
+# failure. Needs scripts/install-mcp-servers.sh to have run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BIN=${BIN:-$ROOT/target/release/m2m-mcp-server-ssh-server}
+[ -x "$BIN" ] || cargo build --release --locked
+T=$(mktemp -d)
+PID=""
+cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$T"; }
+trap cleanup EXIT
+fail() { echo "SMOKE FAIL: $*" >&2; echo "--- server log" >&2; tail -n 30 "$T/server.log" >&2; exit 1; }
+pass=0
+ok() { echo "ok - $*"; pass=$((pass + 1)); }
+
+ssh-keygen -q -t ed25519 -N '' -C smoke -f "$T/client"
+cp "$T/client.pub" "$T/authorized_keys"
+# Commands in the config are relative to the repository: run from there.
+cp servers_config.json "$T/servers_config.json"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$BIN" --port "$PORT" --authorized-clients "$T/authorized_keys" --registered-clients "$T/registered" \
+  --server-key "$T/host_key" --servers-config "$T/servers_config.json" --log-level DEBUG 2>"$T/server.log" &
+PID=$!
+for _ in $(seq 1 100); do grep -q "SSH server listening" "$T/server.log" && break; sleep 0.1; done
+grep -q "SSH server listening" "$T/server.log" || fail "server did not start"
+ok "server started on port $PORT"
+[ "$(stat -c %a "$T/host_key")" = 600 ] || fail "host key mode is not 600"
+ok "host key generated with mode 600"
+
+SSH=(timeout 60 ssh -T -p "$PORT" -i "$T/client" -o IdentitiesOnly=yes -o BatchMode=yes
+     -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR)
+INIT='{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"smoke","version":"1"}}}'
+INITED='{"jsonrpc":"2.0","method":"notifications/initialized"}'
+
+out=$(printf '%s\n' "$INIT" "$INITED" '{"jsonrpc":"2.0","id":2,"method":"tools/list"}' \
+  '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get_current_time","arguments":{"timezone":"UTC"}}}' \
+  '{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","arguments":{"message":"smoke-echo"}}}' \
+  | "${SSH[@]}" mcp@127.0.0.1) || fail "ssh session failed"
+echo "$out" | grep -q '"id":1,"result".*"serverInfo":{"name":"m2m-mcp-server-ssh-server"' || fail "initialize: $out"
+ok "initialize answered by the gateway"
+echo "$out" | grep '"id":2' | grep -q '"get_current_time"' || fail "tools/list lacks time's tool"
+echo "$out" | grep '"id":2' | grep -q '"name":"echo"' || fail "tools/list lacks everything's echo"
+ok "tools/list merges time and everything"
+echo "$out" | grep '"id":3' | grep -q '"timezone' || fail "get_current_time: $(echo "$out" | grep '"id":3')"
+ok "tools/call get_current_time through the gateway"
+echo "$out" | grep '"id":4' | grep -q 'smoke-echo' || fail "echo: $(echo "$out" | grep '"id":4')"
+ok "tools/call echo on server-everything"
+
+out=$(printf '%s\n' "$INIT" '{"jsonrpc":"2.0","id":2,"method":"tools/list"}' | "${SSH[@]}" mcp@127.0.0.1 time) || fail "exec time"
+echo "$out" | grep '"id":2' | grep -q get_current_time || fail "exec time: no time tool"
+echo "$out" | grep '"id":2' | grep -q '"name":"echo"' && fail "exec time exposed everything's tools"
+ok "exec 'time' exposes only that server"
+
+out=$(printf '%s\n' "$INIT" | "${SSH[@]}" -s mcp@127.0.0.1 mcp) || fail "subsystem mcp"
+echo "$out" | grep -q '"id":1,"result"' || fail "subsystem mcp: $out"
+ok "subsystem mcp"
+
+set +e
+err=$("${SSH[@]}" mcp@127.0.0.1 nosuchserver </dev/null 2>&1); rc=$?
+set -e
+[ "$rc" = 1 ] || fail "unknown exec name: exit $rc"
+echo "$err" | grep -q "unknown MCP server(s): nosuchserver" || fail "unknown exec name: $err"
+ok "unknown exec name: message and exit status 1"
+
+for m in none password keyboard-interactive; do
+  set +e
+  err=$("${SSH[@]}" -o PreferredAuthentications=$m mcp@127.0.0.1 </dev/null 2>&1); rc=$?
+  set -e
+  [ "$rc" = 255 ] && echo "$err" | grep -q "Permission denied" || fail "$m auth was not refused (rc=$rc): $err"
+  ok "$m auth refused"
+done
+
+out=$(printf '%s\n' 'not json' | "${SSH[@]}" mcp@127.0.0.1) || true
+echo "$out" | grep -q '"code":-32700' || fail "malformed line: $out"
+ok "malformed line gets -32700"
+
+kill -TERM "$PID"
+for _ in $(seq 1 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$PID" 2>/dev/null; then fail "server ignored SIGTERM"; fi
+wait "$PID"; rc=$?; PID=""
+[ "$rc" = 0 ] || fail "server exit status $rc after SIGTERM"
+ok "SIGTERM: clean exit 0"
+echo "smoke: $pass passed, 0 failed"

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite: unit and integration tests, then the smoke test of
+# the release binary with OpenSSH against the default config's real servers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+scripts/install-mcp-servers.sh
+cargo build --release --locked
+cargo test --locked
+scripts/smoke.sh

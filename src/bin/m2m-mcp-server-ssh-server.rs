@@ -1,0 +1,87 @@
+//! `m2m-mcp-server-ssh-server`: serve MCP servers over SSH.
+
+use argh::FromArgs;
+use m2m_mcp_server_ssh_server::logging::{self, expand_home};
+use m2m_mcp_server_ssh_server::server::{self, ServerOptions};
+use std::time::Duration;
+
+/// MCP SSH server: runs the MCP servers in servers_config.json and serves them, merged, over SSH.
+#[derive(FromArgs)]
+struct Args {
+    /// address to bind the SSH server to (default: 127.0.0.1)
+    #[argh(option, default = "String::from(\"127.0.0.1\")")]
+    host: String,
+    /// port of the SSH server (default: 8022)
+    #[argh(option, default = "8022")]
+    port: u16,
+    /// authorized_keys file of the clients allowed in (default: ~/.ssh/authorized_keys)
+    #[argh(option, default = "String::from(\"~/.ssh/authorized_keys\")")]
+    authorized_clients: String,
+    /// file the key API appends registered client keys to, also trusted (default: ~/.ssh/m2m_mcp_server_ssh_clients)
+    #[argh(
+        option,
+        default = "String::from(\"~/.ssh/m2m_mcp_server_ssh_clients\")"
+    )]
+    registered_clients: String,
+    /// host private key, ed25519, generated if missing (default: ~/.ssh/m2m_mcp_server_ssh_server)
+    #[argh(option, default = "String::from(\"~/.ssh/m2m_mcp_server_ssh_server\")")]
+    server_key: String,
+    /// passphrase of an encrypted host key
+    #[argh(option)]
+    passphrase: Option<String>,
+    /// MCP servers config (default: servers_config.json)
+    #[argh(option, default = "String::from(\"servers_config.json\")")]
+    servers_config: String,
+    /// log level: DEBUG, INFO, WARNING, ERROR or CRITICAL (default: INFO)
+    #[argh(option, default = "String::from(\"INFO\")")]
+    log_level: String,
+    /// largest JSON-RPC line accepted, in bytes (default: 16777216)
+    #[argh(option, default = "16 * 1024 * 1024")]
+    max_line_bytes: usize,
+    /// seconds a request to an MCP server may take without progress (default: 120)
+    #[argh(option, default = "120.0")]
+    request_timeout: f64,
+    /// most concurrent SSH connections (default: 64)
+    #[argh(option, default = "64")]
+    max_sessions: usize,
+    /// print the version and exit
+    #[argh(switch)]
+    version: bool,
+}
+
+fn main() {
+    let args: Args = argh::from_env();
+    if args.version {
+        println!("m2m-mcp-server-ssh-server {}", env!("CARGO_PKG_VERSION"));
+        return;
+    }
+    let level = match logging::parse_level(&args.log_level) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    logging::init(level);
+    if !(args.request_timeout > 0.0 && args.request_timeout < 1e7) {
+        eprintln!("error: --request-timeout must be a positive number of seconds");
+        std::process::exit(2);
+    }
+    let opts = ServerOptions {
+        host: args.host,
+        port: args.port,
+        authorized_clients: expand_home(&args.authorized_clients),
+        registered_clients: expand_home(&args.registered_clients),
+        server_key: expand_home(&args.server_key),
+        passphrase: args.passphrase,
+        servers_config: expand_home(&args.servers_config),
+        max_line: args.max_line_bytes.max(1024),
+        request_timeout: Duration::from_secs_f64(args.request_timeout),
+        max_sessions: args.max_sessions.max(1),
+    };
+    if let Err(e) = server::run(&opts) {
+        log::error!("{e}");
+        eprintln!("error: {e}");
+        std::process::exit(e.exit_code());
+    }
+}

@@ -1,0 +1,279 @@
+//! One MCP server child process: spawned in its own process group, with a
+//! reader, a writer and a stderr thread joined to the session by crossbeam
+//! channels, and stopped group-wide (stdin close, SIGTERM, SIGKILL) and reaped.
+
+use crate::config::ServerSpec;
+use crate::mcp::jsonrpc::{LineReader, ReadLine};
+use crate::ssh::wake::{Wake, poll_readable};
+use crossbeam_channel::{Receiver, Sender};
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::io::{BufReader, Write};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// What a child's reader thread reports to its session.
+#[derive(Debug)]
+pub enum ChildEvent {
+    Message(Value),
+    /// A line that is not JSON (logged, not forwarded).
+    BadLine(String),
+    /// stdout closed: the child exited or is about to.
+    Closed,
+}
+
+/// Where a child's output goes once it belongs to a session.
+pub struct Sink {
+    pub index: usize,
+    pub tx: Sender<(usize, ChildEvent)>,
+    pub wake: Arc<Wake>,
+}
+
+const STDERR_TAIL: usize = 20;
+const GRACE: Duration = Duration::from_secs(2);
+const THREAD_STACK: usize = 256 * 1024;
+
+/// A running child.
+pub struct ChildProc {
+    pub name: String,
+    child: Child,
+    stdin_tx: Option<Sender<Vec<u8>>>,
+    sink_tx: Option<Sender<Sink>>,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    threads: Vec<JoinHandle<()>>,
+    pidfd: Option<OwnedFd>,
+}
+
+impl ChildProc {
+    /// Starts the server. Output is held until [`ChildProc::attach`].
+    pub fn spawn(spec: &ServerSpec, max_line: usize) -> Result<ChildProc, String> {
+        let mut cmd = Command::new(&spec.command);
+        cmd.args(&spec.args)
+            .envs(&spec.env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Own process group: launchers (npx, uvx) do not pass signals on,
+            // so stop() signals the whole group.
+            .process_group(0);
+        if let Some(cwd) = &spec.cwd {
+            cmd.current_dir(cwd);
+        }
+        let mut child = cmd.spawn().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                format!("command {:?} not found (searched PATH)", spec.command)
+            }
+            _ => format!("cannot start {:?}: {e}", spec.command),
+        })?;
+        let name = spec.name.clone();
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let (stdin_tx, stdin_rx) = crossbeam_channel::unbounded::<Vec<u8>>();
+        let (sink_tx, sink_rx) = crossbeam_channel::bounded::<Sink>(1);
+        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let mut threads = Vec::with_capacity(3);
+        let spawn = |label: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(format!("{label}:{name}"))
+                .stack_size(THREAD_STACK)
+                .spawn(f)
+        };
+        if let Some(mut stdin) = stdin {
+            threads.push(
+                spawn(
+                    "w",
+                    Box::new(move || {
+                        for line in stdin_rx.iter() {
+                            if stdin.write_all(&line).is_err() || stdin.flush().is_err() {
+                                break;
+                            }
+                        }
+                    }),
+                )
+                .map_err(|e| e.to_string())?,
+            );
+        }
+        if let Some(stdout) = stdout {
+            let n = name.clone();
+            threads.push(
+                spawn(
+                    "r",
+                    Box::new(move || read_stdout(stdout, sink_rx, max_line, n)),
+                )
+                .map_err(|e| e.to_string())?,
+            );
+        }
+        if let Some(stderr) = stderr {
+            let tail = stderr_tail.clone();
+            let n = name.clone();
+            threads.push(
+                spawn("e", Box::new(move || read_stderr(stderr, tail, n)))
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        // SAFETY: pidfd_open on our own unreaped child returns a new fd or -1.
+        let pidfd = unsafe {
+            let fd = libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) as RawFd;
+            (fd >= 0).then(|| OwnedFd::from_raw_fd(fd))
+        };
+        Ok(ChildProc {
+            name,
+            child,
+            stdin_tx: Some(stdin_tx),
+            sink_tx: Some(sink_tx),
+            stderr_tail,
+            threads,
+            pidfd,
+        })
+    }
+
+    /// Routes this child's output to a session.
+    pub fn attach(&mut self, sink: Sink) {
+        if let Some(tx) = self.sink_tx.take() {
+            let _ = tx.send(sink);
+        }
+    }
+
+    /// Queues one line (must end with '\n') for the child's stdin.
+    pub fn send(&self, line: Vec<u8>) {
+        if let Some(tx) = &self.stdin_tx {
+            let _ = tx.send(line);
+        }
+    }
+
+    /// True while the process has not exited.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The last lines the child wrote to stderr, for failure reports.
+    pub fn stderr_tail(&self) -> String {
+        let t = self.stderr_tail.lock().unwrap_or_else(|p| p.into_inner());
+        t.iter().cloned().collect::<Vec<_>>().join(" | ")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn signal_group(&self, sig: libc::c_int) {
+        // SAFETY: the leader is not reaped yet (we reap last), so its pid is
+        // still ours and is the group id: no other group can have it.
+        unsafe {
+            libc::kill(-(self.child.id() as libc::pid_t), sig);
+        }
+    }
+
+    /// Waits until the leader exits or `timeout` passes, without reaping.
+    fn wait_exit(&mut self, timeout: Duration) -> bool {
+        match &self.pidfd {
+            Some(fd) => {
+                use std::os::fd::AsRawFd;
+                let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+                let deadline = Instant::now() + timeout;
+                loop {
+                    match poll_readable(&[fd.as_raw_fd()], ms) {
+                        Ok(r) if r[0] => return true,
+                        _ if Instant::now() >= deadline => return false,
+                        _ => {}
+                    }
+                }
+            }
+            // No pidfd (kernel < 5.3): fall back to a blocking reap check.
+            None => !self.alive(),
+        }
+    }
+}
+
+/// Stops children together (one grace period in all, not one each): close
+/// stdin, wait, SIGTERM the group, wait, SIGKILL the group, reap, join.
+pub fn stop_all(children: &mut [ChildProc]) {
+    for c in children.iter_mut() {
+        c.stdin_tx = None;
+        c.sink_tx = None; // an unattached reader thread stops waiting for a sink
+    }
+    let deadline = Instant::now() + GRACE;
+    for c in children.iter_mut() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        c.wait_exit(left);
+    }
+    // Signal every group even if its leader left: launchers leave the real
+    // server behind as a group member.
+    for c in children.iter() {
+        c.signal_group(libc::SIGTERM);
+    }
+    let deadline = Instant::now() + GRACE;
+    for c in children.iter_mut() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !c.wait_exit(left) {
+            log::warn!("[{}] did not stop after SIGTERM; killing it", c.name);
+        }
+        c.signal_group(libc::SIGKILL);
+    }
+    for c in children.iter_mut() {
+        let _ = c.child.wait();
+        for t in c.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn read_stdout(
+    stdout: std::process::ChildStdout,
+    sink_rx: Receiver<Sink>,
+    max_line: usize,
+    name: String,
+) {
+    // Nothing is read until a session owns the child (a warm spare stays quiet).
+    let Ok(sink) = sink_rx.recv() else { return };
+    let mut reader = LineReader::new(BufReader::with_capacity(64 * 1024, stdout), max_line);
+    loop {
+        let ev = match reader.next_line() {
+            ReadLine::Line(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+                Ok(v) => ChildEvent::Message(v),
+                Err(_) => ChildEvent::BadLine(String::from_utf8_lossy(&bytes).into_owned()),
+            },
+            ReadLine::TooLong => {
+                log::warn!("[{name}] sent a line over {max_line} bytes; dropped");
+                continue;
+            }
+            ReadLine::Eof => {
+                let _ = sink.tx.send((sink.index, ChildEvent::Closed));
+                sink.wake.wake();
+                return;
+            }
+        };
+        if sink.tx.send((sink.index, ev)).is_err() {
+            return;
+        }
+        sink.wake.wake();
+    }
+}
+
+fn read_stderr(
+    stderr: std::process::ChildStderr,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    name: String,
+) {
+    let mut reader = LineReader::new(BufReader::new(stderr), 64 * 1024);
+    loop {
+        match reader.next_line() {
+            ReadLine::Line(bytes) => {
+                let line = String::from_utf8_lossy(&bytes).trim_end().to_owned();
+                log::debug!("[{name}] {line}");
+                let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+                if t.len() == STDERR_TAIL {
+                    t.pop_front();
+                }
+                t.push_back(line);
+            }
+            ReadLine::TooLong => {}
+            ReadLine::Eof => return,
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! `servers_config.json` -> the list of MCP servers to start per session.
+//!
+//! The format is Claude Desktop's: `{"mcpServers": {name: {"command", "args",
+//! "env", "cwd", "disabled"}}}`. Config order is kept: it decides which
+//! server keeps a duplicate tool name. Every error names the file, the server
+//! and the field, so a user can fix it without reading code.
+
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One configured MCP server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSpec {
+    pub name: String,
+    pub command: String,
+    pub args: Vec<String>,
+    /// Set on top of the server's inherited environment.
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<PathBuf>,
+    /// Deadline for each request forwarded to this server (`requestTimeoutSecs`).
+    pub request_timeout: Option<Duration>,
+}
+
+/// A config problem, phrased for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for ConfigError {}
+
+/// Reads and validates the config file. Disabled servers are left out.
+pub fn load(path: &Path) -> Result<Vec<ServerSpec>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(format!(
+            "{}: cannot read servers config: {e}",
+            path.display()
+        ))
+    })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parses config text; `file` is only used in messages.
+pub fn parse(text: &str, file: &str) -> Result<Vec<ServerSpec>, ConfigError> {
+    let root: Value = serde_json::from_str(text).map_err(|e| {
+        ConfigError(format!(
+            "{file}: invalid JSON at line {}, column {}: {e}",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let servers = root
+        .get("mcpServers")
+        .ok_or_else(|| ConfigError(format!("{file}: missing top-level field \"mcpServers\"")))?
+        .as_object()
+        .ok_or_else(|| ConfigError(format!("{file}: \"mcpServers\" must be an object")))?;
+    let mut out = Vec::new();
+    for (name, v) in servers {
+        let err = |field: &str, what: &str| {
+            ConfigError(format!(
+                "{file}: server \"{name}\": field \"{field}\" {what}"
+            ))
+        };
+        let obj = v
+            .as_object()
+            .ok_or_else(|| ConfigError(format!("{file}: server \"{name}\" must be an object")))?;
+        if name.is_empty() || name.contains(',') || name.chars().any(char::is_whitespace) {
+            return Err(ConfigError(format!(
+                "{file}: server name {name:?} must be non-empty, without commas or spaces"
+            )));
+        }
+        if get_bool(obj, "disabled").map_err(|w| err("disabled", w))? {
+            continue;
+        }
+        let command = match obj.get("command") {
+            None => return Err(err("command", "is missing")),
+            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+            Some(Value::String(_)) => return Err(err("command", "is empty")),
+            Some(_) => return Err(err("command", "must be a string")),
+        };
+        let args = match obj.get("args") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|x| x.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| err("args", "must be an array of strings"))?,
+            Some(_) => return Err(err("args", "must be an array of strings")),
+        };
+        let mut env = BTreeMap::new();
+        match obj.get("env") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) => {
+                for (k, v) in m {
+                    let v = v
+                        .as_str()
+                        .ok_or_else(|| err(&format!("env.{k}"), "must be a string"))?;
+                    env.insert(k.clone(), v.to_owned());
+                }
+            }
+            Some(_) => return Err(err("env", "must be an object of strings")),
+        }
+        let cwd = match obj.get("cwd") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(PathBuf::from(s)),
+            Some(_) => return Err(err("cwd", "must be a string")),
+        };
+        let request_timeout = match obj.get("requestTimeoutSecs") {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_f64() {
+                Some(s) if s > 0.0 && s < 1e7 => Some(Duration::from_secs_f64(s)),
+                _ => return Err(err("requestTimeoutSecs", "must be a positive number")),
+            },
+        };
+        out.push(ServerSpec {
+            name: name.clone(),
+            command,
+            args,
+            env,
+            cwd,
+            request_timeout,
+        });
+    }
+    Ok(out)
+}
+
+fn get_bool(obj: &Map<String, Value>, key: &str) -> Result<bool, &'static str> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err("must be true or false"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_entries_in_config_order() {
+        let t = r#"{"mcpServers": {
+            "zeta": {"command": "uvx", "args": ["mcp-server-time"], "env": {"TZ": "UTC"}},
+            "alpha": {"command": "npx", "cwd": "/tmp", "requestTimeoutSecs": 5},
+            "off": {"command": "x", "disabled": true}
+        }}"#;
+        let s = parse(t, "c.json").unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].name, "zeta");
+        assert_eq!(s[0].args, vec!["mcp-server-time"]);
+        assert_eq!(s[0].env.get("TZ").map(String::as_str), Some("UTC"));
+        assert_eq!(s[1].name, "alpha");
+        assert_eq!(s[1].cwd.as_deref(), Some(Path::new("/tmp")));
+        assert_eq!(s[1].request_timeout, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn errors_name_file_server_and_field() {
+        let e = parse(r#"{"mcpServers": {"a": {"args": []}}}"#, "c.json").unwrap_err();
+        assert_eq!(e.0, "c.json: server \"a\": field \"command\" is missing");
+        let e = parse(r#"{"mcpServers": {"a": {"command": 3}}}"#, "c.json").unwrap_err();
+        assert!(e.0.contains("\"a\"") && e.0.contains("\"command\" must be a string"));
+        let e = parse(
+            r#"{"mcpServers": {"a": {"command": "x", "args": [1]}}}"#,
+            "c.json",
+        )
+        .unwrap_err();
+        assert!(e.0.contains("\"args\""));
+        let e = parse(
+            r#"{"mcpServers": {"a": {"command": "x", "env": {"K": 1}}}}"#,
+            "c.json",
+        )
+        .unwrap_err();
+        assert!(e.0.contains("env.K"));
+        let e = parse("{\n  \"mcpServers\": {,}\n}", "c.json").unwrap_err();
+        assert!(
+            e.0.starts_with("c.json: invalid JSON at line 2, column"),
+            "{}",
+            e.0
+        );
+        let e = parse("{}", "c.json").unwrap_err();
+        assert!(e.0.contains("mcpServers"));
+        let e = parse(r#"{"mcpServers": {"a b": {"command": "x"}}}"#, "c.json").unwrap_err();
+        assert!(e.0.contains("\"a b\""));
+    }
+}

@@ -1,0 +1,38 @@
+//! Logging setup shared by both binaries: stderr only (stdout may carry MCP).
+
+use log::LevelFilter;
+
+/// Maps the Python-style level names (DEBUG, INFO, WARNING, ERROR, CRITICAL).
+pub fn parse_level(s: &str) -> Result<LevelFilter, String> {
+    Ok(match s.to_ascii_uppercase().as_str() {
+        "DEBUG" => LevelFilter::Debug,
+        "INFO" => LevelFilter::Info,
+        "WARNING" | "WARN" => LevelFilter::Warn,
+        "ERROR" | "CRITICAL" => LevelFilter::Error,
+        other => {
+            return Err(format!(
+                "invalid log level {other:?}: use DEBUG, INFO, WARNING, ERROR or CRITICAL"
+            ));
+        }
+    })
+}
+
+/// Starts logging to stderr at `level`.
+pub fn init(level: LevelFilter) {
+    let cfg = simplelog::ConfigBuilder::new()
+        .set_time_format_rfc3339()
+        .set_thread_level(LevelFilter::Off)
+        .set_target_level(LevelFilter::Off)
+        .build();
+    let _ = simplelog::WriteLogger::init(level, cfg, std::io::stderr());
+}
+
+/// Expands a leading `~/` with $HOME, as the Python original does.
+pub fn expand_home(p: &str) -> std::path::PathBuf {
+    if let Some(rest) = p.strip_prefix("~/")
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        return std::path::Path::new(&home).join(rest);
+    }
+    std::path::PathBuf::from(p)
+}

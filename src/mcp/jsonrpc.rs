@@ -1,0 +1,213 @@
+//! Newline-delimited JSON-RPC framing with a size cap, and error builders.
+//!
+//! A line over the cap is dropped as it streams past: it is never held in
+//! memory whole.
+
+use serde_json::{Value, json};
+use std::io::BufRead;
+
+pub const PARSE_ERROR: i64 = -32700;
+pub const INVALID_REQUEST: i64 = -32600;
+pub const METHOD_NOT_FOUND: i64 = -32601;
+pub const INVALID_PARAMS: i64 = -32602;
+pub const INTERNAL_ERROR: i64 = -32603;
+/// Implementation-defined server errors (-32000 to -32099).
+pub const REQUEST_TIMEOUT: i64 = -32001;
+pub const SERVER_UNAVAILABLE: i64 = -32002;
+
+/// A JSON-RPC error response.
+pub fn error(id: Value, code: i64, message: impl Into<String>) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message.into()}})
+}
+
+/// A JSON-RPC success response.
+pub fn result(id: Value, result: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "result": result})
+}
+
+/// Serializes a message as one line ending in '\n'.
+pub fn to_line(v: &Value) -> Vec<u8> {
+    let mut out = serde_json::to_vec(v).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+/// One framed item.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    Line(Vec<u8>),
+    /// A line longer than the cap was dropped.
+    TooLong,
+}
+
+/// Push-based framer for bytes arriving in chunks (the SSH channel).
+pub struct Framer {
+    buf: Vec<u8>,
+    max: usize,
+    discarding: bool,
+}
+
+impl Framer {
+    pub fn new(max: usize) -> Framer {
+        Framer {
+            buf: Vec::new(),
+            max,
+            discarding: false,
+        }
+    }
+
+    /// Feeds bytes; complete lines (without '\n', '\r' trimmed) come out.
+    /// Blank lines are skipped.
+    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<Frame>) {
+        while !data.is_empty() {
+            match memchr(b'\n', data) {
+                Some(pos) => {
+                    let part = &data[..pos];
+                    data = &data[pos + 1..];
+                    if self.discarding {
+                        self.discarding = false;
+                        out.push(Frame::TooLong);
+                        continue;
+                    }
+                    if self.buf.len() + part.len() > self.max {
+                        self.buf = Vec::new();
+                        out.push(Frame::TooLong);
+                        continue;
+                    }
+                    let mut line = std::mem::take(&mut self.buf);
+                    line.extend_from_slice(part);
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    if !line.iter().all(u8::is_ascii_whitespace) {
+                        out.push(Frame::Line(line));
+                    }
+                }
+                None => {
+                    if !self.discarding {
+                        if self.buf.len() + data.len() > self.max {
+                            self.buf = Vec::new();
+                            self.discarding = true;
+                        } else {
+                            self.buf.extend_from_slice(data);
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Bytes held for an unfinished line.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+fn memchr(b: u8, s: &[u8]) -> Option<usize> {
+    s.iter().position(|&x| x == b)
+}
+
+/// What [`LineReader::next_line`] returns.
+pub enum ReadLine {
+    Line(Vec<u8>),
+    TooLong,
+    Eof,
+}
+
+/// Pull-based line reader with the same cap, for pipes (child stdout).
+pub struct LineReader<R> {
+    inner: R,
+    max: usize,
+}
+
+impl<R: BufRead> LineReader<R> {
+    pub fn new(inner: R, max: usize) -> Self {
+        LineReader { inner, max }
+    }
+
+    pub fn next_line(&mut self) -> ReadLine {
+        let mut line = Vec::new();
+        let mut too_long = false;
+        loop {
+            let (done, used) = match self.inner.fill_buf() {
+                Ok([]) => {
+                    return if too_long {
+                        ReadLine::TooLong
+                    } else if line.is_empty() {
+                        ReadLine::Eof
+                    } else {
+                        ReadLine::Line(line)
+                    };
+                }
+                Ok(buf) => match memchr(b'\n', buf) {
+                    Some(p) => {
+                        if !too_long && line.len() + p <= self.max {
+                            line.extend_from_slice(&buf[..p]);
+                        } else {
+                            too_long = true;
+                        }
+                        (true, p + 1)
+                    }
+                    None => {
+                        if !too_long && line.len() + buf.len() <= self.max {
+                            line.extend_from_slice(buf);
+                        } else {
+                            too_long = true;
+                            line = Vec::new();
+                        }
+                        (false, buf.len())
+                    }
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return ReadLine::Eof,
+            };
+            self.inner.consume(used);
+            if done {
+                if too_long {
+                    return ReadLine::TooLong;
+                }
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    line.clear();
+                    continue;
+                }
+                return ReadLine::Line(line);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framer_splits_chunks_and_drops_long_lines() {
+        let mut f = Framer::new(8);
+        let mut out = Vec::new();
+        f.push(b"ab", &mut out);
+        f.push(b"c\r\n\nde", &mut out);
+        assert_eq!(out, vec![Frame::Line(b"abc".to_vec())]);
+        out.clear();
+        f.push(b"fghijklmnop", &mut out);
+        assert!(f.pending() <= 8, "held {} bytes", f.pending());
+        f.push(b"qrs\nok\n", &mut out);
+        assert_eq!(out, vec![Frame::TooLong, Frame::Line(b"ok".to_vec())]);
+        out.clear();
+        f.push(b"123456789\n", &mut out);
+        assert_eq!(out, vec![Frame::TooLong]);
+    }
+
+    #[test]
+    fn line_reader_caps_and_recovers() {
+        let data = b"short\nthis line is too long\n\nlast".as_slice();
+        let mut r = LineReader::new(std::io::BufReader::with_capacity(4, data), 8);
+        assert!(matches!(r.next_line(), ReadLine::Line(l) if l == b"short"));
+        assert!(matches!(r.next_line(), ReadLine::TooLong));
+        assert!(matches!(r.next_line(), ReadLine::Line(l) if l == b"last"));
+        assert!(matches!(r.next_line(), ReadLine::Eof));
+    }
+}

@@ -1,0 +1,128 @@
+//! The server binary's work: load config and keys, start the key API if
+//! asked, then serve SSH until SIGINT/SIGTERM.
+
+use crate::config;
+use crate::keys::{self, authorized::Authorized};
+use crate::ssh::listener;
+use crate::ssh::session::Shared;
+use crate::ssh::sys::Key;
+use crate::ssh::wake::Wake;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+/// Everything the server needs, resolved from flags.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub host: String,
+    pub port: u16,
+    pub authorized_clients: PathBuf,
+    pub registered_clients: PathBuf,
+    pub server_key: PathBuf,
+    pub passphrase: Option<String>,
+    pub servers_config: PathBuf,
+    pub max_line: usize,
+    pub request_timeout: Duration,
+    pub max_sessions: usize,
+}
+
+/// Why the server could not run; `exit_code` tells the binary what to return.
+#[derive(Debug)]
+pub enum ServerError {
+    /// Bad configuration (exit code 2).
+    Config(String),
+    /// Anything else at start-up or while serving (exit code 1).
+    Runtime(String),
+}
+
+impl ServerError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ServerError::Config(_) => 2,
+            ServerError::Runtime(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerError::Config(s) | ServerError::Runtime(s) => f.write_str(s),
+        }
+    }
+}
+
+/// True for addresses that only this machine can reach.
+pub fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Runs the server until a shutdown signal; every session ends first.
+pub fn run(opts: &ServerOptions) -> Result<(), ServerError> {
+    let servers = config::load(&opts.servers_config).map_err(|e| ServerError::Config(e.0))?;
+    if servers.is_empty() {
+        log::warn!(
+            "{}: no enabled MCP servers; sessions will have no tools",
+            opts.servers_config.display()
+        );
+    }
+    if !is_loopback(&opts.host) {
+        log::warn!(
+            "!!! listening on {} which is NOT a loopback address: anyone who can reach this port \
+             and holds an authorized key can run the configured MCP tools. Firewall it. !!!",
+            opts.host
+        );
+    }
+    keys::ensure_key(&opts.server_key, "m2m-mcp-server-ssh-server")
+        .map_err(|e| ServerError::Config(e.0))?;
+    let key_path = opts.server_key.to_string_lossy().into_owned();
+    let host_key = Key::import_private(&key_path, opts.passphrase.as_deref())
+        .map_err(|e| ServerError::Config(e.0))?;
+    let public = host_key
+        .public_line()
+        .map_err(|e| ServerError::Runtime(e.0))?;
+    log::info!(
+        "host key {} ({})",
+        opts.server_key.display(),
+        keys::parse_line(&public)
+            .map(|(k, _)| k.fingerprint())
+            .unwrap_or_default()
+    );
+    let authorized = Authorized::new(vec![
+        opts.authorized_clients.clone(),
+        opts.registered_clients.clone(),
+    ]);
+    log::info!(
+        "{} authorized client key(s) from {} and {}",
+        authorized.count(),
+        opts.authorized_clients.display(),
+        opts.registered_clients.display()
+    );
+    let shared = Arc::new(Shared {
+        authorized,
+        servers,
+        max_line: opts.max_line,
+        request_timeout: opts.request_timeout,
+        max_total: opts.request_timeout.max(Duration::from_secs(3600)),
+        shutdown: AtomicBool::new(false),
+        auth_deadline: Duration::from_secs(10),
+    });
+    let stop = Wake::new().map_err(|e| ServerError::Runtime(e.to_string()))?;
+    listener::install_signal_handlers(&stop);
+    listener::serve(
+        &opts.host,
+        opts.port,
+        &host_key,
+        shared,
+        opts.max_sessions,
+        &stop,
+    )
+    .map_err(ServerError::Runtime)?;
+    log::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,738 @@
+//! The only `unsafe` in the crate: a small safe API over the libssh server
+//! calls that `libssh_rs::sys` exposes.
+//!
+//! Ownership rules that every wrapper below relies on:
+//! - A [`Session`] and everything derived from it ([`Message`], [`Channel`],
+//!   [`EventLoop`]) is used by one thread at a time; `Session` is `Send` so the
+//!   accept thread can hand it to the connection thread, nothing here is `Sync`.
+//! - Borrow lifetimes tie messages, channels and event loops to their session,
+//!   so none of them outlives the `ssh_session` that owns the underlying memory.
+//! - Strings passed to libssh are `CString`s that live across the call.
+
+use libssh_rs::sys;
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::marker::PhantomData;
+use std::os::fd::RawFd;
+use std::ptr;
+use std::sync::Once;
+
+/// An error reported by libssh, with its message.
+#[derive(Debug)]
+pub struct SshError(pub String);
+
+impl std::fmt::Display for SshError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for SshError {}
+
+fn cstring(s: &str) -> Result<CString, SshError> {
+    CString::new(s).map_err(|_| SshError(format!("string contains a NUL byte: {s:?}")))
+}
+
+/// Reads libssh's last error for a session or bind object.
+///
+/// Safety: `obj` must be a live `ssh_session` or `ssh_bind`.
+unsafe fn last_error(obj: *mut c_void) -> String {
+    // SAFETY: caller guarantees a live object; libssh returns a pointer to a
+    // NUL-terminated buffer inside it (never NULL), valid until the next call.
+    unsafe {
+        let p = sys::ssh_get_error(obj);
+        if p.is_null() {
+            return "unknown libssh error".into();
+        }
+        CStr::from_ptr(p).to_string_lossy().into_owned()
+    }
+}
+
+/// Calls `ssh_init` once per process. libssh needs it before any other call
+/// when it is used from several threads.
+pub fn init() {
+    static ONCE: Once = Once::new();
+    // SAFETY: ssh_init has no preconditions; Once makes it run a single time.
+    ONCE.call_once(|| unsafe {
+        sys::ssh_init();
+    });
+}
+
+/// A private key loaded by libssh (the host key).
+pub struct Key(sys::ssh_key);
+
+// SAFETY: an ssh_key is plain heap data with no thread affinity; after loading
+// it is only read (libssh duplicates it into each session on accept).
+unsafe impl Send for Key {}
+unsafe impl Sync for Key {}
+
+impl Key {
+    /// Loads an OpenSSH or PEM private key, decrypting it with `passphrase`.
+    pub fn import_private(path: &str, passphrase: Option<&str>) -> Result<Key, SshError> {
+        let cpath = cstring(path)?;
+        let cpass = passphrase.map(cstring).transpose()?;
+        let mut key: sys::ssh_key = ptr::null_mut();
+        // SAFETY: the CStrings outlive the call; `key` is an out-pointer that
+        // libssh fills on success (we own it then and free it in Drop).
+        let rc = unsafe {
+            sys::ssh_pki_import_privkey_file(
+                cpath.as_ptr(),
+                cpass.as_ref().map_or(ptr::null(), |c| c.as_ptr()),
+                None,
+                ptr::null_mut(),
+                &mut key,
+            )
+        };
+        if rc != 0 || key.is_null() {
+            return Err(SshError(format!(
+                "cannot load the private key {path} (wrong passphrase, or not an OpenSSH/PEM key)"
+            )));
+        }
+        Ok(Key(key))
+    }
+
+    /// The public half as an OpenSSH line: `ssh-ed25519 AAAA...`.
+    pub fn public_line(&self) -> Result<String, SshError> {
+        let mut b64: *mut c_char = ptr::null_mut();
+        // SAFETY: self.0 is a live key; the returned string is malloc'ed by
+        // libssh and freed below with ssh_string_free_char after copying.
+        unsafe {
+            if sys::ssh_pki_export_pubkey_base64(self.0, &mut b64) != 0 || b64.is_null() {
+                return Err(SshError("cannot export the public key".into()));
+            }
+            let body = CStr::from_ptr(b64).to_string_lossy().into_owned();
+            sys::ssh_string_free_char(b64);
+            let tname = CStr::from_ptr(sys::ssh_key_type_to_char(sys::ssh_key_type(self.0)))
+                .to_string_lossy()
+                .into_owned();
+            Ok(format!("{tname} {body}"))
+        }
+    }
+}
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        // SAFETY: we own the key and nothing else refers to it.
+        unsafe { sys::ssh_key_free(self.0) }
+    }
+}
+
+/// Algorithm lists and listen address for [`Bind::listen`].
+pub struct BindConfig<'a> {
+    pub addr: &'a str,
+    pub port: u16,
+    pub host_key: &'a Key,
+}
+
+/// Modern algorithms only (DESIGN.md section 6): ssh-audit finds no failure.
+const KEX: &str = "curve25519-sha256,curve25519-sha256@libssh.org,diffie-hellman-group16-sha512,diffie-hellman-group18-sha512";
+const CIPHERS: &str = "chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-gcm@openssh.com,aes256-ctr,aes128-ctr";
+const MACS: &str = "hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com";
+const HOSTKEY_ALGS: &str = "ssh-ed25519";
+
+/// A listening libssh server socket.
+pub struct Bind(sys::ssh_bind);
+
+// SAFETY: the bind object is only used by the accept loop thread after creation.
+unsafe impl Send for Bind {}
+
+impl Bind {
+    pub fn listen(cfg: &BindConfig) -> Result<Bind, SshError> {
+        init();
+        // SAFETY: ssh_bind_new returns an owned object or NULL.
+        let b = unsafe { sys::ssh_bind_new() };
+        if b.is_null() {
+            return Err(SshError("ssh_bind_new failed".into()));
+        }
+        let bind = Bind(b);
+        use sys::ssh_bind_options_e::*;
+        let no: c_int = 0;
+        // SAFETY: PROCESS_CONFIG takes a pointer to a C bool-sized int; it stops
+        // libssh from reading /etc/ssh/libssh_server_config behind our back.
+        unsafe {
+            sys::ssh_bind_options_set(
+                bind.0,
+                SSH_BIND_OPTIONS_PROCESS_CONFIG,
+                &no as *const c_int as *const c_void,
+            );
+        }
+        bind.set_str(SSH_BIND_OPTIONS_BINDADDR, cfg.addr)?;
+        bind.set_str(SSH_BIND_OPTIONS_BINDPORT_STR, &cfg.port.to_string())?;
+        bind.set_str(SSH_BIND_OPTIONS_KEY_EXCHANGE, KEX)?;
+        bind.set_str(SSH_BIND_OPTIONS_CIPHERS_C_S, CIPHERS)?;
+        bind.set_str(SSH_BIND_OPTIONS_CIPHERS_S_C, CIPHERS)?;
+        bind.set_str(SSH_BIND_OPTIONS_HMAC_C_S, MACS)?;
+        bind.set_str(SSH_BIND_OPTIONS_HMAC_S_C, MACS)?;
+        bind.set_str(SSH_BIND_OPTIONS_HOSTKEY_ALGORITHMS, HOSTKEY_ALGS)?;
+        // SAFETY: IMPORT_KEY takes an ssh_key and duplicates it into the bind
+        // (libssh 0.10 ssh_key_dup), so our Key may be dropped independently.
+        let rc = unsafe {
+            sys::ssh_bind_options_set(
+                bind.0,
+                SSH_BIND_OPTIONS_IMPORT_KEY,
+                cfg.host_key.0 as *const c_void,
+            )
+        };
+        if rc != 0 {
+            // SAFETY: bind.0 is live.
+            return Err(SshError(unsafe { last_error(bind.0 as *mut c_void) }));
+        }
+        // SAFETY: bind.0 is live and configured.
+        if unsafe { sys::ssh_bind_listen(bind.0) } != 0 {
+            let e = unsafe { last_error(bind.0 as *mut c_void) };
+            return Err(SshError(format!(
+                "cannot listen on {}:{}: {e}",
+                cfg.addr, cfg.port
+            )));
+        }
+        Ok(bind)
+    }
+
+    fn set_str(&self, opt: sys::ssh_bind_options_e, v: &str) -> Result<(), SshError> {
+        let c = cstring(v)?;
+        // SAFETY: string options take a NUL-terminated string that libssh copies.
+        let rc = unsafe { sys::ssh_bind_options_set(self.0, opt, c.as_ptr() as *const c_void) };
+        if rc != 0 {
+            // SAFETY: self.0 is live.
+            let e = unsafe { last_error(self.0 as *mut c_void) };
+            return Err(SshError(format!("bind option {opt:?}={v}: {e}")));
+        }
+        Ok(())
+    }
+
+    /// The listening socket, to poll it together with a shutdown fd.
+    pub fn fd(&self) -> RawFd {
+        // SAFETY: self.0 is live and listening.
+        unsafe { sys::ssh_bind_get_fd(self.0) }
+    }
+
+    /// Accepts one connection (blocks until one arrives; poll `fd` first).
+    pub fn accept(&self) -> Result<Session, SshError> {
+        // SAFETY: ssh_new returns an owned session or NULL.
+        let s = unsafe { sys::ssh_new() };
+        if s.is_null() {
+            return Err(SshError("ssh_new failed".into()));
+        }
+        // SAFETY: an all-zero callbacks struct means "no callback set".
+        let mut srv: Box<sys::ssh_server_callbacks_struct> =
+            Box::new(unsafe { std::mem::zeroed() });
+        srv.size = std::mem::size_of::<sys::ssh_server_callbacks_struct>();
+        let session = Session(s, srv);
+        // SAFETY: both objects are live; on failure the session is freed by Drop.
+        if unsafe { sys::ssh_bind_accept(self.0, session.0) } != 0 {
+            return Err(SshError(unsafe { last_error(self.0 as *mut c_void) }));
+        }
+        Ok(session)
+    }
+}
+
+impl Drop for Bind {
+    fn drop(&mut self) {
+        // SAFETY: we own the bind object; sessions accepted from it are independent.
+        unsafe { sys::ssh_bind_free(self.0) }
+    }
+}
+
+/// What an incoming libssh message asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// A public-key auth attempt: `signed` is false for the probe, true when
+    /// libssh verified the signature.
+    AuthPublicKey {
+        signed: bool,
+    },
+    /// Any other auth method (none, password, keyboard-interactive, ...).
+    AuthOther,
+    OpenSession,
+    OpenOther,
+    Shell,
+    Exec(String),
+    Subsystem(String),
+    Pty,
+    Env,
+    ChannelOther,
+    Other,
+}
+
+/// One SSH connection.
+pub struct Session(sys::ssh_session, Box<sys::ssh_server_callbacks_struct>);
+
+// SAFETY: a session is created on the accept thread and then used by exactly
+// one connection thread; libssh keeps no thread-local state per session.
+unsafe impl Send for Session {}
+
+impl Session {
+    fn set_opt(&self, opt: sys::ssh_options_e, v: *const c_void) {
+        // SAFETY: self.0 is live; v points to the type the option documents.
+        unsafe {
+            sys::ssh_options_set(self.0, opt, v);
+        }
+    }
+
+    /// Options that must be set before key exchange: timeout for blocking
+    /// calls, TCP_NODELAY (90 ms -> 3 ms connect), no compression.
+    pub fn prepare(&self, timeout_secs: i64) {
+        use sys::ssh_options_e::*;
+        let t: libc::c_long = timeout_secs as libc::c_long;
+        self.set_opt(
+            SSH_OPTIONS_TIMEOUT,
+            &t as *const libc::c_long as *const c_void,
+        );
+        let one: c_int = 1;
+        self.set_opt(SSH_OPTIONS_NODELAY, &one as *const c_int as *const c_void);
+        let none = c"none";
+        self.set_opt(SSH_OPTIONS_COMPRESSION_C_S, none.as_ptr() as *const c_void);
+        self.set_opt(SSH_OPTIONS_COMPRESSION_S_C, none.as_ptr() as *const c_void);
+    }
+
+    /// Turns the blocking-call timeout off once the client has authenticated.
+    pub fn clear_timeout(&self) {
+        let t: libc::c_long = 0;
+        self.set_opt(
+            sys::ssh_options_e::SSH_OPTIONS_TIMEOUT,
+            &t as *const libc::c_long as *const c_void,
+        );
+    }
+
+    pub fn fd(&self) -> RawFd {
+        // SAFETY: self.0 is live.
+        unsafe { sys::ssh_get_fd(self.0) }
+    }
+
+    pub fn handle_key_exchange(&self) -> Result<(), SshError> {
+        // SAFETY: self.0 is a live accepted session.
+        if unsafe { sys::ssh_handle_key_exchange(self.0) } != 0 {
+            return Err(SshError(unsafe { last_error(self.0 as *mut c_void) }));
+        }
+        // SAFETY: only public-key auth is offered from here on. An empty
+        // server-callbacks struct makes libssh answer unexpected requests with
+        // default replies instead of queueing them.
+        unsafe {
+            sys::ssh_set_auth_methods(self.0, sys::SSH_AUTH_METHOD_PUBLICKEY as c_int);
+        }
+        Ok(())
+    }
+
+    /// After the channel is set up: later requests get libssh's default
+    /// (failure) reply instead of piling up in a queue nobody reads. Must not
+    /// be called earlier, or `next_message` never sees auth requests.
+    pub fn stop_queueing(&self) {
+        // SAFETY: the all-NULL struct is boxed inside the Session, so it lives
+        // as long as libssh may read it.
+        unsafe {
+            sys::ssh_set_server_callbacks(self.0, &*self.1 as *const _ as *mut _);
+        }
+    }
+
+    /// Blocks for the next message (auth, channel open, channel request).
+    /// `None` when the connection ended or timed out.
+    pub fn next_message(&self) -> Option<Message<'_>> {
+        // SAFETY: self.0 is live; the message is owned by us until freed.
+        let m = unsafe { sys::ssh_message_get(self.0) };
+        if m.is_null() {
+            None
+        } else {
+            Some(Message {
+                msg: m,
+                _s: PhantomData,
+            })
+        }
+    }
+
+    pub fn error(&self) -> String {
+        // SAFETY: self.0 is live.
+        unsafe { last_error(self.0 as *mut c_void) }
+    }
+
+    pub fn disconnect(&self) {
+        // SAFETY: self.0 is live; disconnecting twice is harmless in libssh.
+        unsafe { sys::ssh_disconnect(self.0) }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // SAFETY: channels and messages borrow the session, so they are gone;
+        // ssh_free closes the socket.
+        unsafe { sys::ssh_free(self.0) }
+    }
+}
+
+/// An incoming request; freed when dropped.
+pub struct Message<'s> {
+    msg: sys::ssh_message,
+    _s: PhantomData<&'s Session>,
+}
+
+impl<'s> Message<'s> {
+    pub fn request(&self) -> Request {
+        use sys::ssh_channel_requests_e::*;
+        use sys::ssh_requests_e::*;
+        // SAFETY: self.msg is live; the getters return borrowed data that we
+        // copy before the message is freed.
+        unsafe {
+            let t = sys::ssh_message_type(self.msg);
+            let st = sys::ssh_message_subtype(self.msg);
+            if t == SSH_REQUEST_AUTH as c_int {
+                if st == sys::SSH_AUTH_METHOD_PUBLICKEY as c_int {
+                    let state = sys::ssh_message_auth_publickey_state(self.msg);
+                    return Request::AuthPublicKey {
+                        signed: state == sys::ssh_publickey_state_e::SSH_PUBLICKEY_STATE_VALID,
+                    };
+                }
+                return Request::AuthOther;
+            }
+            if t == SSH_REQUEST_CHANNEL_OPEN as c_int {
+                if st == sys::ssh_channel_type_e::SSH_CHANNEL_SESSION as c_int {
+                    return Request::OpenSession;
+                }
+                return Request::OpenOther;
+            }
+            if t == SSH_REQUEST_CHANNEL as c_int {
+                return match st {
+                    x if x == SSH_CHANNEL_REQUEST_SHELL as c_int => Request::Shell,
+                    x if x == SSH_CHANNEL_REQUEST_EXEC as c_int => {
+                        Request::Exec(opt_str(sys::ssh_message_channel_request_command(self.msg)))
+                    }
+                    x if x == SSH_CHANNEL_REQUEST_SUBSYSTEM as c_int => Request::Subsystem(
+                        opt_str(sys::ssh_message_channel_request_subsystem(self.msg)),
+                    ),
+                    x if x == SSH_CHANNEL_REQUEST_PTY as c_int => Request::Pty,
+                    x if x == SSH_CHANNEL_REQUEST_ENV as c_int => Request::Env,
+                    _ => Request::ChannelOther,
+                };
+            }
+            Request::Other
+        }
+    }
+
+    /// The offered public key as (type name, blob), for a public-key auth message.
+    pub fn auth_key(&self) -> Option<(String, Vec<u8>)> {
+        // SAFETY: the key belongs to the message (not freed by us); the base64
+        // string is malloc'ed by libssh and freed after copying.
+        unsafe {
+            let key = sys::ssh_message_auth_pubkey(self.msg);
+            if key.is_null() {
+                return None;
+            }
+            let mut b64: *mut c_char = ptr::null_mut();
+            if sys::ssh_pki_export_pubkey_base64(key, &mut b64) != 0 || b64.is_null() {
+                return None;
+            }
+            let body = CStr::from_ptr(b64).to_string_lossy().into_owned();
+            sys::ssh_string_free_char(b64);
+            let tname = opt_str(sys::ssh_key_type_to_char(sys::ssh_key_type(key)));
+            use base64::Engine;
+            let blob = base64::engine::general_purpose::STANDARD
+                .decode(body.as_bytes())
+                .ok()?;
+            Some((tname, blob))
+        }
+    }
+
+    pub fn auth_user(&self) -> String {
+        // SAFETY: borrowed string copied before the message is freed.
+        unsafe { opt_str(sys::ssh_message_auth_user(self.msg)) }
+    }
+
+    /// Tells the client the offered key would be accepted (answer to the probe).
+    pub fn reply_pk_ok(&self) {
+        // SAFETY: self.msg is a live public-key auth message.
+        unsafe {
+            sys::ssh_message_auth_reply_pk_ok_simple(self.msg);
+        }
+    }
+
+    pub fn reply_auth_success(&self) {
+        // SAFETY: self.msg is a live auth message.
+        unsafe {
+            sys::ssh_message_auth_reply_success(self.msg, 0);
+        }
+    }
+
+    /// Refuses an auth attempt and lists public-key as the only method.
+    pub fn reply_auth_denied(&self) {
+        // SAFETY: self.msg is a live auth message.
+        unsafe {
+            sys::ssh_message_auth_set_methods(self.msg, sys::SSH_AUTH_METHOD_PUBLICKEY as c_int);
+            sys::ssh_message_reply_default(self.msg);
+        }
+    }
+
+    /// Refuses whatever was asked (libssh's default failure reply).
+    pub fn reply_default(&self) {
+        // SAFETY: self.msg is live.
+        unsafe {
+            sys::ssh_message_reply_default(self.msg);
+        }
+    }
+
+    pub fn reply_success(&self) {
+        // SAFETY: self.msg is a live channel request.
+        unsafe {
+            sys::ssh_message_channel_request_reply_success(self.msg);
+        }
+    }
+
+    /// Accepts a session channel open request.
+    pub fn accept_channel(&self) -> Option<Channel<'s>> {
+        // SAFETY: self.msg is a channel-open message; the channel belongs to
+        // the session and is freed by us in Channel's Drop (or by ssh_free).
+        let ch = unsafe { sys::ssh_message_channel_request_open_reply_accept(self.msg) };
+        if ch.is_null() {
+            None
+        } else {
+            Some(Channel {
+                ch,
+                _s: PhantomData,
+            })
+        }
+    }
+}
+
+impl Drop for Message<'_> {
+    fn drop(&mut self) {
+        // SAFETY: we own the message.
+        unsafe { sys::ssh_message_free(self.msg) }
+    }
+}
+
+/// Copies a possibly-NULL C string.
+///
+/// Safety: `p` is NULL or a valid NUL-terminated string.
+unsafe fn opt_str(p: *const c_char) -> String {
+    if p.is_null() {
+        String::new()
+    } else {
+        // SAFETY: per the function contract.
+        unsafe { CStr::from_ptr(p).to_string_lossy().into_owned() }
+    }
+}
+
+/// A session channel of an authenticated connection.
+pub struct Channel<'s> {
+    ch: sys::ssh_channel,
+    _s: PhantomData<&'s Session>,
+}
+
+impl Channel<'_> {
+    /// Bytes the peer's window allows us to send right now.
+    pub fn window(&self) -> u32 {
+        // SAFETY: self.ch is live.
+        unsafe { sys::ssh_channel_window_size(self.ch) }
+    }
+
+    /// Writes `data` (callers keep it within [`Channel::window`] so this does
+    /// not block). Returns bytes written.
+    pub fn write(&self, data: &[u8]) -> Result<usize, SshError> {
+        let len = data.len().min(u32::MAX as usize) as u32;
+        // SAFETY: data is valid for len bytes during the call.
+        let n = unsafe { sys::ssh_channel_write(self.ch, data.as_ptr() as *const c_void, len) };
+        if n < 0 {
+            Err(SshError("channel write failed".into()))
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    pub fn write_stderr(&self, data: &[u8]) {
+        // SAFETY: data is valid for its length during the call.
+        unsafe {
+            sys::ssh_channel_write_stderr(
+                self.ch,
+                data.as_ptr() as *const c_void,
+                data.len() as u32,
+            );
+        }
+    }
+
+    /// Reads what arrived before callbacks were installed (DESIGN.md: data
+    /// sent right after the shell request is buffered inside libssh).
+    pub fn read_nonblocking(&self, out: &mut Vec<u8>) -> bool {
+        let mut buf = [0u8; 16384];
+        loop {
+            // SAFETY: buf is valid for its length.
+            let n = unsafe {
+                sys::ssh_channel_read_nonblocking(
+                    self.ch,
+                    buf.as_mut_ptr() as *mut c_void,
+                    buf.len() as u32,
+                    0,
+                )
+            };
+            if n <= 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n as usize]);
+        }
+        // SAFETY: self.ch is live.
+        unsafe { sys::ssh_channel_is_eof(self.ch) != 0 }
+    }
+
+    pub fn is_open(&self) -> bool {
+        // SAFETY: self.ch is live.
+        unsafe { sys::ssh_channel_is_open(self.ch) != 0 }
+    }
+
+    /// exit-status, EOF and close: what OpenSSH expects for a clean end.
+    pub fn finish(&self, status: i32) {
+        // SAFETY: self.ch is live; each call is harmless on a closed channel.
+        unsafe {
+            sys::ssh_channel_request_send_exit_status(self.ch, status);
+            sys::ssh_channel_send_eof(self.ch);
+            sys::ssh_channel_close(self.ch);
+        }
+    }
+}
+
+impl Drop for Channel<'_> {
+    fn drop(&mut self) {
+        // SAFETY: we own the channel; the session is still alive (borrow).
+        unsafe { sys::ssh_channel_free(self.ch) }
+    }
+}
+
+/// What the channel callbacks collected during one poll.
+#[derive(Default)]
+pub struct Inbound {
+    pub data: Vec<u8>,
+    pub eof: bool,
+    pub closed: bool,
+    pub woken: bool,
+}
+
+/// One blocking point per session: a poll over the SSH socket and a wake fd.
+pub struct EventLoop<'s> {
+    event: sys::ssh_event,
+    session: &'s Session,
+    channel: sys::ssh_channel,
+    wake_fd: RawFd,
+    // Boxed so the addresses handed to libssh as userdata stay fixed.
+    inbound: Box<Inbound>,
+    callbacks: Box<sys::ssh_channel_callbacks_struct>,
+}
+
+unsafe extern "C" fn on_data(
+    _s: sys::ssh_session,
+    _c: sys::ssh_channel,
+    data: *mut c_void,
+    len: u32,
+    is_stderr: c_int,
+    userdata: *mut c_void,
+) -> c_int {
+    // SAFETY: userdata is the Box<Inbound> owned by the EventLoop, which
+    // outlives every poll; libssh passes `len` readable bytes at `data`.
+    unsafe {
+        let inb = &mut *(userdata as *mut Inbound);
+        if is_stderr == 0 {
+            inb.data
+                .extend_from_slice(std::slice::from_raw_parts(data as *const u8, len as usize));
+        }
+    }
+    len as c_int
+}
+
+unsafe extern "C" fn on_eof(_s: sys::ssh_session, _c: sys::ssh_channel, userdata: *mut c_void) {
+    // SAFETY: as in on_data.
+    unsafe { (*(userdata as *mut Inbound)).eof = true }
+}
+
+unsafe extern "C" fn on_close(_s: sys::ssh_session, _c: sys::ssh_channel, userdata: *mut c_void) {
+    // SAFETY: as in on_data.
+    unsafe { (*(userdata as *mut Inbound)).closed = true }
+}
+
+unsafe extern "C" fn on_wake(fd: c_int, _revents: c_int, userdata: *mut c_void) -> c_int {
+    // SAFETY: fd is our eventfd; reading 8 bytes resets its counter. userdata
+    // is the Box<Inbound> as above.
+    unsafe {
+        let mut v: u64 = 0;
+        libc::read(fd, &mut v as *mut u64 as *mut c_void, 8);
+        (*(userdata as *mut Inbound)).woken = true;
+    }
+    0
+}
+
+impl<'s> EventLoop<'s> {
+    /// Installs the channel callbacks and registers the session and `wake_fd`.
+    pub fn new(
+        session: &'s Session,
+        channel: &Channel<'s>,
+        wake_fd: RawFd,
+    ) -> Result<Self, SshError> {
+        let mut inbound = Box::<Inbound>::default();
+        let ud = &mut *inbound as *mut Inbound as *mut c_void;
+        // SAFETY: a zeroed callbacks struct is all-NULL function pointers,
+        // which libssh reads as "not set". `size` is the size of our (0.11)
+        // struct; 0.10.6 reads only the fields it knows.
+        let mut callbacks: Box<sys::ssh_channel_callbacks_struct> =
+            Box::new(unsafe { std::mem::zeroed() });
+        callbacks.size = std::mem::size_of::<sys::ssh_channel_callbacks_struct>();
+        callbacks.userdata = ud;
+        callbacks.channel_data_function = Some(on_data);
+        callbacks.channel_eof_function = Some(on_eof);
+        callbacks.channel_close_function = Some(on_close);
+        // SAFETY: the callbacks box and inbound box live as long as the event
+        // loop, which is dropped before the channel (see session.rs) and removes
+        // itself from libssh in Drop.
+        unsafe {
+            let event = sys::ssh_event_new();
+            if event.is_null() {
+                return Err(SshError("ssh_event_new failed".into()));
+            }
+            let mut el = EventLoop {
+                event,
+                session,
+                channel: channel.ch,
+                wake_fd,
+                inbound,
+                callbacks,
+            };
+            sys::ssh_set_channel_callbacks(el.channel, &mut *el.callbacks);
+            if sys::ssh_event_add_session(el.event, session.0) != 0 {
+                return Err(SshError("ssh_event_add_session failed".into()));
+            }
+            let ud = &mut *el.inbound as *mut Inbound as *mut c_void;
+            if sys::ssh_event_add_fd(el.event, wake_fd, libc::POLLIN, Some(on_wake), ud) != 0 {
+                return Err(SshError("ssh_event_add_fd failed".into()));
+            }
+            Ok(el)
+        }
+    }
+
+    /// Blocks until the socket or the wake fd has something, or `timeout_ms`
+    /// passes (-1: no timeout). Callbacks fill [`EventLoop::inbound`].
+    pub fn poll(&mut self, timeout_ms: i32) -> Result<(), SshError> {
+        // SAFETY: event and session are live; callbacks only touch `inbound`.
+        let rc = unsafe { sys::ssh_event_dopoll(self.event, timeout_ms) };
+        if rc == sys::SSH_ERROR {
+            // SAFETY: session is live.
+            if unsafe { sys::ssh_is_connected(self.session.0) } == 0 {
+                self.inbound.closed = true;
+                return Ok(());
+            }
+            return Err(SshError(self.session.error()));
+        }
+        Ok(())
+    }
+
+    pub fn inbound(&mut self) -> &mut Inbound {
+        &mut self.inbound
+    }
+
+    pub fn connected(&self) -> bool {
+        // SAFETY: session is live.
+        unsafe { sys::ssh_is_connected(self.session.0) != 0 }
+    }
+}
+
+impl Drop for EventLoop<'_> {
+    fn drop(&mut self) {
+        // SAFETY: unregister everything that points at our boxes before they
+        // are freed; the channel is still alive (it outlives the loop).
+        unsafe {
+            sys::ssh_remove_channel_callbacks(self.channel, &mut *self.callbacks);
+            sys::ssh_event_remove_fd(self.event, self.wake_fd);
+            sys::ssh_event_remove_session(self.event, self.session.0);
+            sys::ssh_event_free(self.event);
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! Shared fixtures: start the real server binary on an ephemeral loopback
+//! port with temp keys and config, and talk to it with real SSH clients.
+//! Every wait is bounded so a hang fails fast.
+#![allow(dead_code)]
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn server_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_m2m-mcp-server-ssh-server"))
+}
+
+/// The fixture MCP server (built by `cargo test` as an example).
+pub fn fixture_bin() -> PathBuf {
+    let p = server_bin()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("fixture_mcp");
+    assert!(p.exists(), "fixture not built at {}", p.display());
+    p
+}
+
+pub fn fixture(name: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["--name".to_string(), name.to_string()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    json!({"command": fixture_bin(), "args": args})
+}
+
+/// A fresh temp directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("m2m-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes a fresh ed25519 client key (OpenSSH format, 0600) and returns
+/// (private key path, public line).
+pub fn client_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let (private, public) = m2m_mcp_server_ssh_server::keys::generate_ed25519(name);
+    let p = dir.join(name);
+    std::fs::write(&p, private).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(dir.join(format!("{name}.pub")), format!("{public}\n")).unwrap();
+    (p, public)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running server binary.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub dir: TempDir,
+    pub key: PathBuf,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts the server with `servers` as its mcpServers and waits until it listens.
+    pub fn start(servers: Value, extra: &[&str]) -> Server {
+        let dir = TempDir::new("srv");
+        let (key, public) = client_key(dir.path(), "client");
+        std::fs::write(dir.path().join("authorized_keys"), format!("{public}\n")).unwrap();
+        std::fs::write(
+            dir.path().join("servers_config.json"),
+            json!({ "mcpServers": servers }).to_string(),
+        )
+        .unwrap();
+        Self::start_in(dir, key, extra)
+    }
+
+    pub fn start_in(dir: TempDir, key: PathBuf, extra: &[&str]) -> Server {
+        let port = free_port();
+        let d = dir.path();
+        let mut child = Command::new(server_bin())
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--authorized-clients")
+            .arg(d.join("authorized_keys"))
+            .arg("--registered-clients")
+            .arg(d.join("registered_clients"))
+            .arg("--server-key")
+            .arg(d.join("hostkey/host_ed25519"))
+            .arg("--servers-config")
+            .arg(d.join("servers_config.json"))
+            .args(["--log-level", "DEBUG"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start server");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let l2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("M2M_TEST_LOG").is_some() {
+                    eprintln!("server: {line}");
+                }
+                if line.contains("SSH server listening") {
+                    let _ = tx.send(());
+                }
+                let mut l = l2.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let ok = rx.recv_timeout(WAIT).is_ok();
+        let mut s = Server {
+            child,
+            port,
+            dir,
+            key,
+            log,
+        };
+        if !ok {
+            let _ = s.child.kill();
+            panic!("server did not start:\n{}", s.log());
+        }
+        s
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str) -> bool {
+        let end = Instant::now() + WAIT;
+        while Instant::now() < end {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Opens an authenticated ssh2 session.
+    pub fn ssh2(&self) -> ssh2::Session {
+        ssh2_session(self.port, &self.key)
+    }
+
+    /// An MCP connection over a `shell` channel.
+    pub fn connect(&self) -> Mcp {
+        let sess = self.ssh2();
+        let mut ch = sess.channel_session().unwrap();
+        ch.shell().unwrap();
+        Mcp::new(sess, ch)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY-free: plain kill(2) through the libc crate is not available
+        // here, so use the `kill` command for SIGTERM and then force.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn ssh2_session(port: u16, key: &Path) -> ssh2::Session {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut sess = ssh2::Session::new().unwrap();
+    sess.set_tcp_stream(tcp);
+    sess.set_timeout(WAIT.as_millis() as u32);
+    sess.handshake().unwrap();
+    sess.userauth_pubkey_file("mcp", None, key, None)
+        .expect("public-key auth");
+    assert!(sess.authenticated());
+    sess
+}
+
+/// Line-oriented MCP over an ssh2 channel.
+pub struct Mcp {
+    pub sess: ssh2::Session,
+    pub ch: ssh2::Channel,
+    buf: Vec<u8>,
+    next: u64,
+}
+
+impl Mcp {
+    pub fn new(sess: ssh2::Session, ch: ssh2::Channel) -> Mcp {
+        Mcp {
+            sess,
+            ch,
+            buf: Vec::new(),
+            next: 1000,
+        }
+    }
+
+    pub fn send(&mut self, v: &Value) {
+        let mut line = serde_json::to_vec(v).unwrap();
+        line.push(b'\n');
+        self.send_raw(&line);
+    }
+
+    pub fn send_raw(&mut self, b: &[u8]) {
+        self.ch.write_all(b).unwrap();
+        self.ch.flush().unwrap();
+    }
+
+    /// The next line from the server (bounded by the session timeout).
+    pub fn recv(&mut self) -> Value {
+        loop {
+            if let Some(p) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=p).collect();
+                return serde_json::from_slice(&line).unwrap_or_else(|e| {
+                    panic!(
+                        "bad line from server: {e}: {}",
+                        String::from_utf8_lossy(&line)
+                    )
+                });
+            }
+            let mut tmp = [0u8; 65536];
+            let n = self.ch.read(&mut tmp).expect("read from server");
+            assert!(n > 0, "server closed the channel");
+            self.buf.extend_from_slice(&tmp[..n]);
+        }
+    }
+
+    /// Sends a request and returns its response, collecting anything else
+    /// that arrived first into `others`.
+    pub fn request_with(&mut self, method: &str, params: Value, others: &mut Vec<Value>) -> Value {
+        self.next += 1;
+        let id = self.next;
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        loop {
+            let m = self.recv();
+            if m.get("id") == Some(&json!(id)) && m.get("method").is_none() {
+                return m;
+            }
+            others.push(m);
+        }
+    }
+
+    pub fn request(&mut self, method: &str, params: Value) -> Value {
+        let mut others = Vec::new();
+
+        self.request_with(method, params, &mut others)
+    }
+
+    pub fn initialize(&mut self) -> Value {
+        let r = self.request(
+            "initialize",
+            json!({"protocolVersion": "2025-06-18", "capabilities": {"sampling": {}, "roots": {"listChanged": true}},
+                   "clientInfo": {"name": "itest", "version": "1"}}),
+        );
+        self.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        r
+    }
+}
+
+/// Runs OpenSSH `ssh -T` against the server with `input` on stdin.
+pub fn openssh(port: u16, key: &Path, extra: &[&str], input: &str) -> std::process::Output {
+    let mut child = Command::new("timeout")
+        .arg("30")
+        .arg("ssh")
+        .args(["-T", "-p", &port.to_string()])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .arg("-i")
+        .arg(key)
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ssh");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_owned();
+    std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    child.wait_with_output().unwrap()
+}
+
+/// Lines of output parsed as JSON.
+pub fn json_lines(out: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// PIDs whose parent is `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // Fields after the ")" of the command name: state, ppid, ...
+        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            if f.get(1).and_then(|s| s.parse::<u32>().ok()) == Some(pid) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+pub fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Polls `f` until true or the bound passes (for observing /proc after a
+/// disconnect, where there is no event to block on).
+pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + WAIT;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+pub fn read_all(ch: &mut ssh2::Channel) -> String {
+    let mut s = String::new();
+    let _ = ch.read_to_string(&mut s);
+    s
+}

@@ -1,0 +1,554 @@
+//! End-to-end: the real server binary, real SSH clients (ssh2 and OpenSSH),
+//! real child processes (the fixture MCP server).
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+
+fn two_children() -> Value {
+    json!({"alpha": fixture("alpha", &[]), "beta": fixture("beta", &["--page-size", "3"])})
+}
+
+fn names(list: &Value, field: &str) -> Vec<String> {
+    list["result"][field]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {field} in {list}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn merged_gateway_serves_every_method_through_two_children() {
+    let srv = Server::start(two_children(), &[]);
+    let mut c = srv.connect();
+    let init = c.initialize();
+    assert_eq!(init["result"]["protocolVersion"], "2025-06-18");
+    assert_eq!(
+        init["result"]["serverInfo"]["name"],
+        "m2m-mcp-server-ssh-server"
+    );
+    let caps = &init["result"]["capabilities"];
+    assert_eq!(caps["tools"]["listChanged"], true);
+    assert_eq!(caps["resources"]["subscribe"], true);
+    let instr = init["result"]["instructions"].as_str().unwrap();
+    assert!(
+        instr.contains("[alpha] fixture alpha; client said \"itest\""),
+        "{instr}"
+    );
+
+    // Full lists across both children's pages, duplicates renamed in config order.
+    let tools = c.request("tools/list", json!({}));
+    let t = names(&tools, "tools");
+    assert_eq!(t.len(), 14, "{t:?}");
+    assert_eq!(
+        &t[..7],
+        [
+            "echo", "add", "whoami", "progress", "sample", "slow", "crash"
+        ]
+    );
+    assert_eq!(
+        &t[7..],
+        [
+            "echo_1",
+            "add_1",
+            "whoami_1",
+            "progress_1",
+            "sample_1",
+            "slow_1",
+            "crash_1"
+        ]
+    );
+    assert!(tools["result"].get("nextCursor").is_none());
+
+    let r = c.request("tools/call", json!({"name": "whoami_1", "arguments": {}}));
+    assert!(
+        r["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("beta ")
+    );
+    let r = c.request(
+        "tools/call",
+        json!({"name": "echo", "arguments": {"text": "hi"}}),
+    );
+    assert_eq!(r["result"]["content"][0]["text"], "hi");
+    assert_eq!(
+        r["result"]["_meta"]["from"], "alpha",
+        "payload passes through"
+    );
+
+    // String ids come back unchanged.
+    c.send(&json!({"jsonrpc": "2.0", "id": "str-id", "method": "tools/call", "params": {"name": "add_1", "arguments": {"a": 2, "b": 3}}}));
+    let r = c.recv();
+    assert_eq!(r["id"], "str-id");
+    assert_eq!(r["result"]["content"][0]["text"], "5");
+
+    // Prompts.
+    let p = c.request("prompts/list", json!({}));
+    assert_eq!(names(&p, "prompts"), ["greet", "greet_1"]);
+    let g = c.request(
+        "prompts/get",
+        json!({"name": "greet_1", "arguments": {"who": "bob"}}),
+    );
+    assert_eq!(
+        g["result"]["messages"][0]["content"]["text"],
+        "hello bob from beta"
+    );
+
+    // Resources, templates, read, subscribe, unsubscribe.
+    let rl = c.request("resources/list", json!({}));
+    assert_eq!(rl["result"]["resources"].as_array().unwrap().len(), 2);
+    let tl = c.request("resources/templates/list", json!({}));
+    assert_eq!(
+        tl["result"]["resourceTemplates"].as_array().unwrap().len(),
+        2
+    );
+    let rr = c.request("resources/read", json!({"uri": "fixture://beta/info"}));
+    assert_eq!(
+        rr["result"]["contents"][0]["text"],
+        "fixture://beta/info served by beta"
+    );
+    let rr = c.request("resources/read", json!({"uri": "fixture://alpha/items/42"}));
+    assert_eq!(
+        rr["result"]["contents"][0]["text"],
+        "fixture://alpha/items/42 served by alpha"
+    );
+    assert_eq!(
+        c.request("resources/subscribe", json!({"uri": "fixture://beta/info"}))["result"],
+        json!({})
+    );
+    assert_eq!(
+        c.request(
+            "resources/unsubscribe",
+            json!({"uri": "fixture://beta/info"})
+        )["result"],
+        json!({})
+    );
+
+    // Completion by ref, logging fan-out, ping.
+    let cp = c.request("completion/complete", json!({"ref": {"type": "ref/prompt", "name": "greet_1"}, "argument": {"name": "who", "value": ""}}));
+    assert_eq!(cp["result"]["completion"]["values"][0], "beta-1");
+    let cr = c.request("completion/complete", json!({"ref": {"type": "ref/resource", "uri": "fixture://alpha/items/{id}"}, "argument": {"name": "id", "value": ""}}));
+    assert_eq!(cr["result"]["completion"]["values"][0], "alpha-1");
+    assert_eq!(
+        c.request("logging/setLevel", json!({"level": "debug"}))["result"],
+        json!({})
+    );
+    assert_eq!(c.request("ping", json!({}))["result"], json!({}));
+
+    // Unknown names and methods.
+    for (m, p, needle) in [
+        ("tools/call", json!({"name": "nope"}), "unknown tool: nope"),
+        (
+            "prompts/get",
+            json!({"name": "nope"}),
+            "unknown prompt: nope",
+        ),
+        (
+            "resources/read",
+            json!({"uri": "nope://x"}),
+            "unknown resource: nope://x",
+        ),
+    ] {
+        let e = c.request(m, p);
+        assert_eq!(e["error"]["code"], -32602, "{e}");
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(needle),
+            "{e}"
+        );
+    }
+    let e = c.request("server/discover", json!({}));
+    assert_eq!(e["error"]["code"], -32601);
+    let e = c.request("tools/list", json!({"cursor": "made-up"}));
+    assert_eq!(e["error"]["code"], -32602);
+
+    // Notifications from a child reach the client; progress carries the client's token.
+    let mut others = Vec::new();
+    let r = c.request_with(
+        "tools/call",
+        json!({"name": "progress_1", "arguments": {}, "_meta": {"progressToken": "tok-7"}}),
+        &mut others,
+    );
+    assert_eq!(r["result"]["content"][0]["text"], "done");
+    assert!(
+        others
+            .iter()
+            .any(|m| m["method"] == "notifications/message"
+                && m["params"]["data"] == "hello from beta"),
+        "{others:?}"
+    );
+    let progress: Vec<&Value> = others
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .collect();
+    assert_eq!(progress.len(), 3);
+    assert!(
+        progress
+            .iter()
+            .all(|m| m["params"]["progressToken"] == "tok-7")
+    );
+
+    // A child asks the client (sampling, roots); the answers go back to it.
+    c.send(&json!({"jsonrpc": "2.0", "id": 77, "method": "tools/call", "params": {"name": "sample_1", "arguments": {}}}));
+    let s = c.recv();
+    assert_eq!(s["method"], "sampling/createMessage");
+    assert!(s["id"].is_u64());
+    c.send(&json!({"jsonrpc": "2.0", "id": s["id"], "result": {"role": "assistant", "content": {"type": "text", "text": "from client"}, "model": "m"}}));
+    let roots = c.recv();
+    assert_eq!(roots["method"], "roots/list");
+    c.send(
+        &json!({"jsonrpc": "2.0", "id": roots["id"], "result": {"roots": [{"uri": "file:///w"}]}}),
+    );
+    let done = c.recv();
+    assert_eq!(done["id"], 77);
+    let sc = &done["result"]["structuredContent"];
+    assert_eq!(sc["sampling"]["id"], "s1", "child sees its own id");
+    assert_eq!(sc["sampling"]["result"]["content"]["text"], "from client");
+    assert_eq!(sc["roots"]["result"]["roots"][0]["uri"], "file:///w");
+
+    // Cancellation goes to the child that holds the request, with its id.
+    c.send(&json!({"jsonrpc": "2.0", "id": 90, "method": "tools/call", "params": {"name": "slow_1", "arguments": {"ms": 300}}}));
+    c.send(&json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 90}}));
+    assert!(srv.wait_log("fixture beta: cancelled"), "{}", srv.log());
+    assert!(!srv.log().contains("fixture alpha: cancelled"));
+    assert_eq!(
+        c.request("ping", json!({}))["result"],
+        json!({}),
+        "cancelled request got no answer"
+    );
+}
+
+#[test]
+fn bad_lines_get_errors_and_the_session_goes_on() {
+    let srv = Server::start(
+        json!({"alpha": fixture("alpha", &[])}),
+        &["--max-line-bytes", "4096"],
+    );
+    let mut c = srv.connect();
+    c.initialize();
+    c.send_raw(b"this is not json\n");
+    let e = c.recv();
+    assert_eq!(e["error"]["code"], -32700);
+    assert_eq!(e["id"], Value::Null);
+    c.send_raw(b"{\"id\": 5, \"method\": \"ping\"}\n");
+    assert_eq!(c.recv()["error"]["code"], -32600);
+    let big = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":6,\"method\":\"ping\",\"params\":{{\"x\":\"{}\"}}}}\n",
+        "a".repeat(10_000)
+    );
+    c.send_raw(big.as_bytes());
+    let e = c.recv();
+    assert_eq!(e["error"]["code"], -32600);
+    assert!(e["error"]["message"].as_str().unwrap().contains("4096"));
+    let r = c.request(
+        "tools/call",
+        json!({"name": "echo", "arguments": {"text": "still here"}}),
+    );
+    assert_eq!(r["result"]["content"][0]["text"], "still here");
+}
+
+#[test]
+fn large_message_round_trips_intact() {
+    let srv = Server::start(json!({"alpha": fixture("alpha", &["--echo-only"])}), &[]);
+    let mut c = srv.connect();
+    c.initialize();
+    let text: String = (0..5 * 1024 * 1024)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    let r = c.request(
+        "tools/call",
+        json!({"name": "echo", "arguments": {"text": text}}),
+    );
+    assert_eq!(
+        r["result"]["content"][0]["text"].as_str().map(str::len),
+        Some(text.len())
+    );
+    assert!(r["result"]["content"][0]["text"] == text.as_str());
+}
+
+#[test]
+fn failing_children_are_left_out_and_a_crash_fails_only_its_requests() {
+    let srv = Server::start(
+        json!({
+            "alpha": fixture("alpha", &[]),
+            "broken": fixture("broken", &["--fail-init"]),
+            "missing": {"command": "/nonexistent/mcp-server"},
+            "beta": fixture("beta", &[]),
+        }),
+        &[],
+    );
+    let mut c = srv.connect();
+    let init = c.initialize();
+    assert!(init["result"].is_object(), "{init}");
+    let log = srv.log();
+    assert!(log.contains("server missing failed to start"), "{log}");
+    assert!(srv.wait_log("server broken left out: initialize failed: fixture refuses to initialize; stderr: fixture broken starting"));
+    let t = names(&c.request("tools/list", json!({})), "tools");
+    assert_eq!(t.len(), 14);
+    let e = c.request("tools/call", json!({"name": "crash", "arguments": {}}));
+    assert_eq!(e["error"]["code"], -32002, "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("alpha"),
+        "{e}"
+    );
+    let r = c.request(
+        "tools/call",
+        json!({"name": "echo_1", "arguments": {"text": "beta lives"}}),
+    );
+    assert_eq!(r["result"]["content"][0]["text"], "beta lives");
+    let e = c.request("tools/call", json!({"name": "echo", "arguments": {}}));
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("alpha"),
+        "{e}"
+    );
+}
+
+#[test]
+fn env_and_cwd_from_the_config_reach_the_child() {
+    let dir = TempDir::new("cwd");
+    let mut spec = fixture("alpha", &[]);
+    spec["env"] = json!({"FIXTURE_ENV": "from-config"});
+    spec["cwd"] = json!(dir.path());
+    let srv = Server::start(json!({"alpha": spec}), &[]);
+    let mut c = srv.connect();
+    c.initialize();
+    let r = c.request("tools/call", json!({"name": "whoami", "arguments": {}}));
+    let text = r["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(text.contains("env=from-config"), "{text}");
+    assert!(
+        text.contains(&format!("cwd={}", dir.path().display())),
+        "{text}"
+    );
+}
+
+#[test]
+fn exec_selects_servers_and_subsystem_mcp_works() {
+    let srv = Server::start(two_children(), &[]);
+    // exec "beta": only beta's tools, under their own names.
+    let sess = srv.ssh2();
+    let mut ch = sess.channel_session().unwrap();
+    ch.exec("beta").unwrap();
+    let mut c = Mcp::new(sess, ch);
+    c.initialize();
+    let t = names(&c.request("tools/list", json!({})), "tools");
+    assert_eq!(t.len(), 7);
+    assert_eq!(t[0], "echo");
+    let r = c.request("tools/call", json!({"name": "whoami", "arguments": {}}));
+    assert!(
+        r["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("beta")
+    );
+
+    // Unknown name: one line on stderr, exit status 1.
+    let sess = srv.ssh2();
+    let mut ch = sess.channel_session().unwrap();
+    ch.exec("gamma").unwrap();
+    let mut err = String::new();
+    ch.stderr().read_to_string(&mut err).unwrap();
+    let _ = read_all(&mut ch);
+    ch.wait_close().unwrap();
+    assert!(err.contains("unknown MCP server(s): gamma"), "{err}");
+    assert_eq!(ch.exit_status().unwrap(), 1);
+
+    // pty-req is refused and the session goes on.
+    let sess = srv.ssh2();
+    let mut ch = sess.channel_session().unwrap();
+    assert!(ch.request_pty("xterm", None, None).is_err());
+    ch.shell().unwrap();
+    let mut c = Mcp::new(sess, ch);
+    assert_eq!(
+        c.initialize()["result"]["serverInfo"]["name"],
+        "m2m-mcp-server-ssh-server"
+    );
+
+    // subsystem mcp.
+    let sess = srv.ssh2();
+    let mut ch = sess.channel_session().unwrap();
+    ch.subsystem("mcp").unwrap();
+    let mut c = Mcp::new(sess, ch);
+    c.initialize();
+    assert_eq!(
+        names(&c.request("tools/list", json!({})), "tools").len(),
+        14
+    );
+}
+
+#[test]
+fn openssh_client_works_with_shell_exec_and_subsystem() {
+    if std::process::Command::new("ssh")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        panic!("OpenSSH client (ssh) is required for this test");
+    }
+    let srv = Server::start(two_children(), &[]);
+    let input = concat!(
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"ossh","version":"1"}}}"#,
+        "\n",
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        "\n",
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo_1","arguments":{"text":"via openssh"}}}"#,
+        "\n",
+    );
+    for extra in [
+        vec!["mcp@127.0.0.1"],
+        vec!["mcp@127.0.0.1", "alpha,beta"],
+        vec!["-s", "mcp@127.0.0.1", "mcp"],
+    ] {
+        let out = openssh(srv.port, &srv.key, &extra, input);
+        let lines = json_lines(&out.stdout);
+        assert_eq!(
+            lines.len(),
+            2,
+            "{extra:?}: {lines:?} stderr={}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(lines[0]["result"]["protocolVersion"], "2025-03-26");
+        assert_eq!(lines[1]["result"]["content"][0]["text"], "via openssh");
+        assert!(
+            out.status.success(),
+            "{extra:?}: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn only_the_authorized_public_key_gets_in() {
+    let srv = Server::start(json!({"alpha": fixture("alpha", &[])}), &[]);
+    let (other, _) = client_key(srv.dir.path(), "stranger");
+
+    // ssh2: none (auth_methods sends a "none" request), password,
+    // keyboard-interactive and an unknown key are all refused.
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+    let mut s = ssh2::Session::new().unwrap();
+    s.set_tcp_stream(tcp);
+    s.set_timeout(20_000);
+    s.handshake().unwrap();
+    let methods = s.auth_methods("mcp").unwrap();
+    assert_eq!(methods, "publickey");
+    assert!(!s.authenticated(), "the none method must not authenticate");
+    assert!(s.userauth_password("mcp", "mcp").is_err());
+    struct P;
+    impl ssh2::KeyboardInteractivePrompt for P {
+        fn prompt(&mut self, _: &str, _: &str, p: &[ssh2::Prompt]) -> Vec<String> {
+            p.iter().map(|_| "x".to_string()).collect()
+        }
+    }
+    assert!(s.userauth_keyboard_interactive("mcp", &mut P).is_err());
+    assert!(s.userauth_pubkey_file("mcp", None, &other, None).is_err());
+    assert!(!s.authenticated());
+
+    // OpenSSH, each method forced on its own.
+    for method in ["none", "password", "keyboard-interactive"] {
+        let out = openssh(
+            srv.port,
+            &srv.key,
+            &[
+                "-o",
+                &format!("PreferredAuthentications={method}"),
+                "mcp@127.0.0.1",
+            ],
+            "",
+        );
+        assert!(!out.status.success(), "{method} got in");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+            "{method}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = openssh(srv.port, &other, &["mcp@127.0.0.1"], "");
+    assert!(!out.status.success());
+
+    // A key added to the file works on the next connection, without restart.
+    let public = std::fs::read_to_string(srv.dir.path().join("stranger.pub")).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(srv.dir.path().join("authorized_keys"))
+        .unwrap();
+    writeln!(f, "# added later\nno-pty {}", public.trim()).unwrap();
+    drop(f);
+    let _ = ssh2_session(srv.port, &other);
+}
+
+#[test]
+fn disconnect_mid_call_leaves_no_child_thread_or_fd_behind() {
+    let srv = Server::start(two_children(), &[]);
+    let pid = srv.pid();
+    // Warm up once so lazily created process-wide state is counted in the baseline.
+    {
+        let mut c = srv.connect();
+        c.initialize();
+    }
+    assert!(eventually(|| children_of(pid).is_empty()));
+    assert!(
+        eventually(|| thread_count(pid) == 1),
+        "threads: {}",
+        thread_count(pid)
+    );
+    let base_fds = fd_count(pid);
+    for _ in 0..3 {
+        let mut c = srv.connect();
+        c.initialize();
+        assert_eq!(children_of(pid).len(), 2);
+        c.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "slow", "arguments": {"ms": 30000}}}));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        drop(c); // TCP close without a clean SSH goodbye
+    }
+    assert!(
+        eventually(|| children_of(pid).is_empty()),
+        "children left: {:?}",
+        children_of(pid)
+    );
+    assert!(
+        eventually(|| thread_count(pid) == 1),
+        "threads: {}",
+        thread_count(pid)
+    );
+    assert!(
+        eventually(|| fd_count(pid) <= base_fds),
+        "fds: {} > {base_fds}",
+        fd_count(pid)
+    );
+}
+
+#[test]
+fn sigterm_ends_sessions_reaps_children_and_exits_zero() {
+    let mut srv = Server::start(two_children(), &[]);
+    let pid = srv.pid();
+    let mut c = srv.connect();
+    c.initialize();
+    let kids = children_of(pid);
+    assert_eq!(kids.len(), 2);
+    std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    let end = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = srv.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < end, "server did not exit");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}\n{}", srv.log());
+    for k in kids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{k}")).exists(),
+            "child {k} survived"
+        );
+    }
+}
