@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-BIN=${BIN:-$ROOT/target/release/m2m-mcp-server-ssh-server}
-[ -x "$BIN" ] || cargo build --release --locked
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --locked --quiet
+  BIN=$ROOT/target/release/m2m-mcp-server-ssh-server
+fi
 T=$(mktemp -d)
 PID=""
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$T"; }
@@ -19,8 +21,10 @@ ssh-keygen -q -t ed25519 -N '' -C smoke -f "$T/client"
 cp "$T/client.pub" "$T/authorized_keys"
 # Commands in the config are relative to the repository: run from there.
 cp servers_config.json "$T/servers_config.json"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$BIN" --port "$PORT" --authorized-clients "$T/authorized_keys" --registered-clients "$T/registered" \
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PORT=$(freeport)
+KPORT=$(freeport)
+"$BIN" --port "$PORT" --run-key-server --key-server-port "$KPORT" --authorized-clients "$T/authorized_keys" --registered-clients "$T/registered" \
   --server-key "$T/host_key" --servers-config "$T/servers_config.json" --log-level DEBUG 2>"$T/server.log" &
 PID=$!
 for _ in $(seq 1 100); do grep -q "SSH server listening" "$T/server.log" && break; sleep 0.1; done
@@ -75,6 +79,30 @@ done
 out=$(printf '%s\n' 'not json' | "${SSH[@]}" mcp@127.0.0.1) || true
 echo "$out" | grep -q '"code":-32700' || fail "malformed line: $out"
 ok "malformed line gets -32700"
+
+# Key API with curl: fetch the host key, register a fresh key, log in with
+# strict host-key checking against a known_hosts built from the fetched key.
+API="http://127.0.0.1:$KPORT"
+curl -fsS "$API/health" | grep -q '"status":"healthy"' || fail "GET /health"
+ok "key API /health"
+hostkey=$(curl -fsS "$API/server_pub_key" | sed -E 's/.*"server_pub_key":"([^"]*)".*/\1/')
+echo "$hostkey" | grep -q '^ssh-ed25519 AAAA' || fail "GET /server_pub_key: $hostkey"
+ok "key API /server_pub_key"
+echo "[127.0.0.1]:$PORT $hostkey" > "$T/known_hosts"
+ssh-keygen -q -t ed25519 -N '' -C "fresh@smoke" -f "$T/fresh"
+resp=$(curl -sS -X POST -H 'Content-Type: application/json' \
+  -d "{\"client_pub_key\": \"$(cat "$T/fresh.pub")\"}" "$API/register")
+[ "$resp" = '{"status":"success"}' ] || fail "POST /register: $resp"
+ok "key API /register of a fresh ssh-keygen key"
+code=$(curl -sS -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+  -d '{"client_pub_key": "command=\"sh\" ssh-ed25519 AAAA"}' "$API/register")
+[ "$code" = 400 ] || fail "hostile key got $code"
+ok "key API refuses an optioned key with 400"
+out=$(printf '%s\n' "$INIT" | timeout 60 ssh -T -p "$PORT" -i "$T/fresh" -o IdentitiesOnly=yes -o BatchMode=yes \
+  -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$T/known_hosts" -o LogLevel=ERROR mcp@127.0.0.1) \
+  || fail "login with the registered key"
+echo "$out" | grep -q '"id":1,"result"' || fail "registered key session: $out"
+ok "registered key logs in at once, host key verified strictly"
 
 kill -TERM "$PID"
 for _ in $(seq 1 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done

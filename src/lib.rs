@@ -8,10 +8,12 @@
 //!   accept loop, one thread per connection, the eventfd wake-up.
 //! - [`mcp`]: JSON-RPC framing and the sans-IO router that merges children.
 //! - [`child`]: child processes and their reader/writer/stderr threads.
+//! - [`keyapi`]: the key-management HTTP API (rouille).
 //! - [`server`]: wires the parts together for the server binary.
 
 pub mod child;
 pub mod config;
+pub mod keyapi;
 pub mod keys;
 pub mod logging;
 pub mod mcp;

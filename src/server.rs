@@ -2,6 +2,8 @@
 //! asked, then serve SSH until SIGINT/SIGTERM.
 
 use crate::config;
+use crate::keyapi::{self, KeyApi, RateLimiter};
+use crate::keys::registry::Registry;
 use crate::keys::{self, authorized::Authorized};
 use crate::ssh::listener;
 use crate::ssh::session::Shared;
@@ -26,6 +28,16 @@ pub struct ServerOptions {
     pub max_line: usize,
     pub request_timeout: Duration,
     pub max_sessions: usize,
+    pub key_server: Option<KeyServerOptions>,
+}
+
+/// `--run-key-server` settings.
+#[derive(Debug, Clone)]
+pub struct KeyServerOptions {
+    pub host: String,
+    pub port: u16,
+    pub token_file: Option<PathBuf>,
+    pub per_minute: u32,
 }
 
 /// Why the server could not run; `exit_code` tells the binary what to return.
@@ -112,9 +124,13 @@ pub fn run(opts: &ServerOptions) -> Result<(), ServerError> {
         shutdown: AtomicBool::new(false),
         auth_deadline: Duration::from_secs(10),
     });
+    let key_api = match &opts.key_server {
+        Some(k) => Some(start_key_api(k, &public, &opts.registered_clients)?),
+        None => None,
+    };
     let stop = Wake::new().map_err(|e| ServerError::Runtime(e.to_string()))?;
     listener::install_signal_handlers(&stop);
-    listener::serve(
+    let served = listener::serve(
         &opts.host,
         opts.port,
         &host_key,
@@ -122,7 +138,55 @@ pub fn run(opts: &ServerOptions) -> Result<(), ServerError> {
         opts.max_sessions,
         &stop,
     )
-    .map_err(ServerError::Runtime)?;
+    .map_err(ServerError::Runtime);
+    if let Some(k) = key_api {
+        k.stop();
+    }
+    served?;
     log::info!("stopped");
     Ok(())
+}
+
+fn start_key_api(
+    k: &KeyServerOptions,
+    public: &str,
+    registered: &std::path::Path,
+) -> Result<keyapi::Running, ServerError> {
+    let token = match &k.token_file {
+        None => None,
+        Some(p) => {
+            let t = std::fs::read_to_string(p).map_err(|e| {
+                ServerError::Config(format!(
+                    "cannot read --key-server-token-file {}: {e}",
+                    p.display()
+                ))
+            })?;
+            let t = t.trim().to_owned();
+            if t.len() < 16 {
+                return Err(ServerError::Config(format!(
+                    "{}: the token must be at least 16 characters",
+                    p.display()
+                )));
+            }
+            Some(t)
+        }
+    };
+    if !is_loopback(&k.host) && token.is_none() {
+        log::warn!(
+            "!!! the key API listens on {} without --key-server-token-file: anyone who reaches \
+             it can register a key and use every configured tool !!!",
+            k.host
+        );
+    }
+    keyapi::start(
+        &k.host,
+        k.port,
+        KeyApi {
+            server_pub_key: public.to_owned(),
+            registry: Registry::new(registered.to_path_buf()),
+            limiter: RateLimiter::new(k.per_minute),
+            token,
+        },
+    )
+    .map_err(ServerError::Runtime)
 }

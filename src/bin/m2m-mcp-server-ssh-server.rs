@@ -2,7 +2,7 @@
 
 use argh::FromArgs;
 use m2m_mcp_server_ssh_server::logging::{self, expand_home};
-use m2m_mcp_server_ssh_server::server::{self, ServerOptions};
+use m2m_mcp_server_ssh_server::server::{self, KeyServerOptions, ServerOptions};
 use std::time::Duration;
 
 /// MCP SSH server: runs the MCP servers in servers_config.json and serves them, merged, over SSH.
@@ -44,6 +44,21 @@ struct Args {
     /// most concurrent SSH connections (default: 64)
     #[argh(option, default = "64")]
     max_sessions: usize,
+    /// run the HTTP key-management API beside the SSH server
+    #[argh(switch)]
+    run_key_server: bool,
+    /// address of the key API (default: 127.0.0.1)
+    #[argh(option, default = "String::from(\"127.0.0.1\")")]
+    key_server_host: String,
+    /// port of the key API (default: 8000)
+    #[argh(option, default = "8000")]
+    key_server_port: u16,
+    /// file holding a bearer token that POST /register must present
+    #[argh(option)]
+    key_server_token_file: Option<String>,
+    /// key API requests allowed per client IP per minute (default: 10)
+    #[argh(option, default = "10")]
+    key_server_rate_limit: u32,
     /// print the version and exit
     #[argh(switch)]
     version: bool,
@@ -78,6 +93,12 @@ fn main() {
         max_line: args.max_line_bytes.max(1024),
         request_timeout: Duration::from_secs_f64(args.request_timeout),
         max_sessions: args.max_sessions.max(1),
+        key_server: args.run_key_server.then(|| KeyServerOptions {
+            host: args.key_server_host,
+            port: args.key_server_port,
+            token_file: args.key_server_token_file.as_deref().map(expand_home),
+            per_minute: args.key_server_rate_limit.max(1),
+        }),
     };
     if let Err(e) = server::run(&opts) {
         log::error!("{e}");

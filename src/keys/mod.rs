@@ -2,6 +2,8 @@
 //! format (shared by server and client), and file-mode checks.
 
 pub mod authorized;
+pub mod registry;
+pub mod validate;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;

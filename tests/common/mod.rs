@@ -394,3 +394,59 @@ pub fn read_all(ch: &mut ssh2::Channel) -> String {
     let _ = ch.read_to_string(&mut s);
     s
 }
+
+/// A minimal HTTP/1.1 exchange (Connection: close): (status, headers, body).
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+    {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {head:?}"));
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// POSTs `{"client_pub_key": key}` as JSON.
+pub fn register(port: u16, key: &str, extra: &[(&str, &str)]) -> (u16, String, String) {
+    let body = json!({ "client_pub_key": key }).to_string();
+    let mut h = vec![("Content-Type", "application/json")];
+    h.extend_from_slice(extra);
+    http(port, "POST", "/register", &h, body.as_bytes())
+}
+
+impl Server {
+    /// Starts with the key API on an ephemeral port; returns (server, api port).
+    pub fn start_with_key_api(servers: Value, extra: &[&str]) -> (Server, u16) {
+        let api = free_port();
+        let p = api.to_string();
+        let mut args = vec!["--run-key-server", "--key-server-port", &p];
+        args.extend_from_slice(extra);
+        let s = Server::start(servers, &args);
+        assert!(s.wait_log("key API listening"), "{}", s.log());
+        (s, api)
+    }
+}

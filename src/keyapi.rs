@@ -1,0 +1,259 @@
+//! The key-management HTTP API (`--run-key-server`), built as an attack
+//! surface: small bodies only, strict content type, per-IP rate limit with
+//! bounded memory, optional bearer token, validated keys only, and errors
+//! that never carry paths or internals.
+//!
+//! - `GET /server_pub_key` -> `{"server_pub_key": "ssh-ed25519 AAAA..."}`
+//! - `POST /register` `{"client_pub_key": "..."}` -> `{"status": "success"}`
+//! - `GET /health` -> `{"status": "healthy"}` (not rate limited)
+//! - `GET /` -> a short HTML page describing the API
+
+use crate::keys::registry::{Added, Registry};
+use crate::keys::validate;
+use rouille::{Request, Response};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Largest request body read (a key line plus JSON framing).
+pub const MAX_BODY: usize = 16 * 1024;
+/// Most client addresses remembered by the rate limiter.
+const MAX_TRACKED_IPS: usize = 10_000;
+const WINDOW: Duration = Duration::from_secs(60);
+
+/// Per-IP fixed-window limiter with a bounded table.
+pub struct RateLimiter {
+    per_window: u32,
+    table: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl RateLimiter {
+    pub fn new(per_minute: u32) -> RateLimiter {
+        RateLimiter {
+            per_window: per_minute,
+            table: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `Ok` if allowed, else the seconds until the window resets.
+    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
+        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if t.len() >= MAX_TRACKED_IPS && !t.contains_key(&ip) {
+            t.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
+            if t.len() >= MAX_TRACKED_IPS {
+                // Still full of live windows: forget the oldest one.
+                if let Some(oldest) = t.iter().min_by_key(|(_, (s, _))| *s).map(|(k, _)| *k) {
+                    t.remove(&oldest);
+                }
+            }
+        }
+        let e = t.entry(ip).or_insert((now, 0));
+        if now.duration_since(e.0) >= WINDOW {
+            *e = (now, 0);
+        }
+        if e.1 >= self.per_window {
+            let left = WINDOW.saturating_sub(now.duration_since(e.0));
+            return Err(left.as_secs().max(1));
+        }
+        e.1 += 1;
+        Ok(())
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.table.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// Everything the handler needs.
+pub struct KeyApi {
+    pub server_pub_key: String,
+    pub registry: Registry,
+    pub limiter: RateLimiter,
+    pub token: Option<String>,
+}
+
+fn error(code: u16, msg: &str) -> Response {
+    Response::json(&json!({ "error": msg })).with_status_code(code)
+}
+
+/// Compares without stopping at the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= (a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0)) as usize;
+    }
+    diff == 0
+}
+
+const INDEX: &str = "<!doctype html><html><head><meta charset=\"utf-8\"><title>m2m-mcp-server-ssh key API</title></head>\
+<body><h1>MCP SSH server: key API</h1><ul>\
+<li><code>GET /server_pub_key</code>: the SSH host key, <code>{\"server_pub_key\": \"ssh-ed25519 ...\"}</code></li>\
+<li><code>POST /register</code> with <code>Content-Type: application/json</code> and <code>{\"client_pub_key\": \"ssh-ed25519 ... comment\"}</code>: trust a client key</li>\
+<li><code>GET /health</code>: <code>{\"status\": \"healthy\"}</code></li></ul></body></html>";
+
+impl KeyApi {
+    /// Routes one request.
+    pub fn handle(&self, req: &Request) -> Response {
+        let path = req.url();
+        let method = req.method();
+        let allowed = match path.as_str() {
+            "/" | "/health" | "/server_pub_key" => "GET",
+            "/register" => "POST",
+            _ => return error(404, "not found"),
+        };
+        if method != allowed && !(allowed == "GET" && method == "HEAD") {
+            return error(405, "method not allowed").with_additional_header("Allow", allowed);
+        }
+        if path != "/health" {
+            if let Err(secs) = self.limiter.check(req.remote_addr().ip(), Instant::now()) {
+                return error(429, "too many requests")
+                    .with_additional_header("Retry-After", secs.to_string());
+            }
+        }
+        match path.as_str() {
+            "/" => Response::html(INDEX),
+            "/health" => Response::json(&json!({"status": "healthy"})),
+            "/server_pub_key" => Response::json(&json!({"server_pub_key": self.server_pub_key})),
+            _ => self.register(req),
+        }
+    }
+
+    fn register(&self, req: &Request) -> Response {
+        if let Some(token) = &self.token {
+            let given = req
+                .header("Authorization")
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
+                return error(401, "a valid bearer token is required")
+                    .with_additional_header("WWW-Authenticate", "Bearer");
+            }
+        }
+        let ctype = req.header("Content-Type").unwrap_or("");
+        let mime = ctype.split(';').next().unwrap_or("").trim();
+        if !mime.eq_ignore_ascii_case("application/json") {
+            return error(415, "Content-Type must be application/json");
+        }
+        if let Some(len) = req.header("Content-Length") {
+            match len.trim().parse::<usize>() {
+                Ok(n) if n > MAX_BODY => return error(413, "request body too large"),
+                Ok(_) => {}
+                Err(_) => return error(400, "invalid Content-Length"),
+            }
+        }
+        let Some(body) = req.data() else {
+            return error(400, "request body already read");
+        };
+        let mut buf = Vec::new();
+        if body
+            .take(MAX_BODY as u64 + 1)
+            .read_to_end(&mut buf)
+            .is_err()
+        {
+            return error(400, "could not read the request body");
+        }
+        if buf.len() > MAX_BODY {
+            return error(413, "request body too large");
+        }
+        let v: Value = match serde_json::from_slice(&buf) {
+            Ok(v) => v,
+            Err(_) => return error(400, "body is not valid JSON"),
+        };
+        let key = match v.get("client_pub_key") {
+            Some(Value::String(s)) => s,
+            Some(_) => return error(400, "client_pub_key must be a string"),
+            None => return error(400, "missing field client_pub_key"),
+        };
+        let key = match validate::validate(key) {
+            Ok(k) => k,
+            Err(why) => return error(400, &format!("invalid key: {why}")),
+        };
+        match self.registry.add(&key) {
+            Ok(added) => {
+                log::info!(
+                    "key API: {} {} key {} from {}",
+                    if added == Added::New {
+                        "registered"
+                    } else {
+                        "already had"
+                    },
+                    key.kind,
+                    key.fingerprint(),
+                    req.remote_addr().ip()
+                );
+                Response::json(&json!({"status": "success"}))
+            }
+            Err(e) => {
+                log::error!(
+                    "key API: cannot write {}: {e}",
+                    self.registry.path().display()
+                );
+                error(500, "internal error")
+            }
+        }
+    }
+}
+
+/// A running key API server.
+pub struct Running {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Running {
+    pub fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
+}
+
+/// Starts the API on its own thread.
+pub fn start(addr: &str, port: u16, api: KeyApi) -> Result<Running, String> {
+    let api = std::sync::Arc::new(api);
+    let server = rouille::Server::new((addr, port), move |req| api.handle(req))
+        .map_err(|e| format!("key API cannot listen on {addr}:{port}: {e}"))?
+        .pool_size(4);
+    let local = server.server_addr();
+    let (thread, stop) = server.stoppable();
+    log::info!("key API listening on http://{local}");
+    Ok(Running {
+        stop,
+        thread,
+        addr: local,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limiter_allows_n_per_window_and_stays_bounded() {
+        let l = RateLimiter::new(3);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let t = Instant::now();
+        assert!(l.check(ip, t).is_ok());
+        assert!(l.check(ip, t).is_ok());
+        assert!(l.check(ip, t).is_ok());
+        let wait = l.check(ip, t + Duration::from_secs(15)).unwrap_err();
+        assert_eq!(wait, 45);
+        assert!(l.check(ip, t + WINDOW).is_ok());
+        for i in 0..(MAX_TRACKED_IPS as u32 + 50) {
+            let _ = l.check(IpAddr::from(i.to_be_bytes()), t);
+        }
+        assert!(l.tracked() <= MAX_TRACKED_IPS);
+    }
+
+    #[test]
+    fn constant_time_eq_matches_only_equal() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(!constant_time_eq(b"", b"a"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}
