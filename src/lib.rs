@@ -9,9 +9,11 @@
 //! - [`mcp`]: JSON-RPC framing and the sans-IO router that merges children.
 //! - [`child`]: child processes and their reader/writer/stderr threads.
 //! - [`keyapi`]: the key-management HTTP API (rouille).
+//! - [`client`]: the stdio-to-SSH client binary's bridge (ssh2).
 //! - [`server`]: wires the parts together for the server binary.
 
 pub mod child;
+pub mod client;
 pub mod config;
 pub mod keyapi;
 pub mod keys;

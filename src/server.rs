@@ -129,7 +129,7 @@ pub fn run(opts: &ServerOptions) -> Result<(), ServerError> {
         None => None,
     };
     let stop = Wake::new().map_err(|e| ServerError::Runtime(e.to_string()))?;
-    listener::install_signal_handlers(&stop);
+    crate::ssh::wake::install_signal_handlers(&stop);
     let served = listener::serve(
         &opts.host,
         opts.port,

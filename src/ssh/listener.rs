@@ -5,38 +5,13 @@
 use super::session::{self, Shared};
 use super::sys::{Bind, BindConfig, Key};
 use super::wake::{Wake, poll_readable};
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// Stack for connection threads: libssh handshakes and the router fit well
 /// within it (DESIGN.md: 32 KiB passed every handshake tested).
 const SESSION_STACK: usize = 512 * 1024;
-
-/// The fd that the signal handler writes to (-1 until installed).
-static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
-
-extern "C" fn on_signal(_sig: libc::c_int) {
-    let fd = SIGNAL_FD.load(Ordering::Relaxed);
-    if fd >= 0 {
-        let one: u64 = 1;
-        // SAFETY: write(2) is async-signal-safe; fd is our eventfd.
-        unsafe {
-            libc::write(fd, &one as *const u64 as *const libc::c_void, 8);
-        }
-    }
-}
-
-/// Routes SIGINT and SIGTERM to `wake` (a shutdown request).
-pub fn install_signal_handlers(wake: &Wake) {
-    SIGNAL_FD.store(wake.fd(), Ordering::Relaxed);
-    // SAFETY: on_signal only does an async-signal-safe write.
-    unsafe {
-        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        libc::signal(libc::SIGINT, handler);
-        libc::signal(libc::SIGTERM, handler);
-    }
-}
 
 struct Conn {
     wake: Arc<Wake>,

@@ -74,6 +74,31 @@ pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
     Ok(pfds.iter().map(|p| p.revents != 0).collect())
 }
 
+/// The fd that the signal handler writes to (-1 until installed).
+static SIGNAL_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn on_signal(_sig: libc::c_int) {
+    let fd = SIGNAL_FD.load(std::sync::atomic::Ordering::Relaxed);
+    if fd >= 0 {
+        let one: u64 = 1;
+        // SAFETY: write(2) is async-signal-safe; fd is our eventfd.
+        unsafe {
+            libc::write(fd, &one as *const u64 as *const libc::c_void, 8);
+        }
+    }
+}
+
+/// Routes SIGINT and SIGTERM to `wake` (a shutdown request).
+pub fn install_signal_handlers(wake: &Wake) {
+    SIGNAL_FD.store(wake.fd(), std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: on_signal only does an async-signal-safe write.
+    unsafe {
+        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

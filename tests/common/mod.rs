@@ -450,3 +450,94 @@ impl Server {
         (s, api)
     }
 }
+
+pub fn client_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_m2m-mcp-server-ssh-client"))
+}
+
+/// Our client binary as an AI host runs it: JSON lines on stdin/stdout.
+pub struct StdioClient {
+    pub child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl StdioClient {
+    pub fn start(args: &[&str]) -> StdioClient {
+        let mut child = Command::new(client_bin())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let e2 = stderr.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut s = e2.lock().unwrap();
+                s.push_str(&l);
+                s.push('\n');
+            }
+        });
+        StdioClient {
+            stdin: child.stdin.take(),
+            child,
+            lines: rx,
+            stderr,
+        }
+    }
+
+    pub fn send(&mut self, v: &Value) {
+        let s = self.stdin.as_mut().expect("stdin open");
+        writeln!(s, "{v}").unwrap();
+        s.flush().unwrap();
+    }
+
+    pub fn recv(&mut self) -> Value {
+        let l = self
+            .lines
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("no line from the client; stderr:\n{}", self.stderr()));
+        serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l}"))
+    }
+
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits for the exit status (bounded).
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let end = Instant::now() + WAIT;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > end {
+                let _ = self.child.kill();
+                panic!("client did not exit; stderr:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for StdioClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,321 @@
+//! `m2m-mcp-server-ssh-client`: a stdio MCP server for the AI host that
+//! forwards every byte over SSH to the gateway, unparsed, so every present
+//! and future MCP feature passes. One thread drives the libssh2 session from
+//! one poll over stdin, the socket and a signal fd; logs go to stderr only.
+
+pub mod keyserver;
+pub mod known_hosts;
+
+use crate::keys::{self, fingerprint};
+use crate::ssh::wake::{Wake, install_signal_handlers};
+use known_hosts::Verdict;
+use std::fmt;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Client settings (flags of the Python client).
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub client_key: PathBuf,
+    pub known_hosts: PathBuf,
+    pub passphrase: Option<String>,
+    pub disable_host_key_checking: bool,
+    pub use_key_server: bool,
+    pub key_server_port: u16,
+    pub key_server_token: Option<String>,
+}
+
+/// A failure, phrased for the user; the binary prints it and exits 1.
+#[derive(Debug)]
+pub struct ClientError(pub String);
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn err(s: impl Into<String>) -> ClientError {
+    ClientError(s.into())
+}
+
+/// Modern algorithms first; the rest only where older servers need them.
+const KEX: &str = "curve25519-sha256,curve25519-sha256@libssh.org,diffie-hellman-group16-sha512,diffie-hellman-group18-sha512,ecdh-sha2-nistp256,diffie-hellman-group14-sha256";
+const HOSTKEYS: &str = "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,rsa-sha2-512,rsa-sha2-256";
+const CIPHERS: &str = "chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-gcm@openssh.com,aes256-ctr,aes128-ctr";
+const MACS: &str =
+    "hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com,hmac-sha2-256,hmac-sha2-512";
+
+/// The key type named inside a public-key blob.
+fn blob_type(blob: &[u8]) -> String {
+    if blob.len() < 4 {
+        return "unknown".into();
+    }
+    let n = u32::from_be_bytes([blob[0], blob[1], blob[2], blob[3]]) as usize;
+    blob.get(4..4 + n)
+        .map(|t| String::from_utf8_lossy(t).into_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Connects, verifies, authenticates and bridges until stdin or the server ends.
+pub fn run(opts: &ClientOptions) -> Result<(), ClientError> {
+    keys::ensure_key(&opts.client_key, "m2m-mcp-server-ssh-client").map_err(|e| err(e.0))?;
+    let expected = if opts.use_key_server {
+        let line = keyserver::fetch_server_key(&opts.host, opts.key_server_port).map_err(err)?;
+        let (key, _) = keys::parse_line(&line)
+            .ok_or_else(|| err(format!("the key server sent an invalid host key: {line:?}")))?;
+        let pub_path = keys::pub_path(&opts.client_key);
+        let public = std::fs::read_to_string(&pub_path)
+            .map_err(|e| err(format!("cannot read {}: {e}", pub_path.display())))?;
+        keyserver::register(
+            &opts.host,
+            opts.key_server_port,
+            public.trim(),
+            opts.key_server_token.as_deref(),
+        )
+        .map_err(err)?;
+        Some(key.blob)
+    } else {
+        None
+    };
+
+    let target = format!("{}:{}", opts.host, opts.port);
+    let addrs: Vec<_> = target
+        .to_socket_addrs()
+        .map_err(|e| err(format!("cannot resolve {target}: {e}")))?
+        .collect();
+    let tcp = addrs
+        .iter()
+        .find_map(|a| TcpStream::connect_timeout(a, Duration::from_secs(10)).ok())
+        .ok_or_else(|| err(format!("cannot connect to {target}")))?;
+    let _ = tcp.set_nodelay(true);
+    let fd = tcp.as_raw_fd();
+    let mut sess = ssh2::Session::new().map_err(|e| err(e.to_string()))?;
+    sess.set_tcp_stream(tcp);
+    sess.set_timeout(15_000);
+    for (m, p) in [
+        (ssh2::MethodType::Kex, KEX),
+        (ssh2::MethodType::HostKey, HOSTKEYS),
+        (ssh2::MethodType::CryptCs, CIPHERS),
+        (ssh2::MethodType::CryptSc, CIPHERS),
+        (ssh2::MethodType::MacCs, MACS),
+        (ssh2::MethodType::MacSc, MACS),
+    ] {
+        let _ = sess.method_pref(m, p);
+    }
+    sess.handshake()
+        .map_err(|e| err(format!("SSH handshake with {target} failed: {e}")))?;
+    let (blob, _) = sess
+        .host_key()
+        .ok_or_else(|| err("the server sent no host key"))?;
+    let blob = blob.to_vec();
+    verify_host(opts, &blob, expected.as_deref())?;
+
+    let pubfile = keys::pub_path(&opts.client_key);
+    sess.userauth_pubkey_file(
+        &opts.username,
+        pubfile.exists().then_some(pubfile.as_path()),
+        &opts.client_key,
+        opts.passphrase.as_deref(),
+    )
+    .map_err(|e| {
+        err(format!(
+            "authentication as {} at {target} with {} failed: {e}",
+            opts.username,
+            opts.client_key.display()
+        ))
+    })?;
+    let mut channel = sess
+        .channel_session()
+        .map_err(|e| err(format!("cannot open a session channel: {e}")))?;
+    channel
+        .shell()
+        .map_err(|e| err(format!("the server refused the MCP session: {e}")))?;
+    log::info!("connected to {target} as {}", opts.username);
+    sess.set_keepalive(false, 30);
+    sess.set_blocking(false);
+    bridge(&sess, &mut channel, fd)
+}
+
+fn verify_host(
+    opts: &ClientOptions,
+    blob: &[u8],
+    expected: Option<&[u8]>,
+) -> Result<(), ClientError> {
+    let name = known_hosts::host_name(&opts.host, opts.port);
+    let desc = format!("{} {}", blob_type(blob), fingerprint(blob));
+    if let Some(exp) = expected {
+        if exp != blob {
+            return Err(err(format!(
+                "host key verification failed: {name} presented {desc}, not the key its key server published ({})",
+                fingerprint(exp)
+            )));
+        }
+        return Ok(());
+    }
+    if opts.disable_host_key_checking {
+        log::warn!("host key checking is disabled: accepting {desc} from {name} unverified");
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(&opts.known_hosts).unwrap_or_default();
+    match known_hosts::check(&text, &opts.host, opts.port, blob) {
+        Verdict::Match => Ok(()),
+        Verdict::Revoked => Err(err(format!(
+            "host key verification failed: the key of {name} ({desc}) is marked @revoked in {}",
+            opts.known_hosts.display()
+        ))),
+        Verdict::Mismatch => Err(err(format!(
+            "host key verification failed: {name} presented {desc}, which does not match {}: \
+             the server key changed or someone is intercepting the connection",
+            opts.known_hosts.display()
+        ))),
+        Verdict::Unknown => Err(err(format!(
+            "host key verification failed: {name} is not in {} (it presented {desc}); add its key \
+             (for example from `ssh-keyscan -p {} {}`), or use --use-key-server",
+            opts.known_hosts.display(),
+            opts.port,
+            opts.host
+        ))),
+    }
+}
+
+/// Reads what is available on a raw fd (no std buffering: poll must see it all).
+fn read_fd(fd: i32, buf: &mut [u8]) -> std::io::Result<usize> {
+    // SAFETY: buf is valid for its length; fd is open for the process lifetime.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+fn bridge(sess: &ssh2::Session, channel: &mut ssh2::Channel, sock: i32) -> Result<(), ClientError> {
+    let stop = Wake::new().map_err(|e| err(e.to_string()))?;
+    install_signal_handlers(&stop);
+    let mut stdout = std::io::stdout();
+    let mut to_server: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut stdin_eof = false;
+    let mut eof_sent = false;
+    let mut stopping = false;
+    loop {
+        // Server -> stdout.
+        loop {
+            match channel.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if stdout
+                        .write_all(&buf[..n])
+                        .and_then(|_| stdout.flush())
+                        .is_err()
+                    {
+                        log::info!("stdout closed; ending the session");
+                        stopping = true;
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => return Err(err(format!("connection lost: {e}"))),
+            }
+        }
+        loop {
+            match channel.stderr().read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => log::warn!("server: {}", String::from_utf8_lossy(&buf[..n]).trim_end()),
+                Err(_) => break,
+            }
+        }
+        if channel.eof() {
+            sess.set_blocking(true);
+            sess.set_timeout(2_000);
+            let _ = channel.close();
+            let _ = channel.wait_close();
+            let status = channel.exit_status().unwrap_or(0);
+            if eof_sent || stopping {
+                return Ok(());
+            }
+            return Err(err(format!(
+                "the server closed the session (exit status {status})"
+            )));
+        }
+        // stdin -> server.
+        while !to_server.is_empty() {
+            match channel.write(&to_server) {
+                Ok(n) => {
+                    to_server.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => return Err(err(format!("connection lost: {e}"))),
+            }
+        }
+        if (stdin_eof || stopping) && to_server.is_empty() && !eof_sent {
+            match channel.send_eof() {
+                Ok(()) => eof_sent = true,
+                Err(e) if matches!(e.code(), ssh2::ErrorCode::Session(-37)) => {} // EAGAIN
+                Err(e) => return Err(err(format!("connection lost: {e}"))),
+            }
+        }
+        let next_keepalive = sess.keepalive_send().unwrap_or(30).max(1);
+        let dirs = sess.block_directions();
+        let want_out = !to_server.is_empty()
+            || matches!(
+                dirs,
+                ssh2::BlockDirections::Outbound | ssh2::BlockDirections::Both
+            );
+        let mut fds = vec![libc::pollfd {
+            fd: sock,
+            events: libc::POLLIN | if want_out { libc::POLLOUT } else { 0 },
+            revents: 0,
+        }];
+        fds.push(libc::pollfd {
+            fd: stop.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        // Stop reading stdin while 1 MiB waits for the server (backpressure).
+        let read_stdin = !stdin_eof && !stopping && to_server.len() < (1 << 20);
+        if read_stdin {
+            fds.push(libc::pollfd {
+                fd: 0,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // SAFETY: fds is a valid pollfd array for the call.
+        let rc = unsafe {
+            libc::poll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                (next_keepalive as i32).saturating_mul(1000),
+            )
+        };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != ErrorKind::Interrupted {
+                return Err(err(format!("poll failed: {e}")));
+            }
+            continue;
+        }
+        if fds[1].revents != 0 {
+            log::info!("signal received; closing the session");
+            stop.drain();
+            stopping = true;
+        }
+        if read_stdin && fds[2].revents != 0 {
+            match read_fd(0, &mut buf) {
+                Ok(0) => stdin_eof = true,
+                Ok(n) => to_server.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if e.kind() == ErrorKind::Interrupted || e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => stdin_eof = true,
+            }
+        }
+    }
+}
