@@ -130,7 +130,7 @@ mod tests {
         let (_, a) = generate_ed25519("a");
         let (_, b) = generate_ed25519("b");
         let text = format!(
-            "# c\nexample.com,10.0.0.1 {a}\n[example.com]:8022 {b}\n*.corp !bad.corp {a}\n"
+            "# c\nexample.com,10.0.0.1 {a}\n[example.com]:8022 {b}\n*.corp,!bad.corp {a}\n"
         );
         assert_eq!(check(&text, "example.com", 22, &blob(&a)), Verdict::Match);
         assert_eq!(check(&text, "10.0.0.1", 22, &blob(&a)), Verdict::Match);
