@@ -169,7 +169,13 @@ impl KeyApi {
         };
         let key = match validate::validate(key) {
             Ok(k) => k,
-            Err(why) => return error(400, &format!("invalid key: {why}")),
+            Err(why) => {
+                log::info!(
+                    "key API: refused a key from {}: {why}",
+                    req.remote_addr().ip()
+                );
+                return error(400, &format!("invalid key: {why}"));
+            }
         };
         match self.registry.add(&key) {
             Ok(added) => {

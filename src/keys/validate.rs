@@ -25,6 +25,12 @@ const ALLOWED: [&str; 7] = [
 
 /// Checks a submitted key line; the error says why it was refused.
 pub fn validate(line: &str) -> Result<PublicKey, String> {
+    // One trailing line ending is tolerated: the Python client sends its key
+    // as asyncssh exports it, with a final newline. Any other is refused.
+    let line = line
+        .strip_suffix("\r\n")
+        .or_else(|| line.strip_suffix('\n'))
+        .unwrap_or(line);
     if line.len() > MAX_LINE {
         return Err(format!("key line longer than {MAX_LINE} bytes"));
     }
@@ -200,6 +206,7 @@ mod tests {
         q.extend([7u8; 64]);
         put_string(&mut ec, &q);
         assert!(validate(&format!("ecdsa-sha2-nistp256 {}", b64(&ec))).is_ok());
+        assert_eq!(validate(&format!("{public}\n")).unwrap().comment, "me@host");
         let bad_comment = format!("{} \u{1b}[31mred", public.rsplit_once(' ').unwrap().0);
         assert_eq!(validate(&bad_comment).unwrap().comment, "");
     }
@@ -214,6 +221,7 @@ mod tests {
                 "single line",
             ),
             (format!("{public}\rssh-ed25519 {body}"), "single line"),
+            (format!("{public}\n\n"), "single line"),
             (format!("command=\"sh\" ssh-ed25519 {body}"), "options"),
             (format!("no-pty,ssh-ed25519 {body}"), "options"),
             (format!("ssh-ed25519 {body}\0"), "NUL"),
