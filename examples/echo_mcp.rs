@@ -1,0 +1,47 @@
+//! The benchmark's minimal MCP server: one `echo` tool, nothing else, so a
+//! measurement shows the transport's cost and not the server's.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufWriter, Write};
+
+fn main() {
+    let stdin = std::io::stdin();
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        let Ok(msg) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        let Some(id) = msg.get("id").cloned() else {
+            continue;
+        };
+        let result = match msg.get("method").and_then(Value::as_str) {
+            Some("initialize") => json!({
+                "protocolVersion": msg["params"]["protocolVersion"],
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "echo", "version": "1"}}),
+            Some("tools/list") => {
+                json!({"tools": [{"name": "echo", "inputSchema": {"type": "object"}}]})
+            }
+            Some("tools/call") => {
+                json!({"content": [{"type": "text", "text": msg["params"]["arguments"]["text"]}]})
+            }
+            Some("ping") => json!({}),
+            _ => {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "no such method"}})
+                );
+                let _ = out.flush();
+                continue;
+            }
+        };
+        let _ = writeln!(
+            out,
+            "{}",
+            json!({"jsonrpc": "2.0", "id": id, "result": result})
+        );
+        let _ = out.flush();
+    }
+}

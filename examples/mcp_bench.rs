@@ -1,0 +1,226 @@
+//! Load driver for `scripts/bench.sh`: runs a shell command that speaks MCP
+//! on stdio (a child directly, `ssh -T ...`, or our client) and measures it.
+//!
+//! ```text
+//! mcp_bench connect  CMD REPEATS                 -> connect-to-tools/list ms (median)
+//! mcp_bench latency  CMD CALLS TOOL ARGS_JSON    -> p50/p90/p99 us of sequential tools/call
+//! mcp_bench big      CMD BYTES                   -> ms for one echo of BYTES, checked intact
+//! mcp_bench throughput CMD SESSIONS CALLS TOOL ARGS_JSON -> calls/s over all sessions
+//! mcp_bench hold     CMD SESSIONS                -> opens and initializes, prints "ready", waits for stdin EOF
+//! ```
+//! Prints one JSON object on stdout; exits non-zero on any failure.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Session {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    next: u64,
+    line: String,
+}
+
+impl Session {
+    fn start(cmd: &str) -> Session {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::with_capacity(1 << 20, child.stdout.take().unwrap());
+        Session {
+            child,
+            stdin,
+            stdout,
+            next: 0,
+            line: String::new(),
+        }
+    }
+
+    fn request(&mut self, method: &str, params: Value) -> Value {
+        self.next += 1;
+        let id = self.next;
+        let mut buf = serde_json::to_vec(
+            &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
+        )
+        .unwrap();
+        buf.push(b'\n');
+        self.stdin.write_all(&buf).expect("write request");
+        self.stdin.flush().unwrap();
+        loop {
+            self.line.clear();
+            let n = self.stdout.read_line(&mut self.line).expect("read");
+            if n == 0 {
+                eprintln!("mcp_bench: the command closed its output");
+                std::process::exit(1);
+            }
+            let v: Value = match serde_json::from_str(&self.line) {
+                Ok(v) => v,
+                Err(_) => continue,
+            };
+            if v.get("id") == Some(&json!(id)) && v.get("method").is_none() {
+                if v.get("error").is_some() {
+                    eprintln!("mcp_bench: {method} failed: {v}");
+                    std::process::exit(1);
+                }
+                return v;
+            }
+        }
+    }
+
+    fn initialize(&mut self) {
+        self.request(
+            "initialize",
+            json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "mcp_bench", "version": "1"}}),
+        );
+        self.stdin
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n")
+            .unwrap();
+    }
+
+    fn close(mut self) {
+        drop(self.stdin);
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pct(sorted: &[u128], p: f64) -> u128 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    let usage = || -> ! {
+        eprintln!("usage: see the doc comment in examples/mcp_bench.rs");
+        std::process::exit(2)
+    };
+    let arg = |i: usize| a.get(i).cloned().unwrap_or_else(|| usage());
+    let num = |i: usize| arg(i).parse::<usize>().unwrap_or_else(|_| usage());
+    match arg(1).as_str() {
+        "connect" => {
+            let mut times = Vec::new();
+            for _ in 0..num(3) {
+                let t = Instant::now();
+                let mut s = Session::start(&arg(2));
+                s.initialize();
+                s.request("tools/list", json!({}));
+                times.push(t.elapsed().as_secs_f64() * 1000.0);
+                s.close();
+            }
+            times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            println!(
+                "{}",
+                json!({"connect_ms": times[times.len() / 2], "all_ms": times})
+            );
+        }
+        "latency" => {
+            let mut s = Session::start(&arg(2));
+            s.initialize();
+            s.request("tools/list", json!({}));
+            let params = json!({"name": arg(4), "arguments": serde_json::from_str::<Value>(&arg(5)).unwrap()});
+            for _ in 0..50 {
+                s.request("tools/call", params.clone());
+            }
+            let mut us = Vec::with_capacity(num(3));
+            for _ in 0..num(3) {
+                let t = Instant::now();
+                s.request("tools/call", params.clone());
+                us.push(t.elapsed().as_micros());
+            }
+            s.close();
+            us.sort();
+            println!(
+                "{}",
+                json!({"p50_us": pct(&us, 0.5), "p90_us": pct(&us, 0.9), "p99_us": pct(&us, 0.99), "calls": us.len()})
+            );
+        }
+        "big" => {
+            let n = num(3);
+            let text: String = (0..n).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+            let mut s = Session::start(&arg(2));
+            s.initialize();
+            s.request("tools/list", json!({}));
+            let mut best = f64::MAX;
+            for _ in 0..3 {
+                let t = Instant::now();
+                let r = s.request(
+                    "tools/call",
+                    json!({"name": "echo", "arguments": {"text": text}}),
+                );
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                if r["result"]["content"][0]["text"].as_str() != Some(text.as_str()) {
+                    eprintln!("mcp_bench: the {n}-byte echo came back altered");
+                    std::process::exit(1);
+                }
+                best = best.min(ms);
+            }
+            s.close();
+            println!("{}", json!({"big_ms": best, "bytes": n}));
+        }
+        "throughput" => {
+            let (cmd, sessions, calls) = (arg(2), num(3), num(4));
+            let params = json!({"name": arg(5), "arguments": serde_json::from_str::<Value>(&arg(6)).unwrap()});
+            let mut ready = Vec::new();
+            for _ in 0..sessions {
+                let mut s = Session::start(&cmd);
+                s.initialize();
+                s.request("tools/list", json!({}));
+                ready.push(s);
+            }
+            let t = Instant::now();
+            let threads: Vec<_> = ready
+                .into_iter()
+                .map(|mut s| {
+                    let p = params.clone();
+                    std::thread::spawn(move || {
+                        for _ in 0..calls {
+                            s.request("tools/call", p.clone());
+                        }
+                        s
+                    })
+                })
+                .collect();
+            let done: Vec<Session> = threads.into_iter().map(|h| h.join().unwrap()).collect();
+            let secs = t.elapsed().as_secs_f64();
+            for s in done {
+                s.close();
+            }
+            println!(
+                "{}",
+                json!({"calls_per_s": (sessions * calls) as f64 / secs, "sessions": sessions})
+            );
+        }
+        "hold" => {
+            let mut held = Vec::new();
+            for _ in 0..num(3) {
+                let mut s = Session::start(&arg(2));
+                s.initialize();
+                s.request("tools/list", json!({}));
+                held.push(s);
+            }
+            println!("ready");
+            std::io::stdout().flush().unwrap();
+            let mut sink = String::new();
+            let _ = std::io::stdin().read_line(&mut sink);
+            for s in held {
+                s.close();
+            }
+        }
+        _ => usage(),
+    }
+}

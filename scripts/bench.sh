@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Benchmark, in ONE run, for the same child MCP server:
+#   (a) the child spawned directly, no SSH
+#   (b) OpenSSH sshd on a private loopback port with ForceCommand = the child
+#   (c) our server reached with OpenSSH `ssh -T`
+#   (d) our server reached through our client
+# Children: examples/echo_mcp (minimal, shows the transport's own cost) and
+# mcp-server-time (PyPI, a real one). Writes docs/BENCHMARKS.md; exits
+# non-zero if any path fails. Not part of the test suite.
+# Knobs: CALLS (default 1000), TP_CALLS (calls per session in the
+# throughput runs, default 200), HOLD (sessions held for RSS, default 50).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CALLS=${CALLS:-1000}
+TP_CALLS=${TP_CALLS:-200}
+HOLD=${HOLD:-50}
+
+scripts/install-deps.sh
+if [ ! -x /usr/sbin/sshd ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get install -y -qq openssh-server >/dev/null
+fi
+scripts/install-mcp-servers.sh
+cargo build --release --locked --quiet --bins --examples
+BIN=$ROOT/target/release
+DRV=$BIN/examples/mcp_bench
+
+T=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$T"; }
+trap cleanup EXIT
+RES=$T/results.jsonl
+: > "$RES"
+fail() { echo "BENCH FAIL: $*" >&2; for f in "$T"/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -n 20 "$f" >&2; }; done; exit 1; }
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+waitport() { for _ in $(seq 1 150); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+record() { # child path metric json
+  python3 -c 'import json,sys; d=json.loads(sys.argv[4]); d.update(child=sys.argv[1], path=sys.argv[2], metric=sys.argv[3]); print(json.dumps(d))' "$@" >> "$RES"
+}
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+tree_rss_kb() { # the process and all its descendants
+  python3 - "$1" <<'PY'
+import os, sys
+root = int(sys.argv[1]); kids = {}
+for p in os.listdir('/proc'):
+    if not p.isdigit(): continue
+    try:
+        st = open(f'/proc/{p}/stat').read(); ppid = int(st.rsplit(')', 1)[1].split()[1])
+        kids.setdefault(ppid, []).append(int(p))
+    except Exception: pass
+total, todo = 0, [root]
+while todo:
+    p = todo.pop(); todo += kids.get(p, [])
+    try:
+        for l in open(f'/proc/{p}/status'):
+            if l.startswith('VmRSS'): total += int(l.split()[1])
+    except Exception: pass
+print(total)
+PY
+}
+
+ssh-keygen -q -t ed25519 -N '' -f "$T/client"
+ssh-keygen -q -t ed25519 -N '' -f "$T/sshd_host"
+mkdir -p /run/sshd 2>/dev/null || true
+SSHOPTS="-o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -i $T/client"
+
+for child in echo time; do
+  case $child in
+    echo) CMD="$BIN/examples/echo_mcp"; TOOL=echo; ARGS='{"text":"hello"}' ;;
+    time) CMD="$ROOT/.venv/bin/mcp-server-time --local-timezone UTC"; TOOL=get_current_time; ARGS='{"timezone":"UTC"}' ;;
+  esac
+  # (b) private sshd with ForceCommand.
+  SP=$(freeport)
+  cp "$T/client.pub" "$T/authorized_keys"
+  cat > "$T/sshd_config" <<EOF
+Port $SP
+ListenAddress 127.0.0.1
+HostKey $T/sshd_host
+AuthorizedKeysFile $T/authorized_keys
+PidFile $T/sshd.pid
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PermitRootLogin prohibit-password
+ForceCommand $CMD
+EOF
+  /usr/sbin/sshd -D -e -f "$T/sshd_config" 2>"$T/sshd-$child.log" &
+  SSHD=$!; PIDS+=($SSHD)
+  # (c), (d) our server with this child only.
+  OP=$(freeport)
+  printf '{"mcpServers": {"%s": {"command": "sh", "args": ["-c", "exec %s"]}}}\n' "$child" "$CMD" > "$T/cfg-$child.json"
+  "$BIN/m2m-mcp-server-ssh-server" --port "$OP" --authorized-clients "$T/client.pub" --registered-clients "$T/none" \
+    --server-key "$T/ours_host" --servers-config "$T/cfg-$child.json" --log-level WARNING 2>"$T/ours-$child.log" &
+  OURS=$!; PIDS+=($OURS)
+  waitport "$SP" || fail "sshd did not start"
+  waitport "$OP" || fail "our server did not start"
+  echo "[127.0.0.1]:$OP $(cat "$T/ours_host.pub")" > "$T/known_hosts"
+  sleep 1 # let warm spares start, as they would on a long-running server
+  IDLE=$(rss_kb "$OURS")
+  record "$child" c rss "{\"idle_kb\": $IDLE}"
+
+  declare -A P
+  P[a]="$CMD"
+  P[b]="ssh -T -p $SP $SSHOPTS root@127.0.0.1"
+  P[c]="ssh -T -p $OP $SSHOPTS mcp@127.0.0.1"
+  P[d]="$BIN/m2m-mcp-server-ssh-client --host 127.0.0.1 --port $OP --client-key $T/client --known-hosts $T/known_hosts --log-level ERROR"
+  for p in a b c d; do
+    echo "== $child ($p)" >&2
+    r=$("$DRV" connect "${P[$p]}" 3) || fail "$child $p connect"; record "$child" "$p" connect "$r"
+    r=$("$DRV" latency "${P[$p]}" "$CALLS" "$TOOL" "$ARGS") || fail "$child $p latency"; record "$child" "$p" latency "$r"
+    if [ "$child" = echo ]; then
+      r=$("$DRV" big "${P[$p]}" 1048576) || fail "$child $p 1 MiB echo"; record "$child" "$p" big "$r"
+    fi
+    for n in 1 4 16; do
+      r=$("$DRV" throughput "${P[$p]}" "$n" "$TP_CALLS" "$TOOL" "$ARGS") || fail "$child $p throughput $n"
+      record "$child" "$p" "tp$n" "$r"
+    done
+  done
+  # RSS with 1 and $HOLD open sessions (through ssh -T).
+  for n in 1 "$HOLD"; do
+    coproc H { "$DRV" hold "${P[c]}" "$n"; }
+    read -r -t 120 line <&"${H[0]}" || fail "hold $n sessions"
+    [ "$line" = ready ] || fail "hold: $line"
+    record "$child" c "hold$n" "{\"server_kb\": $(rss_kb "$OURS"), \"tree_kb\": $(tree_rss_kb "$OURS"), \"threads\": $(ls /proc/$OURS/task | wc -l)}"
+    exec {H[1]}>&-
+    wait "$H_PID" 2>/dev/null || true
+  done
+  kill "$SSHD" "$OURS" 2>/dev/null || true
+  wait "$SSHD" "$OURS" 2>/dev/null || true
+  unset P
+done
+
+SIZE=$(stat -c %s "$BIN/m2m-mcp-server-ssh-server")
+CSIZE=$(stat -c %s "$BIN/m2m-mcp-server-ssh-client")
+mkdir -p docs
+python3 - "$RES" "$SIZE" "$CSIZE" "$CALLS" "$TP_CALLS" "$HOLD" > docs/BENCHMARKS.md <<'PY'
+import json, sys, platform, os, datetime, subprocess
+res, size, csize, calls, tp_calls, hold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+R = {}
+for l in open(res):
+    d = json.loads(l); R[(d['child'], d['path'], d['metric'])] = d
+def g(c, p, m, k): return R.get((c, p, m), {}).get(k)
+cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), platform.machine())
+names = {'a': '(a) child directly', 'b': '(b) OpenSSH sshd + ForceCommand', 'c': '(c) this server, `ssh -T`', 'd': '(d) this server, this client'}
+print('# Benchmarks\n')
+print(f'Measured by `scripts/bench.sh` on {datetime.date.today()}: {os.cpu_count()} cores ({cpu}), Linux {platform.release()}. '
+      f'One run; every figure in a table comes from that same run, so compare within it only. '
+      f'{calls} sequential `tools/call` per latency figure, {tp_calls} calls per session in the throughput runs, connect time is the median of 3.\n')
+for c, title in [('echo', 'Echo child (`examples/echo_mcp.rs`): the transport\'s own cost'), ('time', 'mcp-server-time (PyPI)')]:
+    print(f'## {title}\n')
+    print('| path | connect to `tools/list` ms | p50 us | p90 us | p99 us | overhead p50 us (vs a) | 1 MiB echo ms | calls/s x1 | x4 | x16 |')
+    print('|---|---|---|---|---|---|---|---|---|---|')
+    a50 = g(c, 'a', 'latency', 'p50_us')
+    for p in 'abcd':
+        p50 = g(c, p, 'latency', 'p50_us')
+        big = g(c, p, 'big', 'big_ms')
+        row = [names[p], f"{g(c, p, 'connect', 'connect_ms'):.1f}", p50, g(c, p, 'latency', 'p90_us'), g(c, p, 'latency', 'p99_us'),
+               (p50 - a50) if p != 'a' else '-', f'{big:.1f}' if big else '-'] + \
+              [f"{g(c, p, f'tp{n}', 'calls_per_s'):.0f}" for n in (1, 4, 16)]
+        print('| ' + ' | '.join(str(x) for x in row) + ' |')
+    b50, c50, d50 = (g(c, p, 'latency', 'p50_us') for p in 'bcd')
+    ob, oc, od = b50 - a50, c50 - a50, d50 - a50
+    print()
+    print('Targets, as ratios from this run:\n')
+    print(f'- per-call overhead, ours (c) / OpenSSH (b): {oc} / {ob} us = {oc / ob if ob > 0 else float("nan"):.2f} (target <= 1); through our client (d): {od} us')
+    cc, cb = g(c, 'c', 'connect', 'connect_ms'), g(c, 'b', 'connect', 'connect_ms')
+    print(f'- connect to `tools/list`, ours (c) / OpenSSH (b): {cc:.1f} / {cb:.1f} ms = {cc / cb:.2f} (target <= 0.25 with warm children, for mcp-server-time)')
+    t16c, t16b = g(c, 'c', 'tp16', 'calls_per_s'), g(c, 'b', 'tp16', 'calls_per_s')
+    print(f'- calls/s at 16 sessions, ours (c) / OpenSSH (b): {t16c:.0f} / {t16b:.0f} = {t16c / t16b:.2f} (target >= 1)')
+    if c == 'echo':
+        bc, bb = g(c, 'c', 'big', 'big_ms'), g(c, 'b', 'big', 'big_ms')
+        print(f'- 1 MiB echo, ours (c) / OpenSSH (b): {bc:.1f} / {bb:.1f} ms = {bc / bb:.2f} (target <= 2)')
+    idle = g(c, 'c', 'rss', 'idle_kb'); h1 = R[(c, 'c', 'hold1')]; hn = R[(c, 'c', f'hold{hold}')]
+    per = (hn['server_kb'] - h1['server_kb']) / (int(hold) - 1)
+    print(f'- server RSS: idle {idle} KiB (target <= 8192); 1 session {h1["server_kb"]} KiB; {hold} sessions {hn["server_kb"]} KiB, '
+          f'so {per:.0f} KiB per added session, children excluded (target <= 256); with children: {h1["tree_kb"]} KiB and {hn["tree_kb"]} KiB; '
+          f'{hn["threads"]} server threads at {hold} sessions')
+    print()
+print(f'Release binaries: server {size / 1048576:.2f} MiB, client {csize / 1048576:.2f} MiB (stripped, thin LTO).')
+PY
+cat docs/BENCHMARKS.md
