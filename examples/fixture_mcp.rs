@@ -118,7 +118,7 @@ fn main() {
                         json!({"content": [{"type": "text", "text": (a["a"].as_f64().unwrap_or(0.0) + a["b"].as_f64().unwrap_or(0.0)).to_string()}]})
                     }
                     "whoami" => {
-                        json!({"content": [{"type": "text", "text": format!("{name} env={} cwd={}",
+                        json!({"content": [{"type": "text", "text": format!("{name} pid={} env={} cwd={}", std::process::id(),
                         std::env::var("FIXTURE_ENV").unwrap_or_default(),
                         std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default())}]})
                     }

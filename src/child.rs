@@ -147,8 +147,16 @@ impl ChildProc {
     }
 
     /// True while the process has not exited.
+    /// Does not reap (with a pidfd), so the process group id stays ours
+    /// until `stop_all` has signalled the group.
     pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        match &self.pidfd {
+            Some(fd) => {
+                use std::os::fd::AsRawFd;
+                !poll_readable(&[fd.as_raw_fd()], 0).is_ok_and(|r| r[0])
+            }
+            None => matches!(self.child.try_wait(), Ok(None)),
+        }
     }
 
     /// The last lines the child wrote to stderr, for failure reports.

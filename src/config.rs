@@ -22,6 +22,8 @@ pub struct ServerSpec {
     pub cwd: Option<PathBuf>,
     /// Deadline for each request forwarded to this server (`requestTimeoutSecs`).
     pub request_timeout: Option<Duration>,
+    /// Warm spares to keep for this server (`warmSpares`); None: the flag's value.
+    pub warm_spares: Option<usize>,
 }
 
 /// A config problem, phrased for the user.
@@ -118,6 +120,13 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<ServerSpec>, ConfigError> {
                 _ => return Err(err("requestTimeoutSecs", "must be a positive number")),
             },
         };
+        let warm_spares = match obj.get("warmSpares") {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_u64() {
+                Some(n) if n <= 16 => Some(n as usize),
+                _ => return Err(err("warmSpares", "must be a whole number from 0 to 16")),
+            },
+        };
         out.push(ServerSpec {
             name: name.clone(),
             command,
@@ -125,6 +134,7 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<ServerSpec>, ConfigError> {
             env,
             cwd,
             request_timeout,
+            warm_spares,
         });
     }
     Ok(out)
@@ -146,7 +156,7 @@ mod tests {
     fn parses_entries_in_config_order() {
         let t = r#"{"mcpServers": {
             "zeta": {"command": "uvx", "args": ["mcp-server-time"], "env": {"TZ": "UTC"}},
-            "alpha": {"command": "npx", "cwd": "/tmp", "requestTimeoutSecs": 5},
+            "alpha": {"command": "npx", "cwd": "/tmp", "requestTimeoutSecs": 5, "warmSpares": 0},
             "off": {"command": "x", "disabled": true}
         }}"#;
         let s = parse(t, "c.json").unwrap();
@@ -157,6 +167,14 @@ mod tests {
         assert_eq!(s[1].name, "alpha");
         assert_eq!(s[1].cwd.as_deref(), Some(Path::new("/tmp")));
         assert_eq!(s[1].request_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(s[1].warm_spares, Some(0));
+        assert_eq!(s[0].warm_spares, None);
+        let e = parse(
+            r#"{"mcpServers": {"a": {"command": "x", "warmSpares": -1}}}"#,
+            "c.json",
+        )
+        .unwrap_err();
+        assert!(e.0.contains("warmSpares"));
     }
 
     #[test]

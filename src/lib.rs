@@ -8,6 +8,7 @@
 //!   accept loop, one thread per connection, the eventfd wake-up.
 //! - [`mcp`]: JSON-RPC framing and the sans-IO router that merges children.
 //! - [`child`]: child processes and their reader/writer/stderr threads.
+//! - [`pool`]: warm spare children handed to new sessions.
 //! - [`keyapi`]: the key-management HTTP API (rouille).
 //! - [`client`]: the stdio-to-SSH client binary's bridge (ssh2).
 //! - [`server`]: wires the parts together for the server binary.
@@ -19,5 +20,6 @@ pub mod keyapi;
 pub mod keys;
 pub mod logging;
 pub mod mcp;
+pub mod pool;
 pub mod server;
 pub mod ssh;

@@ -5,6 +5,7 @@ use crate::config;
 use crate::keyapi::{self, KeyApi, RateLimiter};
 use crate::keys::registry::Registry;
 use crate::keys::{self, authorized::Authorized};
+use crate::pool::Pool;
 use crate::ssh::listener;
 use crate::ssh::session::Shared;
 use crate::ssh::sys::Key;
@@ -28,6 +29,8 @@ pub struct ServerOptions {
     pub max_line: usize,
     pub request_timeout: Duration,
     pub max_sessions: usize,
+    /// Default warm spares per server (`warmSpares` in the config overrides).
+    pub warm_spares: usize,
     pub key_server: Option<KeyServerOptions>,
 }
 
@@ -115,8 +118,14 @@ pub fn run(opts: &ServerOptions) -> Result<(), ServerError> {
         opts.authorized_clients.display(),
         opts.registered_clients.display()
     );
+    let targets = servers
+        .iter()
+        .map(|s| s.warm_spares.unwrap_or(opts.warm_spares))
+        .collect();
+    let pool = Pool::start(servers.clone(), targets, opts.max_line);
     let shared = Arc::new(Shared {
         authorized,
+        pool: pool.clone(),
         servers,
         max_line: opts.max_line,
         request_timeout: opts.request_timeout,
@@ -142,6 +151,7 @@ pub fn run(opts: &ServerOptions) -> Result<(), ServerError> {
     if let Some(k) = key_api {
         k.stop();
     }
+    pool.shutdown();
     served?;
     log::info!("stopped");
     Ok(())

@@ -484,7 +484,7 @@ fn only_the_authorized_public_key_gets_in() {
 
 #[test]
 fn disconnect_mid_call_leaves_no_child_thread_or_fd_behind() {
-    let srv = Server::start(two_children(), &[]);
+    let srv = Server::start(two_children(), &["--warm-spares", "0"]);
     let pid = srv.pid();
     // Warm up once so lazily created process-wide state is counted in the baseline.
     {
@@ -529,8 +529,13 @@ fn sigterm_ends_sessions_reaps_children_and_exits_zero() {
     let pid = srv.pid();
     let mut c = srv.connect();
     c.initialize();
+    // Two session children plus one warm spare per server.
+    assert!(
+        eventually(|| children_of(pid).len() == 4),
+        "{:?}",
+        children_of(pid)
+    );
     let kids = children_of(pid);
-    assert_eq!(kids.len(), 2);
     std::process::Command::new("kill")
         .arg("-TERM")
         .arg(pid.to_string())
@@ -551,4 +556,55 @@ fn sigterm_ends_sessions_reaps_children_and_exits_zero() {
             "child {k} survived"
         );
     }
+}
+
+#[test]
+fn warm_spares_are_handed_out_replaced_and_never_dead() {
+    let srv = Server::start(
+        json!({"alpha": fixture("alpha", &[])}),
+        &["--warm-spares", "1"],
+    );
+    let pid = srv.pid();
+    assert!(
+        eventually(|| children_of(pid).len() == 1),
+        "no spare started"
+    );
+    let spare = children_of(pid)[0];
+    let whoami = |c: &mut Mcp| -> u32 {
+        let r = c.request("tools/call", json!({"name": "whoami", "arguments": {}}));
+        let t = r["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        t.split("pid=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let mut c = srv.connect();
+    c.initialize();
+    assert_eq!(
+        whoami(&mut c),
+        spare,
+        "the session did not get the warm spare"
+    );
+    // A replacement spare starts beside the session's child.
+    assert!(eventually(|| children_of(pid).len() == 2));
+    drop(c);
+    assert!(eventually(|| children_of(pid).len() == 1));
+    // A spare that dies is not handed out.
+    let spare = children_of(pid)[0];
+    std::process::Command::new("kill")
+        .arg("-9")
+        .arg(spare.to_string())
+        .status()
+        .unwrap();
+    let mut c = srv.connect();
+    c.initialize();
+    assert_ne!(whoami(&mut c), spare);
+    assert!(srv.wait_log("exited; replacing"), "{}", srv.log());
 }

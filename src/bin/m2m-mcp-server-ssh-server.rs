@@ -41,6 +41,9 @@ struct Args {
     /// seconds a request to an MCP server may take without progress (default: 120)
     #[argh(option, default = "120.0")]
     request_timeout: f64,
+    /// started spare processes kept per MCP server, handed to new sessions (default: 1)
+    #[argh(option, default = "1")]
+    warm_spares: usize,
     /// most concurrent SSH connections (default: 64)
     #[argh(option, default = "64")]
     max_sessions: usize,
@@ -93,6 +96,7 @@ fn main() {
         max_line: args.max_line_bytes.max(1024),
         request_timeout: Duration::from_secs_f64(args.request_timeout),
         max_sessions: args.max_sessions.max(1),
+        warm_spares: args.warm_spares.min(16),
         key_server: args.run_key_server.then(|| KeyServerOptions {
             host: args.key_server_host,
             port: args.key_server_port,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 /// What every session shares.
 pub struct Shared {
     pub authorized: Authorized,
+    pub pool: Arc<crate::pool::Pool>,
     pub servers: Vec<ServerSpec>,
     pub max_line: usize,
     pub request_timeout: Duration,
@@ -217,7 +218,11 @@ fn mcp_loop(
         },
     );
     for (i, spec) in servers.iter().enumerate() {
-        match ChildProc::spawn(spec, shared.max_line) {
+        let started = match shared.pool.take(&spec.name) {
+            Some(c) => Ok(c),
+            None => ChildProc::spawn(spec, shared.max_line),
+        };
+        match started {
             Ok(mut c) => {
                 c.attach(Sink {
                     index: i,

@@ -281,6 +281,27 @@ impl Session {
         let none = c"none";
         self.set_opt(SSH_OPTIONS_COMPRESSION_C_S, none.as_ptr() as *const c_void);
         self.set_opt(SSH_OPTIONS_COMPRESSION_S_C, none.as_ptr() as *const c_void);
+        // libssh applies NODELAY when it connects, not to accepted sockets:
+        // set it (and keepalive, for peers that vanish without a reset) here.
+        let fd = self.fd();
+        if fd >= 0 {
+            for (level, opt) in [
+                (libc::IPPROTO_TCP, libc::TCP_NODELAY),
+                (libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+            ] {
+                // SAFETY: fd is this session's open socket; the option value
+                // is a c_int that lives across the call.
+                unsafe {
+                    libc::setsockopt(
+                        fd,
+                        level,
+                        opt,
+                        &one as *const c_int as *const c_void,
+                        std::mem::size_of::<c_int>() as libc::socklen_t,
+                    );
+                }
+            }
+        }
     }
 
     /// Turns the blocking-call timeout off once the client has authenticated.

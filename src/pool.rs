@@ -1,0 +1,155 @@
+//! Warm children: spare, started-but-not-initialized processes per server,
+//! handed to new sessions so they do not wait for Python or Node to start.
+//! A filler thread replaces what was taken, and replaces spares that died
+//! (checked when taken and every few seconds); a dead spare is never handed out.
+
+use crate::child::{self, ChildProc};
+use crate::config::ServerSpec;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+const CHECK_EVERY: Duration = Duration::from_secs(10);
+
+enum Cmd {
+    Refill(usize),
+    Stop,
+}
+
+/// The spares of every configured server.
+pub struct Pool {
+    specs: Vec<ServerSpec>,
+    targets: Vec<usize>,
+    spares: Mutex<Vec<Vec<ChildProc>>>,
+    tx: Sender<Cmd>,
+    filler: Mutex<Option<JoinHandle<()>>>,
+    max_line: usize,
+}
+
+impl Pool {
+    /// Starts the filler thread, which fills every server's spares at once.
+    pub fn start(specs: Vec<ServerSpec>, targets: Vec<usize>, max_line: usize) -> Arc<Pool> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let pool = Arc::new(Pool {
+            spares: Mutex::new(specs.iter().map(|_| Vec::new()).collect()),
+            specs,
+            targets,
+            tx,
+            filler: Mutex::new(None),
+            max_line,
+        });
+        if pool.targets.iter().any(|&t| t > 0) {
+            let p = pool.clone();
+            let h = std::thread::Builder::new()
+                .name("pool".into())
+                .stack_size(256 * 1024)
+                .spawn(move || p.fill_loop(rx))
+                .ok();
+            *pool.filler.lock().unwrap_or_else(|e| e.into_inner()) = h;
+            for i in 0..pool.specs.len() {
+                let _ = pool.tx.send(Cmd::Refill(i));
+            }
+        }
+        pool
+    }
+
+    /// A live spare of the server named `name`, if one is ready.
+    pub fn take(&self, name: &str) -> Option<ChildProc> {
+        let i = self.specs.iter().position(|s| s.name == name)?;
+        if self.targets[i] == 0 {
+            return None;
+        }
+        let mut dead = Vec::new();
+        let found = {
+            let mut sp = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+            let mut found = None;
+            while let Some(mut c) = sp[i].pop() {
+                if c.alive() {
+                    found = Some(c);
+                    break;
+                }
+                dead.push(c);
+            }
+            found
+        };
+        if !dead.is_empty() {
+            log::warn!("[{name}] a warm spare had exited; replacing it");
+            child::stop_all(&mut dead);
+        }
+        let _ = self.tx.send(Cmd::Refill(i));
+        found
+    }
+
+    fn fill_loop(&self, rx: Receiver<Cmd>) {
+        loop {
+            match rx.recv_timeout(CHECK_EVERY) {
+                Ok(Cmd::Refill(i)) => self.fill(i),
+                Ok(Cmd::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => {
+                    for i in 0..self.specs.len() {
+                        self.drop_dead(i);
+                        self.fill(i);
+                    }
+                }
+            }
+        }
+    }
+
+    fn drop_dead(&self, i: usize) {
+        let mut dead = Vec::new();
+        {
+            let mut sp = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+            let mut live = Vec::new();
+            for mut c in sp[i].drain(..) {
+                if c.alive() {
+                    live.push(c);
+                } else {
+                    dead.push(c);
+                }
+            }
+            sp[i] = live;
+        }
+        if !dead.is_empty() {
+            log::warn!(
+                "[{}] {} warm spare(s) exited; replacing",
+                self.specs[i].name,
+                dead.len()
+            );
+            child::stop_all(&mut dead);
+        }
+    }
+
+    fn fill(&self, i: usize) {
+        loop {
+            let have = self.spares.lock().unwrap_or_else(|e| e.into_inner())[i].len();
+            if have >= self.targets[i] {
+                return;
+            }
+            match ChildProc::spawn(&self.specs[i], self.max_line) {
+                Ok(c) => self.spares.lock().unwrap_or_else(|e| e.into_inner())[i].push(c),
+                Err(e) => {
+                    // Tried again on the next take or check, not in a hot loop.
+                    log::warn!("[{}] cannot start a warm spare: {e}", self.specs[i].name);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Stops the filler and every spare (server shutdown).
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Cmd::Stop);
+        if let Some(h) = self.filler.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = h.join();
+        }
+        let mut all: Vec<ChildProc> = self
+            .spares
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .flatten()
+            .collect();
+        child::stop_all(&mut all);
+    }
+}
