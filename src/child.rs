@@ -12,6 +12,7 @@ use std::io::{BufReader, Write};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -37,11 +38,23 @@ const STDERR_TAIL: usize = 20;
 const GRACE: Duration = Duration::from_secs(2);
 const THREAD_STACK: usize = 256 * 1024;
 
+/// Lines up to this size are written straight from the session thread when
+/// the pipe has room (a pipe write of at most PIPE_BUF bytes is atomic and,
+/// with a free slot, does not block); larger ones and any backlog go through
+/// the writer thread. This saves a thread hop per request: the writer
+/// thread's wake-up and its channel spin were most of the gateway's CPU per
+/// call in the profile.
+const DIRECT_MAX: usize = libc::PIPE_BUF;
+
 /// A running child.
 pub struct ChildProc {
     pub name: String,
     child: Child,
     stdin_tx: Option<Sender<Vec<u8>>>,
+    /// A second handle on the child's stdin, for direct small writes.
+    stdin_direct: Option<std::fs::File>,
+    /// Lines handed to the writer thread and not yet written.
+    queued: Arc<AtomicUsize>,
     sink_tx: Option<Sender<Sink>>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     threads: Vec<JoinHandle<()>>,
@@ -76,6 +89,11 @@ impl ChildProc {
         let (stdin_tx, stdin_rx) = crossbeam_channel::unbounded::<Vec<u8>>();
         let (sink_tx, sink_rx) = crossbeam_channel::bounded::<Sink>(1);
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let stdin_direct = stdin.as_ref().and_then(|s| {
+            use std::os::fd::AsFd;
+            s.as_fd().try_clone_to_owned().ok().map(std::fs::File::from)
+        });
         let mut threads = Vec::with_capacity(3);
         let spawn = |label: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -84,12 +102,15 @@ impl ChildProc {
                 .spawn(f)
         };
         if let Some(mut stdin) = stdin {
+            let q = queued.clone();
             threads.push(
                 spawn(
                     "w",
                     Box::new(move || {
                         for line in stdin_rx.iter() {
-                            if stdin.write_all(&line).is_err() || stdin.flush().is_err() {
+                            let ok = stdin.write_all(&line).is_ok() && stdin.flush().is_ok();
+                            q.fetch_sub(1, Ordering::Release);
+                            if !ok {
                                 break;
                             }
                         }
@@ -125,6 +146,8 @@ impl ChildProc {
             name,
             child,
             stdin_tx: Some(stdin_tx),
+            stdin_direct,
+            queued,
             sink_tx: Some(sink_tx),
             stderr_tail,
             threads,
@@ -141,8 +164,24 @@ impl ChildProc {
 
     /// Queues one line (must end with '\n') for the child's stdin.
     pub fn send(&self, line: Vec<u8>) {
+        if line.len() <= DIRECT_MAX
+            && self.queued.load(Ordering::Acquire) == 0
+            && let Some(f) = &self.stdin_direct
+        {
+            use std::os::fd::AsRawFd;
+            if poll_writable(f.as_raw_fd()) {
+                let mut w: &std::fs::File = f;
+                // Atomic and non-blocking (see DIRECT_MAX); on error the
+                // child is gone and its reader reports that.
+                let _ = w.write_all(&line);
+                return;
+            }
+        }
         if let Some(tx) = &self.stdin_tx {
-            let _ = tx.send(line);
+            self.queued.fetch_add(1, Ordering::AcqRel);
+            if tx.send(line).is_err() {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+            }
         }
     }
 
@@ -198,11 +237,24 @@ impl ChildProc {
     }
 }
 
+/// True when a pipe has room for an atomic write.
+fn poll_writable(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let rc = unsafe { libc::poll(&mut p, 1, 0) };
+    rc == 1 && p.revents & libc::POLLOUT != 0 && p.revents & (libc::POLLERR | libc::POLLHUP) == 0
+}
+
 /// Stops children together (one grace period in all, not one each): close
 /// stdin, wait, SIGTERM the group, wait, SIGKILL the group, reap, join.
 pub fn stop_all(children: &mut [ChildProc]) {
     for c in children.iter_mut() {
         c.stdin_tx = None;
+        c.stdin_direct = None;
         c.sink_tx = None; // an unattached reader thread stops waiting for a sink
     }
     let deadline = Instant::now() + GRACE;
