@@ -17,6 +17,17 @@ pub fn parse_level(s: &str) -> Result<LevelFilter, String> {
     })
 }
 
+/// Parses `--log-level` and starts logging, or exits 2 with the reason.
+pub fn init_from_flag(level: &str) {
+    match parse_level(level) {
+        Ok(l) => init(l),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
 /// Starts logging to stderr at `level`.
 pub fn init(level: LevelFilter) {
     let cfg = simplelog::ConfigBuilder::new()

@@ -129,10 +129,10 @@ fn host_key_is_generated_with_safe_modes() {
     );
 }
 
-#[test]
-fn ssh_keygen_host_keys_load_plain_and_encrypted() {
-    // A plain ssh-keygen key serves.
-    let dir = TempDir::new("kgp");
+/// A temp dir with a client key, its authorized_keys, an empty config and a
+/// host key made by `ssh-keygen` with `passphrase`: (dir, client key, host key).
+fn keygen_setup(tag: &str, passphrase: &str) -> (TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = TempDir::new(tag);
     let (ckey, public) = client_key(dir.path(), "client");
     std::fs::write(dir.path().join("authorized_keys"), format!("{public}\n")).unwrap();
     std::fs::write(
@@ -142,14 +142,19 @@ fn ssh_keygen_host_keys_load_plain_and_encrypted() {
     .unwrap();
     std::fs::create_dir_all(dir.path().join("hostkey")).unwrap();
     let hk = dir.path().join("hostkey/host_ed25519");
-    assert!(
-        Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "sekrit", "-f"])
-            .arg(&hk)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", passphrase, "-f"])
+        .arg(&hk)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ssh-keygen failed");
+    (dir, ckey, hk)
+}
+
+#[test]
+fn ssh_keygen_host_keys_load_plain_and_encrypted() {
+    let (dir, ckey, hk) = keygen_setup("kgp", "sekrit");
     // Encrypted without --passphrase: a clear error, exit 2.
     let out = run_server(&[
         "--port",
@@ -175,24 +180,7 @@ fn ssh_keygen_host_keys_load_plain_and_encrypted() {
 
 #[test]
 fn plain_ssh_keygen_host_key_loads() {
-    let dir = TempDir::new("kgplain");
-    let (ckey, public) = client_key(dir.path(), "client");
-    std::fs::write(dir.path().join("authorized_keys"), format!("{public}\n")).unwrap();
-    std::fs::write(
-        dir.path().join("servers_config.json"),
-        r#"{"mcpServers": {}}"#,
-    )
-    .unwrap();
-    std::fs::create_dir_all(dir.path().join("hostkey")).unwrap();
-    let hk = dir.path().join("hostkey/host_ed25519");
-    assert!(
-        Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&hk)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let (dir, ckey, hk) = keygen_setup("kgplain", "");
     let before = std::fs::read(&hk).unwrap();
     let srv = Server::start_in(dir, ckey, &[]);
     let mut c = srv.connect();

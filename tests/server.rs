@@ -428,46 +428,7 @@ fn only_the_authorized_public_key_gets_in() {
     let srv = Server::start(json!({"alpha": fixture("alpha", &[])}), &[]);
     let (other, _) = client_key(srv.dir.path(), "stranger");
 
-    // ssh2: none (auth_methods sends a "none" request), password,
-    // keyboard-interactive and an unknown key are all refused.
-    let tcp = std::net::TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
-    let mut s = ssh2::Session::new().unwrap();
-    s.set_tcp_stream(tcp);
-    s.set_timeout(20_000);
-    s.handshake().unwrap();
-    let methods = s.auth_methods("mcp").unwrap();
-    assert_eq!(methods, "publickey");
-    assert!(!s.authenticated(), "the none method must not authenticate");
-    assert!(s.userauth_password("mcp", "mcp").is_err());
-    struct P;
-    impl ssh2::KeyboardInteractivePrompt for P {
-        fn prompt(&mut self, _: &str, _: &str, p: &[ssh2::Prompt]) -> Vec<String> {
-            p.iter().map(|_| "x".to_string()).collect()
-        }
-    }
-    assert!(s.userauth_keyboard_interactive("mcp", &mut P).is_err());
-    assert!(s.userauth_pubkey_file("mcp", None, &other, None).is_err());
-    assert!(!s.authenticated());
-
-    // OpenSSH, each method forced on its own.
-    for method in ["none", "password", "keyboard-interactive"] {
-        let out = openssh(
-            srv.port,
-            &srv.key,
-            &[
-                "-o",
-                &format!("PreferredAuthentications={method}"),
-                "mcp@127.0.0.1",
-            ],
-            "",
-        );
-        assert!(!out.status.success(), "{method} got in");
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
-            "{method}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    assert_only_authorized_keys_get_in(srv.port, &srv.key, Some(&other));
     let out = openssh(srv.port, &other, &["mcp@127.0.0.1"], "");
     assert!(!out.status.success());
 

@@ -52,14 +52,7 @@ fn main() {
         println!("m2m-mcp-server-ssh-client {}", env!("CARGO_PKG_VERSION"));
         return;
     }
-    let level = match logging::parse_level(&args.log_level) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    };
-    logging::init(level);
+    logging::init_from_flag(&args.log_level);
     let token = match &args.key_server_token_file {
         None => None,
         Some(p) => match std::fs::read_to_string(expand_home(p)) {

@@ -73,14 +73,7 @@ fn main() {
         println!("m2m-mcp-server-ssh-server {}", env!("CARGO_PKG_VERSION"));
         return;
     }
-    let level = match logging::parse_level(&args.log_level) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    };
-    logging::init(level);
+    logging::init_from_flag(&args.log_level);
     if !(args.request_timeout > 0.0 && args.request_timeout < 1e7) {
         eprintln!("error: --request-timeout must be a positive number of seconds");
         std::process::exit(2);

@@ -541,3 +541,36 @@ impl Drop for StdioClient {
         let _ = self.child.wait();
     }
 }
+
+/// Checks that only public-key auth is offered and that `none`, `password`,
+/// `keyboard-interactive` and (if given) an unauthorized key are refused,
+/// through both the ssh2 crate and OpenSSH.
+pub fn assert_only_authorized_keys_get_in(port: u16, key: &Path, stranger: Option<&Path>) {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut s = ssh2::Session::new().unwrap();
+    s.set_tcp_stream(tcp);
+    s.set_timeout(WAIT.as_millis() as u32);
+    s.handshake().unwrap();
+    // auth_methods sends a "none" request: it must not authenticate.
+    assert_eq!(s.auth_methods("mcp").unwrap(), "publickey");
+    assert!(!s.authenticated(), "the none method authenticated");
+    assert!(s.userauth_password("mcp", "mcp").is_err());
+    struct P;
+    impl ssh2::KeyboardInteractivePrompt for P {
+        fn prompt(&mut self, _: &str, _: &str, p: &[ssh2::Prompt]) -> Vec<String> {
+            p.iter().map(|_| "x".to_string()).collect()
+        }
+    }
+    assert!(s.userauth_keyboard_interactive("mcp", &mut P).is_err());
+    if let Some(other) = stranger {
+        assert!(s.userauth_pubkey_file("mcp", None, other, None).is_err());
+    }
+    assert!(!s.authenticated());
+    for method in ["none", "password", "keyboard-interactive"] {
+        let pref = format!("PreferredAuthentications={method}");
+        let out = openssh(port, key, &["-o", &pref, "mcp@127.0.0.1"], "");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{method} got in");
+        assert!(err.contains("Permission denied"), "{method}: {err}");
+    }
+}
