@@ -231,8 +231,20 @@ impl ChildProc {
                     }
                 }
             }
-            // No pidfd (kernel < 5.3): fall back to a blocking reap check.
-            None => !self.alive(),
+            // No pidfd (kernel < 5.3, or under valgrind): check every 20 ms
+            // within the bound. Only this fallback polls.
+            None => {
+                let end = Instant::now() + timeout;
+                loop {
+                    if !self.alive() {
+                        return true;
+                    }
+                    if Instant::now() >= end {
+                        return false;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
         }
     }
 }

@@ -154,7 +154,7 @@ pub fn run(opts: &ServerOptions) -> Result<(), ServerError> {
     let served = listener::serve(
         &opts.host,
         opts.port,
-        &host_key,
+        host_key,
         shared,
         opts.max_sessions,
         &stop,

@@ -191,3 +191,27 @@ fn plain_ssh_keygen_host_key_loads() {
         "an existing key is never rewritten"
     );
 }
+
+#[test]
+fn a_non_loopback_host_is_warned_about_loudly() {
+    // 192.0.2.1 (TEST-NET-1) is not on this machine: the bind fails after the
+    // warning, so nothing listens and no traffic leaves the host.
+    let dir = TempDir::new("nonlo");
+    std::fs::write(dir.path().join("c.json"), r#"{"mcpServers": {}}"#).unwrap();
+    let out = run_server(&[
+        "--host",
+        "192.0.2.1",
+        "--port",
+        "0",
+        "--server-key",
+        dir.path().join("hk").to_str().unwrap(),
+        "--servers-config",
+        dir.path().join("c.json").to_str().unwrap(),
+        "--authorized-clients",
+        dir.path().join("none").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("NOT a loopback address"), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot listen on 192.0.2.1"), "{err}");
+}

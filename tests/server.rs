@@ -478,8 +478,8 @@ fn disconnect_mid_call_leaves_no_child_thread_or_fd_behind() {
         thread_count(pid)
     );
     assert!(
-        eventually(|| fd_count(pid) <= base_fds),
-        "fds: {} > {base_fds}",
+        eventually(|| fd_count(pid) == base_fds),
+        "fds: {} != {base_fds}",
         fd_count(pid)
     );
 }
@@ -568,4 +568,41 @@ fn warm_spares_are_handed_out_replaced_and_never_dead() {
     c.initialize();
     assert_ne!(whoami(&mut c), spare);
     assert!(srv.wait_log("exited; replacing"), "{}", srv.log());
+}
+
+#[test]
+fn hundreds_of_sessions_leave_threads_fds_and_children_at_baseline() {
+    let srv = Server::start(
+        json!({"alpha": fixture("alpha", &["--echo-only"])}),
+        &["--warm-spares", "1"],
+    );
+    let pid = srv.pid();
+    {
+        let mut c = srv.connect();
+        c.initialize();
+    }
+    assert!(eventually(|| children_of(pid).len() == 1));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let (threads, fds) = (thread_count(pid), fd_count(pid));
+    for i in 0..300 {
+        let mut c = srv.connect();
+        if i % 2 == 0 {
+            c.initialize();
+        }
+    }
+    assert!(
+        eventually(|| children_of(pid).len() == 1),
+        "children: {:?}",
+        children_of(pid)
+    );
+    assert!(
+        eventually(|| thread_count(pid) == threads),
+        "threads {} != {threads}",
+        thread_count(pid)
+    );
+    assert!(
+        eventually(|| fd_count(pid) == fds),
+        "fds {} != {fds}",
+        fd_count(pid)
+    );
 }

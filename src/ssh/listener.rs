@@ -5,8 +5,9 @@
 use super::session::{self, Shared};
 use super::sys::{Bind, BindConfig, Key};
 use super::wake::{Wake, poll_readable};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 /// Stack for connection threads: libssh handshakes and the router fit well
@@ -22,12 +23,12 @@ struct Conn {
 pub fn serve(
     addr: &str,
     port: u16,
-    host_key: &Key,
+    host_key: Key,
     shared: Arc<Shared>,
     max_sessions: usize,
     stop: &Wake,
 ) -> Result<(), String> {
-    let bind = Bind::listen(&BindConfig {
+    let bind = Bind::listen(BindConfig {
         addr,
         port,
         host_key,
@@ -35,12 +36,26 @@ pub fn serve(
     .map_err(|e| e.to_string())?;
     log::info!("SSH server listening on {addr}:{port}");
     let active = Arc::new(AtomicUsize::new(0));
-    let conns: Arc<Mutex<Vec<Conn>>> = Arc::new(Mutex::new(Vec::new()));
-    let next_id = AtomicU64::new(1);
+    let mut conns: HashMap<u64, Conn> = HashMap::new();
+    // Each session thread sends its id here as its last act and wakes `reap`,
+    // so the accept loop joins it at once: no finished thread, stack or wake
+    // fd lingers until the next connection.
+    let reap = Arc::new(Wake::new().map_err(|e| e.to_string())?);
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<u64>();
+    let mut next_id: u64 = 1;
     loop {
-        let ready = poll_readable(&[bind.fd(), stop.fd()], -1).map_err(|e| e.to_string())?;
+        let ready =
+            poll_readable(&[bind.fd(), stop.fd(), reap.fd()], -1).map_err(|e| e.to_string())?;
         if ready[1] {
             break;
+        }
+        if ready[2] {
+            reap.drain();
+            for id in done_rx.try_iter() {
+                if let Some(c) = conns.remove(&id) {
+                    let _ = c.thread.join();
+                }
+            }
         }
         if !ready[0] {
             continue;
@@ -52,7 +67,8 @@ pub fn serve(
                 continue;
             }
         };
-        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        let id = next_id;
+        next_id += 1;
         if active.load(Ordering::Relaxed) >= max_sessions {
             log::warn!("s{id}: refused: {max_sessions} connections already open");
             drop(session);
@@ -67,23 +83,20 @@ pub fn serve(
         };
         active.fetch_add(1, Ordering::Relaxed);
         let (sh, act, w) = (shared.clone(), active.clone(), wake.clone());
+        let (done, r) = (done_tx.clone(), reap.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("s{id}"))
             .stack_size(SESSION_STACK)
             .spawn(move || {
                 session::run(session, &sh, w, id);
                 act.fetch_sub(1, Ordering::Relaxed);
+                let _ = done.send(id);
+                r.wake();
             });
-        let mut list = conns.lock().unwrap_or_else(|p| p.into_inner());
-        // Join finished threads so the list stays as long as the live sessions.
-        let (done, live): (Vec<Conn>, Vec<Conn>) =
-            list.drain(..).partition(|c| c.thread.is_finished());
-        *list = live;
-        for c in done {
-            let _ = c.thread.join();
-        }
         match spawned {
-            Ok(thread) => list.push(Conn { wake, thread }),
+            Ok(thread) => {
+                conns.insert(id, Conn { wake, thread });
+            }
             Err(e) => {
                 active.fetch_sub(1, Ordering::Relaxed);
                 log::error!("s{id}: cannot start a thread: {e}");
@@ -96,11 +109,10 @@ pub fn serve(
     );
     shared.shutdown.store(true, Ordering::Relaxed);
     drop(bind);
-    let list = std::mem::take(&mut *conns.lock().unwrap_or_else(|p| p.into_inner()));
-    for c in &list {
+    for c in conns.values() {
         c.wake.wake();
     }
-    for c in list {
+    for (_, c) in conns.drain() {
         let _ = c.thread.join();
     }
     Ok(())

@@ -119,7 +119,8 @@ impl Drop for Key {
 pub struct BindConfig<'a> {
     pub addr: &'a str,
     pub port: u16,
-    pub host_key: &'a Key,
+    /// Moved into the bind: libssh takes ownership of an imported key.
+    pub host_key: Key,
 }
 
 /// Modern algorithms only (DESIGN.md section 6): ssh-audit finds no failure.
@@ -135,7 +136,7 @@ pub struct Bind(sys::ssh_bind);
 unsafe impl Send for Bind {}
 
 impl Bind {
-    pub fn listen(cfg: &BindConfig) -> Result<Bind, SshError> {
+    pub fn listen(cfg: BindConfig) -> Result<Bind, SshError> {
         init();
         // SAFETY: ssh_bind_new returns an owned object or NULL.
         let b = unsafe { sys::ssh_bind_new() };
@@ -162,8 +163,9 @@ impl Bind {
         bind.set_str(SSH_BIND_OPTIONS_HMAC_C_S, MACS)?;
         bind.set_str(SSH_BIND_OPTIONS_HMAC_S_C, MACS)?;
         bind.set_str(SSH_BIND_OPTIONS_HOSTKEY_ALGORITHMS, HOSTKEY_ALGS)?;
-        // SAFETY: IMPORT_KEY takes an ssh_key and duplicates it into the bind
-        // (libssh 0.10 ssh_key_dup), so our Key may be dropped independently.
+        // SAFETY: on success IMPORT_KEY stores the ssh_key pointer itself in
+        // the bind, which frees it in ssh_bind_free: ownership moves, so the
+        // Key must not be freed again (forget). On failure it stays ours.
         let rc = unsafe {
             sys::ssh_bind_options_set(
                 bind.0,
@@ -175,6 +177,7 @@ impl Bind {
             // SAFETY: bind.0 is live.
             return Err(SshError(unsafe { last_error(bind.0 as *mut c_void) }));
         }
+        std::mem::forget(cfg.host_key);
         // SAFETY: bind.0 is live and configured.
         if unsafe { sys::ssh_bind_listen(bind.0) } != 0 {
             let e = unsafe { last_error(bind.0 as *mut c_void) };
