@@ -144,6 +144,11 @@ pub fn run(opts: &ServerOptions) -> Result<(), ServerError> {
         max_total: opts.request_timeout.max(Duration::from_secs(3600)),
         shutdown: AtomicBool::new(false),
         auth_deadline: Duration::from_secs(10),
+        // libssh warnings always reach the log; M2M_LIBSSH_LOG=1..4 asks for more.
+        libssh_verbosity: std::env::var("M2M_LIBSSH_LOG")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1),
     });
     let key_api = match &opts.key_server {
         Some(k) => Some(start_key_api(k, &public, &opts.registered_clients)?),

@@ -24,6 +24,8 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     /// Seconds allowed for key exchange and authentication together.
     pub auth_deadline: Duration,
+    /// libssh's own log verbosity for session threads (`M2M_LIBSSH_LOG`).
+    pub libssh_verbosity: i32,
 }
 
 const MAX_AUTH_ATTEMPTS: u32 = 20;
@@ -38,6 +40,7 @@ enum Start {
 
 /// Runs one connection to its end. `id` tags log lines.
 pub fn run(session: Session, shared: &Shared, wake: Arc<Wake>, id: u64) {
+    super::sys::forward_logs(shared.libssh_verbosity);
     session.prepare(shared.auth_deadline.as_secs().max(1) as i64);
     if let Err(e) = session.handle_key_exchange() {
         log::info!("s{id}: key exchange failed: {e}");

@@ -56,6 +56,32 @@ pub fn init() {
     });
 }
 
+unsafe extern "C" fn on_libssh_log(
+    priority: c_int,
+    _function: *const c_char,
+    buffer: *const c_char,
+    _userdata: *mut c_void,
+) {
+    // SAFETY: libssh passes a NUL-terminated message (or NULL).
+    let msg = unsafe { opt_str(buffer) };
+    if priority <= 1 {
+        log::warn!("libssh: {msg}");
+    } else {
+        log::debug!("libssh: {msg}");
+    }
+}
+
+/// Sends libssh's own log lines (for the calling thread: libssh keeps the
+/// level and callback per thread) to `log`. `verbosity` is libssh's scale:
+/// 0 none, 1 warnings, 2 protocol, 3 packets, 4 functions.
+pub fn forward_logs(verbosity: i32) {
+    // SAFETY: the callback is a plain function valid for the whole program.
+    unsafe {
+        sys::ssh_set_log_callback(Some(on_libssh_log));
+        sys::ssh_set_log_level(verbosity);
+    }
+}
+
 /// A private key loaded by libssh (the host key).
 pub struct Key(sys::ssh_key);
 
