@@ -144,7 +144,7 @@ pub fn run(opts: &ServerOptions) -> Result<(), ServerError> {
         max_total: opts.request_timeout.max(Duration::from_secs(3600)),
         shutdown: AtomicBool::new(false),
         auth_deadline: Duration::from_secs(10),
-        // libssh warnings always reach the log; M2M_LIBSSH_LOG=1..4 asks for more.
+        // libssh warnings reach the DEBUG log; M2M_LIBSSH_LOG=2..4 asks for more.
         libssh_verbosity: std::env::var("M2M_LIBSSH_LOG")
             .ok()
             .and_then(|v| v.parse().ok())

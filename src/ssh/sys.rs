@@ -64,11 +64,9 @@ unsafe extern "C" fn on_libssh_log(
 ) {
     // SAFETY: libssh passes a NUL-terminated message (or NULL).
     let msg = unsafe { opt_str(buffer) };
-    if priority <= 1 {
-        log::warn!("libssh: {msg}");
-    } else {
-        log::debug!("libssh: {msg}");
-    }
+    // libssh reports ordinary events (a client's disconnect) as warnings:
+    // keep them at DEBUG so the INFO log stays one line per event of ours.
+    log::debug!("libssh[{priority}]: {msg}");
 }
 
 /// Sends libssh's own log lines (for the calling thread: libssh keeps the
