@@ -80,6 +80,17 @@ out=$(printf '%s\n' 'not json' | "${SSH[@]}" mcp@127.0.0.1) || true
 echo "$out" | grep -q '"code":-32700' || fail "malformed line: $out"
 ok "malformed line gets -32700"
 
+# ssh-audit (PyPI) on the running server: no algorithm it would fail.
+AUDIT_VENV=$ROOT/target/ssh-audit-venv
+if [ ! -x "$AUDIT_VENV/bin/ssh-audit" ]; then
+  python3 -m venv "$AUDIT_VENV" && "$AUDIT_VENV/bin/pip" install -q --disable-pip-version-check ssh-audit
+fi
+audit=$(timeout 60 "$AUDIT_VENV/bin/ssh-audit" -n -p "$PORT" 127.0.0.1 2>&1 || true)
+echo "$audit" | grep -q "software: libssh" || fail "ssh-audit did not run: $audit"
+if echo "$audit" | grep -q "\[fail\]"; then fail "ssh-audit: $(echo "$audit" | grep "\[fail\]")"; fi
+echo "$audit" | grep -q "compression: disabled" || fail "ssh-audit: compression not disabled"
+ok "ssh-audit: no failing algorithm, compression disabled"
+
 # Key API with curl: fetch the host key, register a fresh key, log in with
 # strict host-key checking against a known_hosts built from the fetched key.
 API="http://127.0.0.1:$KPORT"
