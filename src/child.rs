@@ -3,10 +3,9 @@
 //! channels, and stopped group-wide (stdin close, SIGTERM, SIGKILL) and reaped.
 
 use crate::config::ServerSpec;
-use crate::mcp::jsonrpc::{LineReader, ReadLine};
+use crate::mcp::jsonrpc::{Incoming, LineReader, ReadLine, parse_child_line};
 use crate::ssh::wake::{Wake, poll_readable};
 use crossbeam_channel::{Receiver, Sender};
-use serde_json::Value;
 use std::collections::VecDeque;
 use std::io::{BufReader, Write};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -20,7 +19,7 @@ use std::time::{Duration, Instant};
 /// What a child's reader thread reports to its session.
 #[derive(Debug)]
 pub enum ChildEvent {
-    Message(Value),
+    Message(Incoming),
     /// A line that is not JSON (logged, not forwarded).
     BadLine(String),
     /// stdout closed: the child exited or is about to.
@@ -306,8 +305,8 @@ fn read_stdout(
     let mut reader = LineReader::new(BufReader::with_capacity(64 * 1024, stdout), max_line);
     loop {
         let ev = match reader.next_line() {
-            ReadLine::Line(bytes) => match serde_json::from_slice::<Value>(&bytes) {
-                Ok(v) => ChildEvent::Message(v),
+            ReadLine::Line(bytes) => match parse_child_line(&bytes) {
+                Ok(m) => ChildEvent::Message(m),
                 Err(_) => ChildEvent::BadLine(String::from_utf8_lossy(&bytes).into_owned()),
             },
             ReadLine::TooLong => {

@@ -6,7 +6,7 @@
 //! [`Router::next_deadline`]. Every routing rule is unit-tested below without
 //! SSH or processes.
 
-use super::jsonrpc::{self, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND};
+use super::jsonrpc::{self, INVALID_PARAMS, INVALID_REQUEST, Incoming, METHOD_NOT_FOUND};
 use super::names::{NameMap, UriMap};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -28,6 +28,8 @@ const MAX_PAGES: usize = 1000;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     ToClient(Value),
+    /// A ready line for the client (a child's response passed through as text).
+    ToClientRaw(Vec<u8>),
     ToChild(usize, Value),
     /// The child failed (start-up, initialize): log it and leave it out.
     ChildFailed(usize, String),
@@ -726,6 +728,52 @@ impl Router {
         self.out.push(Action::ToChild(child, msg));
     }
 
+    /// A classified line from child `child`. A response to a forwarded
+    /// request goes out as text with only its id replaced; anything else
+    /// takes the general path.
+    pub fn from_child_incoming(
+        &mut self,
+        child: usize,
+        msg: Incoming,
+        now: Instant,
+    ) -> Vec<Action> {
+        let (id, is_error, payload) = match msg {
+            Incoming::Other(v) => return self.from_child(child, v, now),
+            Incoming::Response {
+                id,
+                is_error,
+                payload,
+            } => (id, is_error, payload),
+        };
+        let cid = id.as_u64();
+        let forwarded = cid
+            .and_then(|c| self.pending.get(&c))
+            .is_some_and(|(p, _)| matches!(p, Pending::Forward { child: c, .. } if *c == child));
+        if !forwarded || self.children[child].status == Status::Out {
+            let key = if is_error { "error" } else { "result" };
+            let v = match serde_json::from_str::<Value>(payload.get()) {
+                Ok(p) => json!({"jsonrpc": "2.0", "id": id, key: p}),
+                Err(_) => return Vec::new(),
+            };
+            return self.from_child(child, v, now);
+        }
+        if let Some((
+            Pending::Forward {
+                client_id, token, ..
+            },
+            _,
+        )) = cid.and_then(|c| self.pending.remove(&c))
+        {
+            if let Some(t) = token {
+                self.client_tokens.remove(&t);
+            }
+            self.out.push(Action::ToClientRaw(jsonrpc::response_line(
+                &client_id, is_error, &payload,
+            )));
+        }
+        self.take()
+    }
+
     /// One parsed message from child `child`.
     pub fn from_child(&mut self, child: usize, msg: Value, now: Instant) -> Vec<Action> {
         if self.children[child].status == Status::Out {
@@ -1268,6 +1316,43 @@ mod tests {
             now,
         );
         assert_eq!(to_client(&a)[0]["error"]["code"], INVALID_PARAMS);
+    }
+
+    #[test]
+    fn forwarded_responses_pass_through_as_text_with_the_client_id() {
+        let now = Instant::now();
+        let mut r = router(1);
+        init(&mut r, json!({"tools":{}}), now);
+        let a = r.from_client(json!({"jsonrpc":"2.0","id":"L","method":"tools/list"}), now);
+        let (_, l) = &to_child(&a)[0];
+        // A list answer (a fan-out part) arrives raw and still merges.
+        let line = format!(
+            r#"{{"jsonrpc":"2.0","id":{},"result":{{"tools":[{{"name":"t"}}]}}}}"#,
+            l["id"]
+        );
+        let a = r.from_child_incoming(0, jsonrpc::parse_child_line(line.as_bytes()).unwrap(), now);
+        assert_eq!(to_client(&a)[0]["result"]["tools"][0]["name"], "t");
+        let a = r.from_client(
+            json!({"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{"name":"t"}}),
+            now,
+        );
+        let (_, call) = &to_child(&a)[0];
+        let line = format!(
+            r#"{{"jsonrpc":"2.0","id":{},"result":{{"z":1, "a" : [ ]}}}}"#,
+            call["id"]
+        );
+        let a = r.from_child_incoming(0, jsonrpc::parse_child_line(line.as_bytes()).unwrap(), now);
+        let Action::ToClientRaw(bytes) = &a[0] else {
+            panic!("{a:?}")
+        };
+        assert_eq!(
+            std::str::from_utf8(bytes).unwrap(),
+            "{\"jsonrpc\":\"2.0\",\"id\":\"c1\",\"result\":{\"z\":1, \"a\" : [ ]}}\n"
+        );
+        assert!(r.next_deadline().is_none());
+        // A late duplicate is dropped.
+        let a = r.from_child_incoming(0, jsonrpc::parse_child_line(line.as_bytes()).unwrap(), now);
+        assert!(a.is_empty());
     }
 
     #[test]

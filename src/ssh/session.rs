@@ -277,7 +277,7 @@ fn mcp_loop(
         ev.inbound().woken = false;
         while let Ok((idx, e)) = rx.try_recv() {
             let actions = match e {
-                ChildEvent::Message(v) => router.from_child(idx, v, now),
+                ChildEvent::Message(m) => router.from_child_incoming(idx, m, now),
                 ChildEvent::BadLine(l) => {
                     log::warn!(
                         "s{id}: [{}] wrote a non-JSON line to stdout: {}",
@@ -355,6 +355,7 @@ fn apply(actions: Vec<Action>, out: &mut Outbox, children: &[Option<ChildProc>],
     for a in actions {
         match a {
             Action::ToClient(v) => out.push(&jsonrpc::to_line(&v)),
+            Action::ToClientRaw(line) => out.push(&line),
             Action::ToChild(i, v) => {
                 if let Some(Some(c)) = children.get(i) {
                     c.send(jsonrpc::to_line(&v));
