@@ -14,6 +14,16 @@ use std::thread::JoinHandle;
 /// within it (DESIGN.md: 32 KiB passed every handshake tested).
 const SESSION_STACK: usize = 512 * 1024;
 
+/// Returns freed heap to the system once no session is left, so a burst of
+/// sessions does not keep the server's resident size up (small boards).
+fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 struct Conn {
     wake: Arc<Wake>,
     thread: JoinHandle<()>,
@@ -55,6 +65,9 @@ pub fn serve(
                 if let Some(c) = conns.remove(&id) {
                     let _ = c.thread.join();
                 }
+            }
+            if conns.is_empty() {
+                give_back_memory();
             }
         }
         if !ready[0] {
