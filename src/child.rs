@@ -68,10 +68,20 @@ impl ChildProc {
             .envs(&spec.env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Own process group: launchers (npx, uvx) do not pass signals on,
-            // so stop() signals the whole group.
-            .process_group(0);
+            .stderr(Stdio::piped());
+        // Own session, hence own process group (pgid = pid): launchers (npx,
+        // uvx) do not pass signals on, so stop() signals the whole group. A
+        // session also detaches the child from the server's terminal and, as
+        // sshd does for its sessions, gives it its own scheduler autogroup,
+        // so busy children get their fair share of CPU.
+        // SAFETY: setsid is async-signal-safe, as pre_exec requires; it
+        // cannot fail in a freshly forked child (not a group leader yet).
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
         if let Some(cwd) = &spec.cwd {
             cmd.current_dir(cwd);
         }
