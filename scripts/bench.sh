@@ -124,7 +124,9 @@ EOF
       record "$child" "$p" "tp$n" "$r"
     done
   done
-  # RSS with 1 and $HOLD open sessions (through ssh -T).
+  # RSS with 1 and $HOLD open sessions (through ssh -T), once the children
+  # of the throughput runs are gone (they get a 2 s grace each to exit).
+  sleep 5
   for n in 1 "$HOLD"; do
     coproc H { "$DRV" hold "${P[c]}" "$n"; }
     read -r -t 120 line <&"${H[0]}" || fail "hold $n sessions"
@@ -160,7 +162,7 @@ print('# Benchmarks\n')
 print(f'Measured by `scripts/bench.sh` on {datetime.date.today()}: {os.cpu_count()} cores ({cpu}), Linux {platform.release()}. '
       f'One run; every figure in a table comes from that same run, so compare within it only. '
       f'{calls} sequential `tools/call` per latency run; latency runs go in 3 interleaved rounds over the four paths and each figure is the median of the rounds; '
-      f'{tp_calls} calls per session in the throughput runs; connect time is the median of 3.\n')
+      f'{tp_calls} calls per session in the throughput runs; connect time is the median of 3 sessions opened a second apart.\n')
 for c, title in [('echo', 'Echo child (`examples/echo_mcp.rs`): the transport\'s own cost'), ('time', 'mcp-server-time (PyPI)')]:
     print(f'## {title}\n')
     print('| path | connect to `tools/list` ms | p50 us | p90 us | p99 us | overhead p50 us (vs a) | 1 MiB echo ms | calls/s x1 | x4 | x16 |')
@@ -191,6 +193,6 @@ for c, title in [('echo', 'Echo child (`examples/echo_mcp.rs`): the transport\'s
           f'so {per:.0f} KiB per added session, children excluded (target <= 256); with children: {h1["tree_kb"]} KiB and {hn["tree_kb"]} KiB; '
           f'{hn["threads"]} server threads at {hold} sessions')
     print()
-print(f'Release binaries: server {size / 1048576:.2f} MiB, client {csize / 1048576:.2f} MiB (stripped, thin LTO).')
+print(f'Release binaries: server {size / 1048576:.2f} MiB, client {csize / 1048576:.2f} MiB (stripped, fat LTO, opt-level s).')
 PY
 cat docs/BENCHMARKS.md
