@@ -124,12 +124,19 @@ pub fn run(opts: &ServerOptions) -> Result<(), ServerError> {
         opts.authorized_clients.clone(),
         opts.registered_clients.clone(),
     ]);
+    let trusted = authorized.count();
     log::info!(
-        "{} authorized client key(s) from {} and {}",
-        authorized.count(),
+        "{trusted} authorized client key(s) from {} and {}",
         opts.authorized_clients.display(),
         opts.registered_clients.display()
     );
+    if trusted == 0 && opts.key_server.is_none() {
+        log::warn!(
+            "no client key is authorized yet: add a public key to {} (read on every login), \
+             or run with --run-key-server",
+            opts.authorized_clients.display()
+        );
+    }
     let targets = servers
         .iter()
         .map(|s| s.warm_spares.unwrap_or(opts.warm_spares))

@@ -52,7 +52,13 @@ impl Registry {
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
+        if !dir.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
         let tmp = dir.join(format!(
             ".{}.tmp",
             self.path
@@ -106,6 +112,12 @@ mod tests {
         assert_eq!(text, format!("{a}\n{b}\n"));
         let mode = std::fs::metadata(r.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        let dmode = std::fs::metadata(dir.join("sub"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dmode, 0o700);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
