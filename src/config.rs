@@ -24,6 +24,8 @@ pub struct ServerSpec {
     pub request_timeout: Option<Duration>,
     /// Warm spares to keep for this server (`warmSpares`); None: the flag's value.
     pub warm_spares: Option<usize>,
+    /// Put before this server's tool and prompt names (`namePrefix`), e.g. `time.`.
+    pub name_prefix: String,
 }
 
 /// A config problem, phrased for the user.
@@ -127,6 +129,16 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<ServerSpec>, ConfigError> {
                 _ => return Err(err("warmSpares", "must be a whole number from 0 to 16")),
             },
         };
+        let name_prefix = match obj.get("namePrefix") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(p)) if crate::mcp::names::is_valid_prefix(p) => p.clone(),
+            Some(_) => {
+                return Err(err(
+                    "namePrefix",
+                    "must be up to 64 characters of letters, digits, '_', '-' and '.'",
+                ));
+            }
+        };
         out.push(ServerSpec {
             name: name.clone(),
             command,
@@ -135,6 +147,7 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<ServerSpec>, ConfigError> {
             cwd,
             request_timeout,
             warm_spares,
+            name_prefix,
         });
     }
     Ok(out)
@@ -156,7 +169,7 @@ mod tests {
     fn parses_entries_in_config_order() {
         let t = r#"{"mcpServers": {
             "zeta": {"command": "uvx", "args": ["mcp-server-time"], "env": {"TZ": "UTC"}},
-            "alpha": {"command": "npx", "cwd": "/tmp", "requestTimeoutSecs": 5, "warmSpares": 0},
+            "alpha": {"command": "npx", "cwd": "/tmp", "requestTimeoutSecs": 5, "warmSpares": 0, "namePrefix": "a."},
             "off": {"command": "x", "disabled": true}
         }}"#;
         let s = parse(t, "c.json").unwrap();
@@ -169,6 +182,13 @@ mod tests {
         assert_eq!(s[1].request_timeout, Some(Duration::from_secs(5)));
         assert_eq!(s[1].warm_spares, Some(0));
         assert_eq!(s[0].warm_spares, None);
+        assert_eq!(s[1].name_prefix, "a.");
+        let e = parse(
+            r#"{"mcpServers": {"a": {"command": "x", "namePrefix": "a b"}}}"#,
+            "c.json",
+        )
+        .unwrap_err();
+        assert!(e.0.contains("namePrefix"));
         let e = parse(
             r#"{"mcpServers": {"a": {"command": "x", "warmSpares": -1}}}"#,
             "c.json",

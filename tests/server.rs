@@ -458,7 +458,8 @@ fn disconnect_mid_call_leaves_no_child_thread_or_fd_behind() {
         "threads: {}",
         thread_count(pid)
     );
-    let base_fds = fd_count(pid);
+    let (_, base_fds) = settled_counts(pid);
+    let base_list = fd_list(pid);
     for _ in 0..3 {
         let mut c = srv.connect();
         c.initialize();
@@ -479,8 +480,8 @@ fn disconnect_mid_call_leaves_no_child_thread_or_fd_behind() {
     );
     assert!(
         eventually(|| fd_count(pid) == base_fds),
-        "fds: {} != {base_fds}",
-        fd_count(pid)
+        "fds: {:?} != {base_list:?}",
+        fd_list(pid)
     );
 }
 
@@ -582,8 +583,7 @@ fn hundreds_of_sessions_leave_threads_fds_and_children_at_baseline() {
         c.initialize();
     }
     assert!(eventually(|| children_of(pid).len() == 1));
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let (threads, fds) = (thread_count(pid), fd_count(pid));
+    let (threads, fds) = settled_counts(pid);
     for i in 0..300 {
         let mut c = srv.connect();
         if i % 2 == 0 {
@@ -604,5 +604,38 @@ fn hundreds_of_sessions_leave_threads_fds_and_children_at_baseline() {
         eventually(|| fd_count(pid) == fds),
         "fds {} != {fds}",
         fd_count(pid)
+    );
+}
+
+#[test]
+fn name_prefix_exposes_a_servers_tools_and_prompts_under_it() {
+    let mut beta = fixture("beta", &["--echo-only"]);
+    beta["namePrefix"] = json!("beta.");
+    let srv = Server::start(
+        json!({"alpha": fixture("alpha", &["--echo-only"]), "beta": beta}),
+        &[],
+    );
+    let mut c = srv.connect();
+    c.initialize();
+    assert_eq!(
+        names(&c.request("tools/list", json!({})), "tools"),
+        ["echo", "beta.echo"]
+    );
+    assert_eq!(
+        names(&c.request("prompts/list", json!({})), "prompts"),
+        ["greet", "beta.greet"]
+    );
+    let r = c.request(
+        "tools/call",
+        json!({"name": "beta.echo", "arguments": {"text": "via prefix"}}),
+    );
+    assert_eq!(r["result"]["_meta"]["from"], "beta");
+    let g = c.request(
+        "prompts/get",
+        json!({"name": "beta.greet", "arguments": {"who": "x"}}),
+    );
+    assert_eq!(
+        g["result"]["messages"][0]["content"]["text"],
+        "hello x from beta"
     );
 }

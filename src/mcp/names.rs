@@ -20,13 +20,27 @@ pub struct NameMap {
 impl NameMap {
     /// Picks the exposed name for `name` from `child` and records it.
     pub fn insert(&mut self, child: usize, name: &str) -> String {
-        let exposed = if self.map.contains_key(name) {
+        self.insert_prefixed(child, "", name)
+    }
+
+    /// Like [`NameMap::insert`], exposing `prefix` + `name` (the server's
+    /// `namePrefix`); the duplicate rule applies to the prefixed name.
+    pub fn insert_prefixed(&mut self, child: usize, prefix: &str, name: &str) -> String {
+        let mut wanted = format!("{prefix}{name}");
+        if wanted.len() > MAX_NAME {
+            let mut cut = MAX_NAME;
+            while !wanted.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            wanted.truncate(cut);
+        }
+        let exposed = if self.map.contains_key(&wanted) {
             (1..)
-                .map(|n| suffixed(name, n))
+                .map(|n| suffixed(&wanted, n))
                 .find(|c| !self.map.contains_key(c))
                 .unwrap_or_default()
         } else {
-            name.to_owned()
+            wanted
         };
         self.map.insert(exposed.clone(), (child, name.to_owned()));
         exposed
@@ -53,6 +67,13 @@ fn suffixed(name: &str, n: usize) -> String {
         base.pop();
     }
     base + &suffix
+}
+
+/// True for a `namePrefix` value: name-rule characters, at most 64 of them.
+pub fn is_valid_prefix(s: &str) -> bool {
+    s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
 /// True for names that satisfy the 2025-11-25 tool-name rule.
@@ -124,6 +145,20 @@ mod tests {
         assert_eq!(m.get("echo_2"), Some((2, "echo")));
         assert_eq!(m.get("echo_1_1"), Some((2, "echo_1")));
         assert_eq!(m.get("nope"), None);
+    }
+
+    #[test]
+    fn prefixes_apply_before_the_duplicate_rule() {
+        let mut m = NameMap::default();
+        assert_eq!(m.insert_prefixed(0, "time.", "now"), "time.now");
+        assert_eq!(m.insert_prefixed(1, "time.", "now"), "time.now_1");
+        assert_eq!(m.insert(2, "now"), "now");
+        assert_eq!(m.get("time.now_1"), Some((1, "now")));
+        let long = m.insert_prefixed(3, "p.", &"x".repeat(200));
+        assert_eq!(long.len(), MAX_NAME);
+        assert_eq!(m.get(&long).map(|(_, n)| n.len()), Some(200));
+        assert!(is_valid_prefix("srv-1."));
+        assert!(!is_valid_prefix("a b"));
     }
 
     #[test]

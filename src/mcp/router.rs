@@ -40,6 +40,8 @@ pub enum Action {
 pub struct ChildInfo {
     pub name: String,
     pub timeout: Duration,
+    /// Put before this server's tool and prompt names (`namePrefix`).
+    pub prefix: String,
 }
 
 /// Router-wide settings.
@@ -1002,7 +1004,8 @@ impl Router {
                         let Some(name) = item.get("name").and_then(Value::as_str) else {
                             continue;
                         };
-                        let exposed = map.insert(child, name);
+                        let exposed =
+                            map.insert_prefixed(child, &self.children[child].info.prefix, name);
                         item["name"] = Value::String(exposed);
                         out.push(item);
                     }
@@ -1208,6 +1211,7 @@ mod tests {
                 .map(|i| ChildInfo {
                     name: format!("s{i}"),
                     timeout: Duration::from_secs(10),
+                    prefix: String::new(),
                 })
                 .collect(),
             Options {

@@ -210,6 +210,7 @@ fn mcp_loop(
         .map(|s| ChildInfo {
             name: s.name.clone(),
             timeout: s.request_timeout.unwrap_or(shared.request_timeout),
+            prefix: s.name_prefix.clone(),
         })
         .collect();
     let mut router = Router::new(

@@ -574,3 +574,36 @@ pub fn assert_only_authorized_keys_get_in(port: u16, key: &Path, stranger: Optio
         assert!(err.contains("Permission denied"), "{method}: {err}");
     }
 }
+
+/// What a process's fds point at (for failure messages).
+pub fn fd_list(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let t = std::fs::read_link(e.path())
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default();
+                    format!("{}->{t}", e.file_name().to_string_lossy())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// (threads, fds) of a process once both hold still for 200 ms: a
+/// session's last fds close just after its thread ends, and a new warm
+/// spare's threads start just after its process.
+pub fn settled_counts(pid: u32) -> (usize, usize) {
+    let read = || (thread_count(pid), fd_count(pid));
+    let mut last = read();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = read();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
