@@ -183,9 +183,14 @@ fn open_channel<'s>(session: &'s Session, id: u64) -> Option<(Channel<'s>, Start
 
 /// After exit-status, EOF and close: wait briefly for the client's close.
 fn drain_close(session: &Session, channel: &Channel, wake: &Wake) {
-    let Ok(mut ev) = EventLoop::new(session, channel, wake.fd()) else {
-        return;
-    };
+    if let Ok(mut ev) = EventLoop::new(session, channel, wake.fd()) {
+        wait_for_close(&mut ev);
+    }
+}
+
+/// Polls (200 ms at most) until the client's channel close arrives, so
+/// OpenSSH sees a clean end instead of "closed by remote host".
+fn wait_for_close(ev: &mut EventLoop) {
     let end = Instant::now() + Duration::from_millis(200);
     while Instant::now() < end && !ev.inbound().closed && ev.connected() {
         let left = end.saturating_duration_since(Instant::now()).as_millis() as i32;
@@ -257,6 +262,7 @@ fn mcp_loop(
     let mut framer = Framer::new(shared.max_line);
     let mut out = Outbox::default();
     let mut frames = Vec::new();
+    let mut scratch = Vec::new();
     // Bytes that arrived with the channel request, before callbacks existed.
     let mut early = Vec::new();
     let mut eof = channel.read_nonblocking(&mut early);
@@ -265,8 +271,13 @@ fn mcp_loop(
 
     loop {
         let now = Instant::now();
-        let data = std::mem::take(&mut ev.inbound().data);
-        framer.push(&data, &mut frames);
+        // Swap buffers so both keep their capacity across turns.
+        std::mem::swap(&mut scratch, &mut ev.inbound().data);
+        framer.push(&scratch, &mut frames);
+        scratch.clear();
+        if scratch.capacity() > 1 << 20 {
+            scratch = Vec::new(); // do not keep a big message's buffer for the session's life
+        }
         for f in frames.drain(..) {
             let actions = match f {
                 Frame::Line(l) => router.from_client_line(&l, now),
@@ -332,13 +343,7 @@ fn mcp_loop(
     }
     if ev.connected() && !ev.inbound().closed {
         channel.finish(status);
-        let end = Instant::now() + Duration::from_millis(200);
-        while Instant::now() < end && !ev.inbound().closed && ev.connected() {
-            let left = end.saturating_duration_since(Instant::now()).as_millis() as i32;
-            if ev.poll(left.max(1)).is_err() {
-                break;
-            }
-        }
+        wait_for_close(&mut ev);
     }
     drop(ev);
     let mut live: Vec<ChildProc> = children.into_iter().flatten().collect();
