@@ -428,8 +428,10 @@ impl Router {
             return self.start_list(kind, Some(id), now);
         }
         match method {
-            "tools/call" => self.route_named(ListKind::Tools, "tool", id, msg, now),
-            "prompts/get" => self.route_named(ListKind::Prompts, "prompt", id, msg, now),
+            "tools/call" => self.route_named(ListKind::Tools, "tool", "/params/name", id, msg, now),
+            "prompts/get" => {
+                self.route_named(ListKind::Prompts, "prompt", "/params/name", id, msg, now)
+            }
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
                 match msg.pointer("/params/uri").and_then(Value::as_str) {
                     Some(uri) => {
@@ -614,15 +616,26 @@ impl Router {
         true
     }
 
-    fn route_named(&mut self, kind: ListKind, what: &str, id: Value, msg: Value, now: Instant) {
+    /// Routes by the exposed name at JSON pointer `at` (`/params/name`, or
+    /// `/params/ref/name` for completions) and puts the child's own name there.
+    fn route_named(
+        &mut self,
+        kind: ListKind,
+        what: &str,
+        at: &str,
+        id: Value,
+        mut msg: Value,
+        now: Instant,
+    ) {
         if self.need_maps(&[kind], &msg, now) {
             return;
         }
-        let Some(name) = msg.pointer("/params/name").and_then(Value::as_str) else {
+        let Some(name) = msg.pointer(at).and_then(Value::as_str) else {
+            let field = at.trim_start_matches('/').replace('/', ".");
             return self.fail(
                 id,
                 INVALID_PARAMS,
-                format!("missing params.name for the {what}"),
+                format!("missing {field} for the {what}"),
             );
         };
         let map = if kind == ListKind::Tools {
@@ -633,9 +646,10 @@ impl Router {
         let Some((child, orig)) = map.as_ref().and_then(|m| m.get(name)) else {
             return self.fail(id, INVALID_PARAMS, format!("unknown {what}: {name}"));
         };
-        let orig = orig.to_owned();
-        let mut msg = msg;
-        msg["params"]["name"] = Value::String(orig);
+        let orig = Value::String(orig.to_owned());
+        if let Some(slot) = msg.pointer_mut(at) {
+            *slot = orig;
+        }
         self.forward(child, id, msg, now);
     }
 
@@ -662,17 +676,9 @@ impl Router {
             Some("ref/prompt") => self.route_named(
                 ListKind::Prompts,
                 "prompt",
+                "/params/ref/name",
                 id,
-                {
-                    // Route by ref.name: reuse the named router on a shaped copy.
-                    let mut m = msg.clone();
-                    let name = msg
-                        .pointer("/params/ref/name")
-                        .cloned()
-                        .unwrap_or(Value::Null);
-                    m["params"]["name"] = name;
-                    m
-                },
+                msg,
                 now,
             ),
             Some("ref/resource") => {
@@ -696,18 +702,6 @@ impl Router {
                 jsonrpc::SERVER_UNAVAILABLE,
                 format!("server {name} is not available"),
             );
-        }
-        // completion/complete was reshaped for routing: restore and rename ref.name.
-        if msg.get("method").and_then(Value::as_str) == Some("completion/complete")
-            && let Some(params) = msg.get_mut("params").and_then(Value::as_object_mut)
-            && let Some(n) = params.remove("name")
-            && params
-                .get("ref")
-                .and_then(|r| r.get("type"))
-                .and_then(Value::as_str)
-                == Some("ref/prompt")
-        {
-            params["ref"]["name"] = n;
         }
         let cid = self.fresh_id();
         let token = msg.pointer("/params/_meta/progressToken").map(token_key);
