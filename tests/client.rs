@@ -209,3 +209,40 @@ fn endings_server_gone_auth_failure_and_sigterm() {
         "{err}"
     );
 }
+
+/// More requests than one SSH window holds, written while their answers
+/// already flow back (so the client's writes block on the window and take
+/// answers off the socket as they go): every answer arrives, in order.
+#[test]
+fn a_burst_of_pipelined_calls_is_answered_in_full_while_still_writing() {
+    let (_srv, args) = setup(|s, k| format!("[127.0.0.1]:{} {k}\n", s.port));
+    let mut c = StdioClient::start(&strs(&args));
+    c.send(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"host","version":"1"}}}));
+    assert_eq!(c.recv()["id"], 0);
+    c.send(&json!({"jsonrpc":"2.0","method":"notifications/initialized"}));
+    let pad = "x".repeat(2000);
+    let calls = 1500; // 3 MB of requests, more than one window
+    for round in 0..3 {
+        // Written by a thread: the test must read answers while it writes.
+        let lines: String = (1..=calls)
+            .map(|i| {
+                format!(
+                    "{}\n",
+                    json!({"jsonrpc":"2.0","id":i,"method":"tools/call","params":{"name":"echo","arguments":{"text":format!("{i}{pad}")}}})
+                )
+            })
+            .collect();
+        c.send_raw_in_background(lines);
+        for i in 1..=calls {
+            let r = c.recv();
+            assert_eq!(r["id"], i, "round {round}");
+            assert!(
+                r["result"]["content"][0]["text"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&i.to_string())
+            );
+        }
+        c.join_writer();
+    }
+}

@@ -264,11 +264,23 @@ fn bridge(sess: &ssh2::Session, channel: &mut ssh2::Channel, sock: i32) -> Resul
         }
         let next_keepalive = sess.keepalive_send().unwrap_or(30).max(1);
         let dirs = sess.block_directions();
-        let want_out = !to_server.is_empty()
-            || matches!(
-                dirs,
-                ssh2::BlockDirections::Outbound | ssh2::BlockDirections::Both
-            );
+        let blocked_out = matches!(
+            dirs,
+            ssh2::BlockDirections::Outbound | ssh2::BlockDirections::Both
+        );
+        let want_out = !to_server.is_empty() || blocked_out;
+        // libssh2 reads the socket inside other calls too (a write first
+        // drains incoming packets, a stderr read takes stdout data off the
+        // wire): what it queued that way no longer makes the socket
+        // readable, so go round again at once instead of sleeping on it.
+        let queued = (channel.read_window().available > 0 && !stopping)
+            || channel.eof()
+            || (!to_server.is_empty() && channel.write_window().remaining > 0);
+        let timeout_ms = if queued && !blocked_out {
+            0
+        } else {
+            (next_keepalive as i32).saturating_mul(1000)
+        };
         let mut fds = vec![libc::pollfd {
             fd: sock,
             events: libc::POLLIN | if want_out { libc::POLLOUT } else { 0 },
@@ -289,13 +301,7 @@ fn bridge(sess: &ssh2::Session, channel: &mut ssh2::Channel, sock: i32) -> Resul
             });
         }
         // SAFETY: fds is a valid pollfd array for the call.
-        let rc = unsafe {
-            libc::poll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                (next_keepalive as i32).saturating_mul(1000),
-            )
-        };
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
         if rc < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() != ErrorKind::Interrupted {

@@ -69,12 +69,20 @@ pub fn client_key(dir: &Path, name: &str) -> (PathBuf, String) {
     (p, public)
 }
 
+/// A port that is free now, taken below the kernel's ephemeral range
+/// (32768 and up) so that no client connection of a parallel test can grab
+/// it as its source port before the server binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = (std::process::id() % 400) * 30;
+    for _ in 0..2000 {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = (20000 + (start + n) % 12000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port found below 32768");
 }
 
 /// A running server binary.
@@ -195,14 +203,25 @@ impl Drop for Server {
             .arg(self.child.id().to_string())
             .status();
         let end = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+        let mut exited = false;
+        while !exited && Instant::now() < end {
+            exited = matches!(self.child.try_wait(), Ok(Some(_)));
+            if !exited {
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if !exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        // A failing test shows the server's whole log, shutdown included.
+        if std::thread::panicking() {
+            self.wait_log("stopped");
+            eprintln!(
+                "--- server log ---\n{}--- end of server log ---",
+                self.log()
+            );
+        }
     }
 }
 
@@ -461,6 +480,7 @@ pub struct StdioClient {
     stdin: Option<std::process::ChildStdin>,
     lines: std::sync::mpsc::Receiver<String>,
     pub stderr: Arc<Mutex<String>>,
+    writer: Option<std::thread::JoinHandle<std::process::ChildStdin>>,
 }
 
 impl StdioClient {
@@ -493,6 +513,7 @@ impl StdioClient {
             stdin: child.stdin.take(),
             child,
             lines: rx,
+            writer: None,
             stderr,
         }
     }
@@ -509,6 +530,23 @@ impl StdioClient {
             .recv_timeout(WAIT)
             .unwrap_or_else(|_| panic!("no line from the client; stderr:\n{}", self.stderr()));
         serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l}"))
+    }
+
+    /// Writes `data` to the client's stdin from a thread, so the caller can
+    /// read answers meanwhile; [`StdioClient::join_writer`] takes stdin back.
+    pub fn send_raw_in_background(&mut self, data: String) {
+        let mut s = self.stdin.take().expect("stdin open");
+        self.writer = Some(std::thread::spawn(move || {
+            s.write_all(data.as_bytes()).unwrap();
+            s.flush().unwrap();
+            s
+        }));
+    }
+
+    pub fn join_writer(&mut self) {
+        if let Some(w) = self.writer.take() {
+            self.stdin = Some(w.join().expect("writer thread"));
+        }
     }
 
     pub fn close_stdin(&mut self) {
