@@ -3,8 +3,8 @@
 //! `fixture_mcp [--name NAME] [--page-size N] [--fail-init] [--echo-only]`
 //!
 //! Tools (paginated by --page-size): `echo` (returns `text`), `add`,
-//! `whoami` (name, FIXTURE_ENV, cwd), `progress` (progress + log
-//! notifications first), `sample` (asks the client for
+//! `whoami` (name, FIXTURE_ENV, cwd), `progress` (a log and `count`
+//! (3) progress notifications first), `sample` (asks the client for
 //! `sampling/createMessage` then `roots/list`, returns both answers), `slow`
 //! (answers after `ms`), `crash` (exits at once). Prompts: `greet`.
 //! Resources: `fixture://NAME/info`, template `fixture://NAME/items/{id}`.
@@ -127,9 +127,10 @@ fn main() {
                         send(
                             json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": format!("hello from {name}")}}),
                         );
-                        for i in 1..=3 {
+                        let n = a["count"].as_u64().unwrap_or(3);
+                        for i in 1..=n {
                             send(
-                                json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": tok, "progress": i, "total": 3}}),
+                                json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": tok, "progress": i, "total": n}}),
                             );
                         }
                         json!({"content": [{"type": "text", "text": "done"}]})

@@ -4,13 +4,15 @@
 
 use crate::config::ServerSpec;
 use crate::mcp::jsonrpc::{Incoming, LineReader, ReadLine, parse_child_line};
-use crate::ssh::wake::{Wake, poll_readable};
+use crate::ssh::wake::poll_readable;
 use crossbeam_channel::{Receiver, Sender};
+use std::cell::Cell;
 use std::collections::VecDeque;
-use std::io::{BufReader, Write};
+use std::io::{BufReader, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -26,11 +28,13 @@ pub enum ChildEvent {
     Closed,
 }
 
-/// Where a child's output goes once it belongs to a session.
+/// Where a child's output goes once it belongs to a session: each event is
+/// queued on `tx`, then `notify` runs on the reader thread (it delivers the
+/// queue itself when the session is idle, or wakes the session thread).
 pub struct Sink {
     pub index: usize,
     pub tx: Sender<(usize, ChildEvent)>,
-    pub wake: Arc<Wake>,
+    pub notify: Arc<dyn Fn() + Send + Sync>,
 }
 
 const STDERR_TAIL: usize = 20;
@@ -201,7 +205,7 @@ impl ChildProc {
         match &self.pidfd {
             Some(fd) => {
                 use std::os::fd::AsRawFd;
-                !poll_readable(&[fd.as_raw_fd()], 0).is_ok_and(|r| r[0])
+                !poll_readable([fd.as_raw_fd()], 0).is_ok_and(|r| r[0])
             }
             None => matches!(self.child.try_wait(), Ok(None)),
         }
@@ -233,7 +237,7 @@ impl ChildProc {
                 let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
                 let deadline = Instant::now() + timeout;
                 loop {
-                    match poll_readable(&[fd.as_raw_fd()], ms) {
+                    match poll_readable([fd.as_raw_fd()], ms) {
                         Ok(r) if r[0] => return true,
                         _ if Instant::now() >= deadline => return false,
                         _ => {}
@@ -312,7 +316,23 @@ fn read_stdout(
 ) {
     // Nothing is read until a session owns the child (a warm spare stays quiet).
     let Ok(sink) = sink_rx.recv() else { return };
-    let mut reader = LineReader::new(BufReader::with_capacity(64 * 1024, stdout), max_line);
+    // Events are queued as lines are parsed and handed on (`notify`) just
+    // before the next read from the pipe, so a burst already in the buffer
+    // goes to the session in one turn and nothing waits behind a blocking read.
+    let pending = Rc::new(Cell::new(false));
+    let before_read = {
+        let (pending, notify) = (pending.clone(), sink.notify.clone());
+        move || {
+            if pending.replace(false) {
+                notify();
+            }
+        }
+    };
+    let pipe = HookedRead {
+        inner: stdout,
+        before_read,
+    };
+    let mut reader = LineReader::new(BufReader::with_capacity(64 * 1024, pipe), max_line);
     loop {
         let ev = match reader.next_line() {
             ReadLine::Line(bytes) => match parse_child_line(&bytes) {
@@ -325,14 +345,28 @@ fn read_stdout(
             }
             ReadLine::Eof => {
                 let _ = sink.tx.send((sink.index, ChildEvent::Closed));
-                sink.wake.wake();
+                (sink.notify)();
                 return;
             }
         };
         if sink.tx.send((sink.index, ev)).is_err() {
             return;
         }
-        sink.wake.wake();
+        pending.set(true);
+    }
+}
+
+/// A reader that runs a hook before each read from `inner` (under a
+/// `BufReader`: each time its buffer has run dry).
+struct HookedRead<R, F> {
+    inner: R,
+    before_read: F,
+}
+
+impl<R: Read, F: FnMut()> Read for HookedRead<R, F> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        (self.before_read)();
+        self.inner.read(buf)
     }
 }
 

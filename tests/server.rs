@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 use std::io::{Read, Write};
+use std::process::Command;
 
 fn two_children() -> Value {
     json!({"alpha": fixture("alpha", &[]), "beta": fixture("beta", &["--page-size", "3"])})
@@ -250,6 +251,61 @@ fn bad_lines_get_errors_and_the_session_goes_on() {
     assert_eq!(r["result"]["content"][0]["text"], "still here");
 }
 
+/// Many calls in flight on two children, each child answering with a burst
+/// of notifications: every message arrives once, each child's in its order.
+/// Child output is delivered both by the reader threads (session idle) and by
+/// the session thread (busy with the client's requests), so this runs both.
+#[test]
+fn pipelined_calls_and_notification_bursts_arrive_complete_and_in_order() {
+    let srv = Server::start(two_children(), &[]);
+    let mut c = srv.connect();
+    c.initialize();
+    let calls = 120;
+    let burst = 25;
+    for i in 0..calls {
+        let (tool, args) = match i % 3 {
+            0 => ("progress", json!({"count": burst})),
+            1 => ("progress_1", json!({"count": burst})),
+            _ => ("echo", json!({"text": format!("e{i}")})),
+        };
+        c.send(&json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+            "params": {"name": tool, "arguments": args, "_meta": {"progressToken": format!("t{i}")}}}));
+    }
+    let mut seen = vec![0u64; calls];
+    let mut answered = vec![false; calls];
+    let mut left = calls;
+    while left > 0 {
+        let m = c.recv();
+        if m["method"] == "notifications/progress" {
+            let i: usize = m["params"]["progressToken"].as_str().unwrap()[1..]
+                .parse()
+                .unwrap();
+            let p = m["params"]["progress"].as_u64().unwrap();
+            assert!(!answered[i], "progress after the answer: {m}");
+            assert_eq!(p, seen[i] + 1, "progress out of order for call {i}");
+            seen[i] = p;
+        } else if let Some(i) = m["id"].as_u64() {
+            let i = i as usize;
+            assert!(!answered[i], "answered twice: {m}");
+            answered[i] = true;
+            left -= 1;
+            match i % 3 {
+                2 => assert_eq!(m["result"]["content"][0]["text"], format!("e{i}")),
+                _ => {
+                    assert_eq!(m["result"]["content"][0]["text"], "done", "{m}");
+                    assert_eq!(seen[i], burst, "call {i} lost progress notifications");
+                }
+            }
+        }
+    }
+    // The session is still in order afterwards.
+    let r = c.request(
+        "tools/call",
+        json!({"name": "add", "arguments": {"a": 1, "b": 2}}),
+    );
+    assert_eq!(r["result"]["content"][0]["text"], "3");
+}
+
 #[test]
 fn large_message_round_trips_intact() {
     let srv = Server::start(json!({"alpha": fixture("alpha", &["--echo-only"])}), &[]);
@@ -379,6 +435,37 @@ fn exec_selects_servers_and_subsystem_mcp_works() {
         names(&c.request("tools/list", json!({})), "tools").len(),
         14
     );
+}
+
+/// OpenSSH with `ServerAliveInterval` gives up on a server that leaves its
+/// keepalive probes unanswered; libssh queues those answers itself, so an
+/// idle session must still send them.
+#[test]
+fn openssh_keepalives_are_answered_while_the_session_is_idle() {
+    let srv = Server::start(json!({"alpha": fixture("alpha", &[])}), &[]);
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "add", "arguments": {"a": 2, "b": 3}}});
+    // Idle for 4 s, longer than 2 unanswered probes at 1 s would allow.
+    let script = format!(
+        "(printf '%s\\n' '{init}'; sleep 4; printf '%s\\n' '{call}') | timeout 30 ssh -T -p {} \
+         -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes \
+         -o LogLevel=ERROR -o IdentitiesOnly=yes -o ServerAliveInterval=1 \
+         -o ServerAliveCountMax=2 -i {} mcp@127.0.0.1",
+        srv.port,
+        srv.key.display()
+    );
+    let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    let lines = json_lines(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ssh failed: {}\n{lines:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer = lines
+        .iter()
+        .find(|l| l["id"] == 2)
+        .expect("answer after idle");
+    assert_eq!(answer["result"]["content"][0]["text"], "5");
 }
 
 #[test]

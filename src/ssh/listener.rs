@@ -55,7 +55,7 @@ pub fn serve(
     let mut next_id: u64 = 1;
     loop {
         let ready =
-            poll_readable(&[bind.fd(), stop.fd(), reap.fd()], -1).map_err(|e| e.to_string())?;
+            poll_readable([bind.fd(), stop.fd(), reap.fd()], -1).map_err(|e| e.to_string())?;
         if ready[1] {
             break;
         }

@@ -1,18 +1,27 @@
 //! One SSH connection on its own thread: handshake under a deadline,
 //! public-key auth, one session channel, then the MCP session loop that
 //! bridges the channel and the children through the router.
+//!
+//! The loop's state ([`Core`]: connection, router, buffers, children) sits in
+//! a mutex. The session thread takes it to handle what the client sends and
+//! sleeps in a poll over the socket and its wake fd without it. A child's
+//! reader thread queues each message on the session's crossbeam channel and
+//! then, if the mutex is free, runs the turn itself, so a response reaches the
+//! client without waking the session thread (one thread hop per call, as
+//! with sshd); if the mutex is busy it wakes the session thread instead.
 
-use super::sys::{Channel, EventLoop, Request, Session};
-use super::wake::Wake;
+use super::sys::{Channel, Live, Request, Session};
+use super::wake::{Wake, poll_events};
 use crate::child::{self, ChildEvent, ChildProc, Sink};
 use crate::config::ServerSpec;
 use crate::keys::authorized::Authorized;
 use crate::mcp::jsonrpc::{self, Frame, Framer};
 use crate::mcp::router::{Action, ChildInfo, Options, Router};
-use std::sync::Arc;
+use crossbeam_channel::Receiver;
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-
 /// What every session shares.
 pub struct Shared {
     pub authorized: Authorized,
@@ -56,6 +65,15 @@ pub fn run(session: Session, shared: &Shared, wake: Arc<Wake>, id: u64) {
     };
     session.stop_queueing();
     session.clear_timeout();
+    let channel = channel.into_raw();
+    let mut live = match Live::new(session, channel) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("s{id}: {e}");
+            return;
+        }
+    };
+    live.take_early();
     let servers: Vec<ServerSpec> = match start {
         Start::All => shared.servers.clone(),
         Start::Only(names) => {
@@ -78,12 +96,9 @@ pub fn run(session: Session, shared: &Shared, wake: Arc<Wake>, id: u64) {
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
-                channel.write_stderr(msg.as_bytes());
-                channel.finish(1);
-                drain_close(&session, &channel, &wake);
-                // libssh's disconnect frees the session's channels: ours first.
-                drop(channel);
-                session.disconnect();
+                live.write_stderr(msg.as_bytes());
+                live.finish(1);
+                wait_for_close(&mut live);
                 return;
             }
             shared
@@ -98,9 +113,7 @@ pub fn run(session: Session, shared: &Shared, wake: Arc<Wake>, id: u64) {
         "s{id}: user {user:?} authenticated; serving {} MCP server(s)",
         servers.len()
     );
-    mcp_loop(&session, &channel, shared, &servers, wake, id);
-    drop(channel);
-    session.disconnect();
+    mcp_loop(live, shared, &servers, wake, id);
     log::info!("s{id}: session ended");
 }
 
@@ -181,35 +194,186 @@ fn open_channel<'s>(session: &'s Session, id: u64) -> Option<(Channel<'s>, Start
     }
 }
 
-/// After exit-status, EOF and close: wait briefly for the client's close.
-fn drain_close(session: &Session, channel: &Channel, wake: &Wake) {
-    if let Ok(mut ev) = EventLoop::new(session, channel, wake.fd()) {
-        wait_for_close(&mut ev);
-    }
-}
-
 /// Polls (200 ms at most) until the client's channel close arrives, so
 /// OpenSSH sees a clean end instead of "closed by remote host".
-fn wait_for_close(ev: &mut EventLoop) {
+fn wait_for_close(live: &mut Live) {
     let end = Instant::now() + Duration::from_millis(200);
-    while Instant::now() < end && !ev.inbound().closed && ev.connected() {
+    while Instant::now() < end && !live.inbound().closed && live.connected() {
         let left = end.saturating_duration_since(Instant::now()).as_millis() as i32;
-        if ev.poll(left.max(1)).is_err() {
+        if live.poll(left.max(1)).is_err() {
             break;
         }
     }
 }
 
-fn mcp_loop(
-    session: &Session,
-    channel: &Channel,
-    shared: &Shared,
-    servers: &[ServerSpec],
-    wake: Arc<Wake>,
+/// What a turn decided.
+enum Flow {
+    /// Sleep until something arrives or the deadline passes.
+    Wait(Option<Instant>),
+    /// The session is over.
+    End,
+}
+
+/// The session loop's state; see the module comment for who runs it.
+struct Core {
+    live: Live,
+    router: Router,
+    children: Vec<Option<ChildProc>>,
+    rx: Receiver<(usize, ChildEvent)>,
+    framer: Framer,
+    frames: Vec<Frame>,
+    /// Swapped with the inbound buffer so both keep their capacity.
+    scratch: Vec<u8>,
+    out: Outbox,
+    eof: bool,
+    /// Exit status for the client: 1 after a connection error.
+    status: i32,
+    /// Until when the session thread sleeps (None: until something arrives).
+    sleep_until: Option<Instant>,
+    /// A turn has ended the session; later turns only repeat that.
+    done: bool,
+    /// libssh holds output that waits for socket room (see `flush_pending`).
+    write_pending: bool,
+    max_line: usize,
     id: u64,
-) {
+}
+
+impl Core {
+    /// Handles everything that has arrived: client bytes that libssh's
+    /// callbacks collected, child messages queued on `rx`, expired deadlines;
+    /// then writes what the client's window allows.
+    fn turn(&mut self, shutdown: bool) -> Flow {
+        if self.done {
+            return Flow::End;
+        }
+        let flow = self.work(shutdown);
+        self.done = matches!(flow, Flow::End);
+        flow
+    }
+
+    fn work(&mut self, shutdown: bool) -> Flow {
+        let id = self.id;
+        // A write that waits for socket room lets libssh read the client too:
+        // go round again while that brought something (bounded for fairness).
+        for _ in 0..64 {
+            let now = Instant::now();
+            std::mem::swap(&mut self.scratch, &mut self.live.inbound().data);
+            self.framer.push(&self.scratch, &mut self.frames);
+            self.scratch.clear();
+            if self.scratch.capacity() > 1 << 20 {
+                self.scratch = Vec::new(); // do not keep a big message's buffer
+            }
+            for f in self.frames.drain(..) {
+                let actions = match f {
+                    Frame::Line(l) => self.router.from_client_line(&l, now),
+                    Frame::TooLong => self.router.client_line_too_long(self.max_line),
+                };
+                apply(actions, &mut self.out, &self.children, id);
+            }
+            self.eof |= self.live.inbound().eof;
+            while let Ok((idx, e)) = self.rx.try_recv() {
+                let actions = match e {
+                    ChildEvent::Message(m) => self.router.from_child_incoming(idx, m, now),
+                    ChildEvent::BadLine(l) => {
+                        if let Some(Some(c)) = self.children.get(idx) {
+                            log::warn!(
+                                "s{id}: [{}] wrote a non-JSON line to stdout: {}",
+                                c.name,
+                                truncate(&l, 200)
+                            );
+                        }
+                        Vec::new()
+                    }
+                    ChildEvent::Closed => {
+                        if let Some(Some(c)) = self.children.get(idx) {
+                            log::warn!(
+                                "s{id}: server {} exited; stderr: {}",
+                                c.name,
+                                c.stderr_tail()
+                            );
+                        }
+                        self.router.child_closed(idx, now)
+                    }
+                };
+                apply(actions, &mut self.out, &self.children, id);
+            }
+            if self.router.next_deadline().is_some_and(|d| d <= now) {
+                let actions = self.router.tick(now);
+                apply(actions, &mut self.out, &self.children, id);
+            }
+            if let Err(e) = self.out.flush(&mut self.live) {
+                log::info!("s{id}: {e}");
+                return Flow::End;
+            }
+            self.write_pending = self.live.flush_pending();
+            if self.live.inbound().data.is_empty() && self.rx.is_empty() {
+                break;
+            }
+        }
+        if !self.live.inbound().data.is_empty() || !self.rx.is_empty() {
+            return Flow::Wait(Some(Instant::now())); // more to do: come back at once
+        }
+        let inb = self.live.inbound();
+        if inb.closed || !self.live.connected() || shutdown {
+            return Flow::End;
+        }
+        // Client closed its input: finish what is in flight, then end.
+        if self.eof && self.out.is_empty() && self.router.next_deadline().is_none() {
+            return Flow::End;
+        }
+        Flow::Wait(self.router.next_deadline())
+    }
+}
+
+/// Shared by the session thread and the children's reader threads; `None`
+/// before the loop starts and after it ends.
+type CoreCell = Arc<Mutex<Option<Core>>>;
+
+/// Takes the mutex even if a turn panicked: the session loop then ends the
+/// session (see `mcp_loop`) and still stops the children.
+fn lock(cell: &CoreCell) -> MutexGuard<'_, Option<Core>> {
+    cell.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+thread_local! {
+    /// Whether this thread has set libssh's (per-thread) log forwarding.
+    static LIBSSH_LOGS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// What a child's reader thread runs after queueing a message: deliver it
+/// now if the session is idle, else leave it to the session thread.
+fn notifier(cell: CoreCell, wake: Arc<Wake>, verbosity: i32) -> Arc<dyn Fn() + Send + Sync> {
+    Arc::new(move || {
+        let mut guard = match cell.try_lock() {
+            Ok(g) => g,
+            Err(_) => return wake.wake(), // busy (or poisoned): its holder drains the queue
+        };
+        let Some(core) = guard.as_mut() else {
+            return wake.wake();
+        };
+        if !LIBSSH_LOGS.get() {
+            super::sys::forward_logs(verbosity);
+            LIBSSH_LOGS.set(true);
+        }
+        // The session thread sleeps until `sleep_until` and only waits for
+        // socket room if it knew of pending output: wake it if this turn
+        // ended the session, set an earlier deadline or left output pending.
+        let wake_needed = match core.turn(false) {
+            Flow::End => true,
+            Flow::Wait(d) => {
+                core.write_pending || d.is_some_and(|d| core.sleep_until.is_none_or(|s| d < s))
+            }
+        };
+        if wake_needed {
+            wake.wake();
+        }
+    })
+}
+
+fn mcp_loop(live: Live, shared: &Shared, servers: &[ServerSpec], wake: Arc<Wake>, id: u64) {
     let (tx, rx) = crossbeam_channel::unbounded::<(usize, ChildEvent)>();
-    let mut children: Vec<Option<ChildProc>> = Vec::with_capacity(servers.len());
+    let cell: CoreCell = Arc::new(Mutex::new(None));
+    let notify = notifier(cell.clone(), wake.clone(), shared.libssh_verbosity);
     let infos: Vec<ChildInfo> = servers
         .iter()
         .map(|s| ChildInfo {
@@ -226,6 +390,7 @@ fn mcp_loop(
             server_version: env!("CARGO_PKG_VERSION").into(),
         },
     );
+    let mut children: Vec<Option<ChildProc>> = Vec::with_capacity(servers.len());
     for (i, spec) in servers.iter().enumerate() {
         let started = match shared.pool.take(&spec.name) {
             Some(c) => Ok(c),
@@ -236,7 +401,7 @@ fn mcp_loop(
                 c.attach(Sink {
                     index: i,
                     tx: tx.clone(),
-                    wake: wake.clone(),
+                    notify: notify.clone(),
                 });
                 log::debug!("s{id}: started {} (pid {})", spec.name, c.pid());
                 children.push(Some(c));
@@ -248,106 +413,81 @@ fn mcp_loop(
             }
         }
     }
-    drop(tx);
+    drop((tx, notify));
+    let sock = live.fd();
+    *lock(&cell) = Some(Core {
+        live,
+        router,
+        children,
+        rx,
+        framer: Framer::new(shared.max_line),
+        frames: Vec::new(),
+        scratch: Vec::new(),
+        out: Outbox::default(),
+        eof: false,
+        status: 0,
+        sleep_until: None,
+        done: false,
+        write_pending: false,
+        max_line: shared.max_line,
+        id,
+    });
 
-    let mut ev = match EventLoop::new(session, channel, wake.fd()) {
-        Ok(ev) => ev,
-        Err(e) => {
-            log::error!("s{id}: {e}");
-            let mut live: Vec<ChildProc> = children.into_iter().flatten().collect();
-            child::stop_all(&mut live);
-            return;
-        }
-    };
-    let mut framer = Framer::new(shared.max_line);
-    let mut out = Outbox::default();
-    let mut frames = Vec::new();
-    let mut scratch = Vec::new();
-    // Bytes that arrived with the channel request, before callbacks existed.
-    let mut early = Vec::new();
-    let mut eof = channel.read_nonblocking(&mut early);
-    ev.inbound().data.extend_from_slice(&early);
-    let mut status = 0;
-
+    let mut socket_ready = true; // the first turn also handles early bytes
     loop {
-        let now = Instant::now();
-        // Swap buffers so both keep their capacity across turns.
-        std::mem::swap(&mut scratch, &mut ev.inbound().data);
-        framer.push(&scratch, &mut frames);
-        scratch.clear();
-        if scratch.capacity() > 1 << 20 {
-            scratch = Vec::new(); // do not keep a big message's buffer for the session's life
-        }
-        for f in frames.drain(..) {
-            let actions = match f {
-                Frame::Line(l) => router.from_client_line(&l, now),
-                Frame::TooLong => router.client_line_too_long(shared.max_line),
-            };
-            apply(actions, &mut out, &children, id);
-        }
-        eof |= ev.inbound().eof;
-        ev.inbound().woken = false;
-        while let Ok((idx, e)) = rx.try_recv() {
-            let actions = match e {
-                ChildEvent::Message(m) => router.from_child_incoming(idx, m, now),
-                ChildEvent::BadLine(l) => {
-                    log::warn!(
-                        "s{id}: [{}] wrote a non-JSON line to stdout: {}",
-                        servers[idx].name,
-                        truncate(&l, 200)
-                    );
-                    Vec::new()
+        let (deadline, want_out) = {
+            let mut guard = lock(&cell);
+            let Some(core) = guard.as_mut() else { break };
+            if cell.is_poisoned() {
+                log::error!("s{id}: session state is unusable after a panic; ending it");
+                break;
+            }
+            if socket_ready && let Err(e) = core.live.poll(0) {
+                log::info!("s{id}: connection error: {e}");
+                core.status = 1;
+                break;
+            }
+            match core.turn(shared.shutdown.load(Ordering::Relaxed)) {
+                Flow::End => break,
+                Flow::Wait(d) => {
+                    core.sleep_until = d;
+                    (d, core.write_pending)
                 }
-                ChildEvent::Closed => {
-                    if let Some(Some(c)) = children.get(idx) {
-                        log::warn!(
-                            "s{id}: server {} exited; stderr: {}",
-                            c.name,
-                            c.stderr_tail()
-                        );
-                    }
-                    router.child_closed(idx, now)
+            }
+        };
+        let timeout = match deadline {
+            None => -1,
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                None => 0,
+                // Rounded up, so a deadline is never woken for just before.
+                Some(left) => left.as_millis().min(i32::MAX as u128 - 1) as i32 + 1,
+            },
+        };
+        let sock_events = libc::POLLIN | if want_out { libc::POLLOUT } else { 0 };
+        match poll_events([(sock, sock_events), (wake.fd(), libc::POLLIN)], timeout) {
+            Ok([s, w]) => {
+                socket_ready = s;
+                if w {
+                    wake.drain();
                 }
-            };
-            apply(actions, &mut out, &children, id);
-        }
-        if router.next_deadline().is_some_and(|d| d <= now) {
-            let actions = router.tick(now);
-            apply(actions, &mut out, &children, id);
-        }
-        if let Err(e) = out.flush(channel) {
-            log::info!("s{id}: {e}");
-            break;
-        }
-        if ev.inbound().closed || !ev.connected() || shared.shutdown.load(Ordering::Relaxed) {
-            break;
-        }
-        // Client closed its input: finish what is in flight, then end.
-        if eof && out.is_empty() && router.next_deadline().is_none() {
-            break;
-        }
-        let timeout = router
-            .next_deadline()
-            .map(|d| {
-                d.saturating_duration_since(Instant::now())
-                    .as_millis()
-                    .min(i32::MAX as u128) as i32
-                    + 1
-            })
-            .unwrap_or(-1);
-        if let Err(e) = ev.poll(timeout) {
-            log::info!("s{id}: connection error: {e}");
-            status = 1;
-            break;
+            }
+            Err(e) => {
+                log::error!("s{id}: poll failed: {e}");
+                break;
+            }
         }
     }
-    if ev.connected() && !ev.inbound().closed {
-        channel.finish(status);
-        wait_for_close(&mut ev);
+    let Some(mut core) = lock(&cell).take() else {
+        return;
+    };
+    if core.live.connected() && !core.live.inbound().closed {
+        core.live.finish(core.status);
+        wait_for_close(&mut core.live);
     }
-    drop(ev);
-    let mut live: Vec<ChildProc> = children.into_iter().flatten().collect();
-    child::stop_all(&mut live);
+    let Core { live, children, .. } = core;
+    drop(live);
+    let mut children: Vec<ChildProc> = children.into_iter().flatten().collect();
+    child::stop_all(&mut children);
 }
 
 fn truncate(s: &str, n: usize) -> &str {
@@ -397,14 +537,14 @@ impl Outbox {
         self.start >= self.buf.len()
     }
 
-    fn flush(&mut self, channel: &Channel) -> Result<(), String> {
+    fn flush(&mut self, live: &mut Live) -> Result<(), String> {
         while !self.is_empty() {
-            let window = channel.window() as usize;
+            let window = live.window() as usize;
             if window == 0 {
                 break;
             }
             let end = (self.start + window.min(256 * 1024)).min(self.buf.len());
-            let n = channel
+            let n = live
                 .write(&self.buf[self.start..end])
                 .map_err(|e| format!("write to client failed: {e}"))?;
             if n == 0 {

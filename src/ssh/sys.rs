@@ -2,11 +2,13 @@
 //! calls that `libssh_rs::sys` exposes.
 //!
 //! Ownership rules that every wrapper below relies on:
-//! - A [`Session`] and everything derived from it ([`Message`], [`Channel`],
-//!   [`EventLoop`]) is used by one thread at a time; `Session` is `Send` so the
-//!   accept thread can hand it to the connection thread, nothing here is `Sync`.
-//! - Borrow lifetimes tie messages, channels and event loops to their session,
-//!   so none of them outlives the `ssh_session` that owns the underlying memory.
+//! - A [`Session`] and everything derived from it ([`Message`], [`Channel`])
+//!   is used by one thread at a time; `Session` is `Send` so the accept thread
+//!   can hand it to the connection thread, nothing here is `Sync`.
+//! - Borrow lifetimes tie messages and channels to their session, so none of
+//!   them outlives the `ssh_session` that owns the underlying memory. Once
+//!   authenticated, session and channel move together into a [`Live`], which
+//!   owns both and is shared behind a mutex (one user at a time).
 //! - Strings passed to libssh are `CString`s that live across the call.
 
 use libssh_rs::sys;
@@ -555,79 +557,19 @@ unsafe fn opt_str(p: *const c_char) -> String {
     }
 }
 
-/// A session channel of an authenticated connection.
+/// A session channel of an authenticated connection, until it becomes part of
+/// a [`Live`] connection.
 pub struct Channel<'s> {
     ch: sys::ssh_channel,
     _s: PhantomData<&'s Session>,
 }
 
 impl Channel<'_> {
-    /// Bytes the peer's window allows us to send right now.
-    pub fn window(&self) -> u32 {
-        // SAFETY: self.ch is live.
-        unsafe { sys::ssh_channel_window_size(self.ch) }
-    }
-
-    /// Writes `data` (callers keep it within [`Channel::window`] so this does
-    /// not block). Returns bytes written.
-    pub fn write(&self, data: &[u8]) -> Result<usize, SshError> {
-        let len = data.len().min(u32::MAX as usize) as u32;
-        // SAFETY: data is valid for len bytes during the call.
-        let n = unsafe { sys::ssh_channel_write(self.ch, data.as_ptr() as *const c_void, len) };
-        if n < 0 {
-            Err(SshError("channel write failed".into()))
-        } else {
-            Ok(n as usize)
-        }
-    }
-
-    pub fn write_stderr(&self, data: &[u8]) {
-        // SAFETY: data is valid for its length during the call.
-        unsafe {
-            sys::ssh_channel_write_stderr(
-                self.ch,
-                data.as_ptr() as *const c_void,
-                data.len() as u32,
-            );
-        }
-    }
-
-    /// Reads what arrived before callbacks were installed (DESIGN.md: data
-    /// sent right after the shell request is buffered inside libssh).
-    pub fn read_nonblocking(&self, out: &mut Vec<u8>) -> bool {
-        let mut buf = [0u8; 16384];
-        loop {
-            // SAFETY: buf is valid for its length.
-            let n = unsafe {
-                sys::ssh_channel_read_nonblocking(
-                    self.ch,
-                    buf.as_mut_ptr() as *mut c_void,
-                    buf.len() as u32,
-                    0,
-                )
-            };
-            if n <= 0 {
-                break;
-            }
-            out.extend_from_slice(&buf[..n as usize]);
-        }
-        // SAFETY: self.ch is live.
-        unsafe { sys::ssh_channel_is_eof(self.ch) != 0 }
-    }
-
-    pub fn is_open(&self) -> bool {
-        // SAFETY: self.ch is live.
-        unsafe { sys::ssh_channel_is_open(self.ch) != 0 }
-    }
-
-    /// exit-status, EOF and close: what OpenSSH expects for a clean end.
-    pub fn finish(&self, status: i32) {
-        // SAFETY: self.ch is live; each call is harmless on a closed channel.
-        unsafe {
-            sys::ssh_channel_request_send_exit_status(self.ch, status);
-            sys::ssh_channel_send_eof(self.ch);
-            sys::ssh_channel_close(self.ch);
-        }
+    /// Gives up the borrow of the session so both can move into a [`Live`].
+    pub fn into_raw(self) -> RawChannel {
+        let raw = RawChannel(self.ch);
+        std::mem::forget(self);
+        raw
     }
 }
 
@@ -638,25 +580,39 @@ impl Drop for Channel<'_> {
     }
 }
 
-/// What the channel callbacks collected during one poll.
+/// A channel taken out of its borrow by [`Channel::into_raw`]; only
+/// [`Live::new`] consumes it. Leaks (harmlessly: `ssh_free` frees it) if not.
+pub struct RawChannel(sys::ssh_channel);
+
+/// What the channel callbacks collected since it was last emptied.
 #[derive(Default)]
 pub struct Inbound {
     pub data: Vec<u8>,
     pub eof: bool,
     pub closed: bool,
-    pub woken: bool,
 }
 
-/// One blocking point per session: a poll over the SSH socket and a wake fd.
-pub struct EventLoop<'s> {
+/// An authenticated connection and its one session channel: what the MCP loop
+/// works on. It owns the session, so it can sit in the mutex that the session
+/// thread and the children's reader threads share: libssh allows a session to
+/// be used from several threads as long as never at the same time, which the
+/// mutex guarantees (`Live` is `Send`, not `Sync`).
+pub struct Live {
+    session: Session,
+    ch: sys::ssh_channel,
     event: sys::ssh_event,
-    session: &'s Session,
-    channel: sys::ssh_channel,
-    wake_fd: RawFd,
-    // Boxed so the addresses handed to libssh as userdata stay fixed.
-    inbound: Box<Inbound>,
+    /// From `Box::into_raw`: libssh's callbacks write through this pointer
+    /// during `poll` and during a `write` that has to wait for the socket, so
+    /// no Rust reference to it may be held across those calls.
+    inbound: *mut Inbound,
     callbacks: Box<sys::ssh_channel_callbacks_struct>,
 }
+
+// SAFETY: every pointer in Live belongs to this one connection and is only
+// touched through &mut self or &self methods; Live is not Sync, so they run on
+// one thread at a time (the holder of the session's mutex). libssh keeps no
+// per-thread state for a session (only the log level, see forward_logs).
+unsafe impl Send for Live {}
 
 unsafe extern "C" fn on_data(
     _s: sys::ssh_session,
@@ -666,8 +622,9 @@ unsafe extern "C" fn on_data(
     is_stderr: c_int,
     userdata: *mut c_void,
 ) -> c_int {
-    // SAFETY: userdata is the Box<Inbound> owned by the EventLoop, which
-    // outlives every poll; libssh passes `len` readable bytes at `data`.
+    // SAFETY: userdata is Live's inbound pointer, valid until Live's Drop
+    // removes the callbacks; no reference to it is alive during libssh calls.
+    // libssh passes `len` readable bytes at `data`.
     unsafe {
         let inb = &mut *(userdata as *mut Inbound);
         if is_stderr == 0 {
@@ -688,73 +645,62 @@ unsafe extern "C" fn on_close(_s: sys::ssh_session, _c: sys::ssh_channel, userda
     unsafe { (*(userdata as *mut Inbound)).closed = true }
 }
 
-unsafe extern "C" fn on_wake(fd: c_int, _revents: c_int, userdata: *mut c_void) -> c_int {
-    // SAFETY: fd is our eventfd; reading 8 bytes resets its counter. userdata
-    // is the Box<Inbound> as above.
-    unsafe {
-        let mut v: u64 = 0;
-        libc::read(fd, &mut v as *mut u64 as *mut c_void, 8);
-        (*(userdata as *mut Inbound)).woken = true;
-    }
-    0
-}
-
-impl<'s> EventLoop<'s> {
-    /// Installs the channel callbacks and registers the session and `wake_fd`.
-    pub fn new(
-        session: &'s Session,
-        channel: &Channel<'s>,
-        wake_fd: RawFd,
-    ) -> Result<Self, SshError> {
-        let mut inbound = Box::<Inbound>::default();
-        let ud = &mut *inbound as *mut Inbound as *mut c_void;
+impl Live {
+    /// Installs the channel callbacks and an event loop over the session's
+    /// socket. `channel` must come from this session.
+    pub fn new(session: Session, channel: RawChannel) -> Result<Live, SshError> {
         // SAFETY: a zeroed callbacks struct is all-NULL function pointers,
         // which libssh reads as "not set". `size` is the size of our (0.11)
         // struct; 0.10.6 reads only the fields it knows.
         let mut callbacks: Box<sys::ssh_channel_callbacks_struct> =
             Box::new(unsafe { std::mem::zeroed() });
+        let inbound = Box::into_raw(Box::<Inbound>::default());
         callbacks.size = std::mem::size_of::<sys::ssh_channel_callbacks_struct>();
-        callbacks.userdata = ud;
+        callbacks.userdata = inbound as *mut c_void;
         callbacks.channel_data_function = Some(on_data);
         callbacks.channel_eof_function = Some(on_eof);
         callbacks.channel_close_function = Some(on_close);
-        // SAFETY: the callbacks box and inbound box live as long as the event
-        // loop, which is dropped before the channel (see session.rs) and removes
-        // itself from libssh in Drop.
+        let mut live = Live {
+            session,
+            ch: channel.0,
+            event: ptr::null_mut(),
+            inbound,
+            callbacks,
+        };
+        // SAFETY: the channel belongs to the session (checked); the callbacks
+        // box and inbound live as long as `live`, whose Drop unregisters them
+        // before freeing anything.
         unsafe {
-            let event = sys::ssh_event_new();
-            if event.is_null() {
+            if sys::ssh_channel_get_session(live.ch) != live.session.0 {
+                return Err(SshError("channel of another session".into()));
+            }
+            sys::ssh_set_channel_callbacks(live.ch, &mut *live.callbacks);
+            live.event = sys::ssh_event_new();
+            if live.event.is_null() {
                 return Err(SshError("ssh_event_new failed".into()));
             }
-            let mut el = EventLoop {
-                event,
-                session,
-                channel: channel.ch,
-                wake_fd,
-                inbound,
-                callbacks,
-            };
-            sys::ssh_set_channel_callbacks(el.channel, &mut *el.callbacks);
-            if sys::ssh_event_add_session(el.event, session.0) != 0 {
+            if sys::ssh_event_add_session(live.event, live.session.0) != 0 {
+                sys::ssh_event_free(live.event);
+                live.event = ptr::null_mut();
                 return Err(SshError("ssh_event_add_session failed".into()));
             }
-            let ud = &mut *el.inbound as *mut Inbound as *mut c_void;
-            if sys::ssh_event_add_fd(el.event, wake_fd, libc::POLLIN, Some(on_wake), ud) != 0 {
-                return Err(SshError("ssh_event_add_fd failed".into()));
-            }
-            Ok(el)
         }
+        Ok(live)
     }
 
-    /// Blocks until the socket or the wake fd has something, or `timeout_ms`
-    /// passes (-1: no timeout). Callbacks fill [`EventLoop::inbound`].
+    /// The connection's socket, for an outside poll.
+    pub fn fd(&self) -> RawFd {
+        self.session.fd()
+    }
+
+    /// Processes what the socket has, waiting up to `timeout_ms` (0: do not
+    /// wait) for it. Callbacks fill [`Live::inbound`].
     pub fn poll(&mut self, timeout_ms: i32) -> Result<(), SshError> {
-        // SAFETY: event and session are live; callbacks only touch `inbound`.
+        // SAFETY: event and session are live; callbacks only touch inbound.
         let rc = unsafe { sys::ssh_event_dopoll(self.event, timeout_ms) };
         if rc == sys::SSH_ERROR {
-            // SAFETY: session is live.
-            if unsafe { sys::ssh_is_connected(self.session.0) } == 0 {
-                self.inbound.closed = true;
+            if !self.connected() {
+                self.inbound().closed = true;
                 return Ok(());
             }
             return Err(SshError(self.session.error()));
@@ -763,24 +709,108 @@ impl<'s> EventLoop<'s> {
     }
 
     pub fn inbound(&mut self) -> &mut Inbound {
-        &mut self.inbound
+        // SAFETY: inbound is valid until Drop; &mut self excludes libssh calls
+        // (and so callbacks) while the reference lives.
+        unsafe { &mut *self.inbound }
     }
 
     pub fn connected(&self) -> bool {
         // SAFETY: session is live.
         unsafe { sys::ssh_is_connected(self.session.0) != 0 }
     }
+
+    /// Sends what libssh still holds without waiting: replies it made on
+    /// its own while handling a packet (a window adjustment, a
+    /// global-request answer) are only queued when the socket was last seen
+    /// busy. Returns true if some output is still waiting for socket room,
+    /// so an outside poll must wait for the socket to be writable too.
+    pub fn flush_pending(&mut self) -> bool {
+        // SAFETY: session is live; with timeout 0 this polls once and does
+        // not block. Callbacks that run meanwhile only touch inbound.
+        unsafe { sys::ssh_blocking_flush(self.session.0, 0) == sys::SSH_AGAIN }
+    }
+
+    /// Bytes the peer's window allows us to send right now.
+    pub fn window(&self) -> u32 {
+        // SAFETY: self.ch is live.
+        unsafe { sys::ssh_channel_window_size(self.ch) }
+    }
+
+    /// Writes `data` (callers keep it within [`Live::window`]; it may still
+    /// wait for socket room). Returns bytes written.
+    pub fn write(&mut self, data: &[u8]) -> Result<usize, SshError> {
+        let len = data.len().min(u32::MAX as usize) as u32;
+        // SAFETY: data is valid for len bytes during the call; callbacks that
+        // run while libssh waits only touch inbound (no reference held).
+        let n = unsafe { sys::ssh_channel_write(self.ch, data.as_ptr() as *const c_void, len) };
+        if n < 0 {
+            Err(SshError("channel write failed".into()))
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    pub fn write_stderr(&mut self, data: &[u8]) {
+        // SAFETY: data is valid for its length during the call.
+        unsafe {
+            sys::ssh_channel_write_stderr(
+                self.ch,
+                data.as_ptr() as *const c_void,
+                data.len() as u32,
+            );
+        }
+    }
+
+    /// Moves what arrived before the callbacks existed into inbound (DESIGN.md:
+    /// data sent right after the shell request is buffered inside libssh).
+    pub fn take_early(&mut self) {
+        let mut buf = [0u8; 16384];
+        loop {
+            // SAFETY: buf is valid for its length.
+            let n = unsafe {
+                sys::ssh_channel_read_nonblocking(
+                    self.ch,
+                    buf.as_mut_ptr() as *mut c_void,
+                    buf.len() as u32,
+                    0,
+                )
+            };
+            if n <= 0 {
+                break;
+            }
+            self.inbound().data.extend_from_slice(&buf[..n as usize]);
+        }
+        // SAFETY: self.ch is live.
+        if unsafe { sys::ssh_channel_is_eof(self.ch) } != 0 {
+            self.inbound().eof = true;
+        }
+    }
+
+    /// exit-status, EOF and close: what OpenSSH expects for a clean end.
+    pub fn finish(&mut self, status: i32) {
+        // SAFETY: self.ch is live; each call is harmless on a closed channel.
+        unsafe {
+            sys::ssh_channel_request_send_exit_status(self.ch, status);
+            sys::ssh_channel_send_eof(self.ch);
+            sys::ssh_channel_close(self.ch);
+        }
+    }
 }
 
-impl Drop for EventLoop<'_> {
+impl Drop for Live {
     fn drop(&mut self) {
         // SAFETY: unregister everything that points at our boxes before they
-        // are freed; the channel is still alive (it outlives the loop).
+        // are freed; free the channel before ssh_disconnect (which frees the
+        // session's channels itself); the session field is freed after this.
         unsafe {
-            sys::ssh_remove_channel_callbacks(self.channel, &mut *self.callbacks);
-            sys::ssh_event_remove_fd(self.event, self.wake_fd);
-            sys::ssh_event_remove_session(self.event, self.session.0);
-            sys::ssh_event_free(self.event);
+            sys::ssh_remove_channel_callbacks(self.ch, &mut *self.callbacks);
+            if !self.event.is_null() {
+                sys::ssh_event_remove_session(self.event, self.session.0);
+                sys::ssh_event_free(self.event);
+            }
+            sys::ssh_channel_free(self.ch);
+            sys::ssh_disconnect(self.session.0);
+            drop(Box::from_raw(self.inbound));
         }
     }
 }

@@ -51,27 +51,32 @@ impl Wake {
     }
 }
 
-/// Blocks until one of `fds` is readable or `timeout_ms` passes (-1: forever).
-/// Returns which were readable. EINTR counts as "nothing ready".
-pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
-    let mut pfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    // SAFETY: pfds is a valid array of pollfd for the duration of the call.
-    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+/// Blocks until one of `fds` is readable (or hung up) or `timeout_ms`
+/// passes (-1: forever). Returns which were. EINTR counts as "nothing ready".
+pub fn poll_readable<const N: usize>(fds: [RawFd; N], timeout_ms: i32) -> io::Result<[bool; N]> {
+    poll_events(fds.map(|fd| (fd, libc::POLLIN)), timeout_ms)
+}
+
+/// Like [`poll_readable`] with the events to wait for given per fd.
+pub fn poll_events<const N: usize>(
+    fds: [(RawFd, libc::c_short); N],
+    timeout_ms: i32,
+) -> io::Result<[bool; N]> {
+    let mut pfds = fds.map(|(fd, events)| libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    });
+    // SAFETY: pfds is a valid array of N pollfds for the duration of the call.
+    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), N as libc::nfds_t, timeout_ms) };
     if rc < 0 {
         let e = io::Error::last_os_error();
         if e.kind() == io::ErrorKind::Interrupted {
-            return Ok(vec![false; fds.len()]);
+            return Ok([false; N]);
         }
         return Err(e);
     }
-    Ok(pfds.iter().map(|p| p.revents != 0).collect())
+    Ok(pfds.map(|p| p.revents != 0))
 }
 
 /// The fd that the signal handler writes to (-1 until installed).
@@ -106,11 +111,11 @@ mod tests {
     #[test]
     fn wake_makes_fd_readable_and_drain_resets_it() {
         let w = Wake::new().unwrap();
-        assert_eq!(poll_readable(&[w.fd()], 0).unwrap(), vec![false]);
+        assert_eq!(poll_readable([w.fd()], 0).unwrap(), [false]);
         w.wake();
         w.wake();
-        assert_eq!(poll_readable(&[w.fd()], 0).unwrap(), vec![true]);
+        assert_eq!(poll_readable([w.fd()], 0).unwrap(), [true]);
         w.drain();
-        assert_eq!(poll_readable(&[w.fd()], 0).unwrap(), vec![false]);
+        assert_eq!(poll_readable([w.fd()], 0).unwrap(), [false]);
     }
 }
