@@ -6,13 +6,11 @@ use crate::config::ServerSpec;
 use crate::mcp::jsonrpc::{Incoming, LineReader, ReadLine, parse_child_line};
 use crate::ssh::wake::poll_readable;
 use crossbeam_channel::{Receiver, Sender};
-use std::cell::Cell;
 use std::collections::VecDeque;
-use std::io::{BufReader, Read, Write};
+use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -317,24 +315,17 @@ fn read_stdout(
     // Nothing is read until a session owns the child (a warm spare stays quiet).
     let Ok(sink) = sink_rx.recv() else { return };
     // Events are queued as lines are parsed and handed on (`notify`) just
-    // before the next read from the pipe, so a burst already in the buffer
-    // goes to the session in one turn and nothing waits behind a blocking read.
-    let pending = Rc::new(Cell::new(false));
-    let before_read = {
-        let (pending, notify) = (pending.clone(), sink.notify.clone());
-        move || {
-            if pending.replace(false) {
-                notify();
-            }
-        }
-    };
-    let pipe = HookedRead {
-        inner: stdout,
-        before_read,
-    };
-    let mut reader = LineReader::new(BufReader::with_capacity(64 * 1024, pipe), max_line);
+    // before the next read from the pipe, so a burst already read goes to
+    // the session in one turn and nothing waits behind a blocking read.
+    let mut pending = false;
+    let mut reader = LineReader::new(stdout, max_line);
     loop {
-        let ev = match reader.next_line() {
+        let line = reader.next_line_with(|| {
+            if std::mem::take(&mut pending) {
+                (sink.notify)();
+            }
+        });
+        let ev = match line {
             ReadLine::Line(bytes) => match parse_child_line(&bytes) {
                 Ok(m) => ChildEvent::Message(m),
                 Err(_) => ChildEvent::BadLine(String::from_utf8_lossy(&bytes).into_owned()),
@@ -352,21 +343,7 @@ fn read_stdout(
         if sink.tx.send((sink.index, ev)).is_err() {
             return;
         }
-        pending.set(true);
-    }
-}
-
-/// A reader that runs a hook before each read from `inner` (under a
-/// `BufReader`: each time its buffer has run dry).
-struct HookedRead<R, F> {
-    inner: R,
-    before_read: F,
-}
-
-impl<R: Read, F: FnMut()> Read for HookedRead<R, F> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        (self.before_read)();
-        self.inner.read(buf)
+        pending = true;
     }
 }
 
@@ -375,7 +352,7 @@ fn read_stderr(
     tail: Arc<Mutex<VecDeque<String>>>,
     name: String,
 ) {
-    let mut reader = LineReader::new(BufReader::new(stderr), 64 * 1024);
+    let mut reader = LineReader::new(stderr, 64 * 1024);
     loop {
         match reader.next_line() {
             ReadLine::Line(bytes) => {

@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use std::io::BufRead;
+use std::io::Read;
 
 pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
@@ -183,67 +183,93 @@ pub enum ReadLine {
     Eof,
 }
 
-/// Pull-based line reader with the same cap, for pipes (child stdout).
+/// Pull-based line reader with the same cap, for pipes (child stdout and
+/// stderr). Its buffer starts at one page and doubles, up to 64 KiB, only
+/// while reads fill it: an idle child costs a page, not a big buffer.
 pub struct LineReader<R> {
     inner: R,
     max: usize,
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
 }
 
-impl<R: BufRead> LineReader<R> {
+const READ_FIRST: usize = 4 * 1024;
+const READ_MAX: usize = 64 * 1024;
+
+impl<R: Read> LineReader<R> {
     pub fn new(inner: R, max: usize) -> Self {
-        LineReader { inner, max }
+        LineReader {
+            inner,
+            max,
+            buf: Vec::new(),
+            pos: 0,
+            end: 0,
+        }
     }
 
     pub fn next_line(&mut self) -> ReadLine {
+        self.next_line_with(|| {})
+    }
+
+    /// Like [`LineReader::next_line`], running `before_read` right before
+    /// each read from the pipe (which may block): callers hand on what they
+    /// queued there, so a burst already buffered goes on in one go and
+    /// nothing waits behind a blocking read.
+    pub fn next_line_with(&mut self, mut before_read: impl FnMut()) -> ReadLine {
         let mut line = Vec::new();
         let mut too_long = false;
         loop {
-            let (done, used) = match self.inner.fill_buf() {
-                Ok([]) => {
-                    return if too_long {
-                        ReadLine::TooLong
-                    } else if line.is_empty() {
-                        ReadLine::Eof
-                    } else {
-                        ReadLine::Line(line)
-                    };
+            if self.pos == self.end {
+                // Grow only when the last read filled the buffer.
+                if self.buf.len() < READ_MAX && self.end == self.buf.len() {
+                    let size = (self.buf.len() * 2).clamp(READ_FIRST, READ_MAX);
+                    self.buf.resize(size, 0);
                 }
-                Ok(buf) => match memchr(b'\n', buf) {
-                    Some(p) => {
-                        if !too_long && line.len() + p <= self.max {
-                            line.extend_from_slice(&buf[..p]);
+                self.pos = 0;
+                self.end = 0;
+                before_read();
+                match self.inner.read(&mut self.buf) {
+                    Ok(0) => {
+                        return if too_long {
+                            ReadLine::TooLong
+                        } else if line.is_empty() {
+                            ReadLine::Eof
                         } else {
-                            too_long = true;
-                        }
-                        (true, p + 1)
+                            ReadLine::Line(line)
+                        };
                     }
-                    None => {
-                        if !too_long && line.len() + buf.len() <= self.max {
-                            line.extend_from_slice(buf);
-                        } else {
-                            too_long = true;
-                            line = Vec::new();
-                        }
-                        (false, buf.len())
-                    }
-                },
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => return ReadLine::Eof,
-            };
-            self.inner.consume(used);
-            if done {
-                if too_long {
-                    return ReadLine::TooLong;
+                    Ok(n) => self.end = n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => return ReadLine::Eof,
                 }
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    line.clear();
-                    continue;
-                }
-                return ReadLine::Line(line);
             }
+            let avail = &self.buf[self.pos..self.end];
+            let (found, used) = match memchr(b'\n', avail) {
+                Some(p) => (true, p),
+                None => (false, avail.len()),
+            };
+            if too_long || line.len() + used > self.max {
+                too_long = true;
+                line = Vec::new();
+            } else {
+                line.extend_from_slice(&avail[..used]);
+            }
+            self.pos += used + usize::from(found);
+            if !found {
+                continue;
+            }
+            if too_long {
+                return ReadLine::TooLong;
+            }
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                line.clear();
+                continue;
+            }
+            return ReadLine::Line(line);
         }
     }
 }
@@ -310,10 +336,57 @@ mod tests {
     #[test]
     fn line_reader_caps_and_recovers() {
         let data = b"short\nthis line is too long\n\nlast".as_slice();
-        let mut r = LineReader::new(std::io::BufReader::with_capacity(4, data), 8);
+        let mut r = LineReader::new(data, 8);
         assert!(matches!(r.next_line(), ReadLine::Line(l) if l == b"short"));
         assert!(matches!(r.next_line(), ReadLine::TooLong));
         assert!(matches!(r.next_line(), ReadLine::Line(l) if l == b"last"));
         assert!(matches!(r.next_line(), ReadLine::Eof));
+    }
+
+    /// Hands out its data a few bytes per read, counting the reads.
+    struct Trickle<'a>(&'a [u8], usize, std::rc::Rc<std::cell::Cell<usize>>);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.2.set(self.2.get() + 1);
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn line_reader_runs_the_hook_before_every_read_and_only_then() {
+        let reads = std::rc::Rc::new(std::cell::Cell::new(0));
+        // Three lines in one read, then a line split over three reads.
+        let data = b"a\nb\nc\nlong-line\n";
+        let mut r = LineReader::new(Trickle(data, 6, reads.clone()), 100);
+        let hooks = std::cell::Cell::new(0);
+        let mut got = Vec::new();
+        while let ReadLine::Line(l) = r.next_line_with(|| {
+            hooks.set(hooks.get() + 1);
+            assert_eq!(
+                hooks.get(),
+                reads.get() + 1,
+                "hook runs right before each read"
+            );
+        }) {
+            got.push(String::from_utf8(l).unwrap());
+        }
+        assert_eq!(got, ["a", "b", "c", "long-line"]);
+        assert_eq!(hooks.get(), reads.get());
+    }
+
+    #[test]
+    fn line_reader_buffer_grows_only_while_reads_fill_it() {
+        let small = [vec![b'x'; 100], b"\n".to_vec()].concat();
+        let mut r = LineReader::new(small.as_slice(), 1 << 20);
+        assert!(matches!(r.next_line(), ReadLine::Line(l) if l.len() == 100));
+        assert_eq!(r.buf.len(), READ_FIRST);
+        let big = [vec![b'y'; 200_000], b"\n".to_vec()].concat();
+        let mut r = LineReader::new(big.as_slice(), 1 << 20);
+        assert!(matches!(r.next_line(), ReadLine::Line(l) if l.len() == 200_000));
+        assert_eq!(r.buf.len(), READ_MAX);
     }
 }

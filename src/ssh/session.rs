@@ -2,7 +2,7 @@
 //! public-key auth, one session channel, then the MCP session loop that
 //! bridges the channel and the children through the router.
 //!
-//! The loop's state ([`Core`]: connection, router, buffers, children) sits in
+//! The loop's state (`Core`: connection, router, buffers, children) sits in
 //! a mutex. The session thread takes it to handle what the client sends and
 //! sleeps in a poll over the socket and its wake fd without it. A child's
 //! reader thread queues each message on the session's crossbeam channel and
@@ -22,6 +22,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
 /// What every session shares.
 pub struct Shared {
     pub authorized: Authorized,
