@@ -7,6 +7,8 @@
 //! mcp_bench big      CMD BYTES                   -> ms for one echo of BYTES, checked intact
 //! mcp_bench throughput CMD SESSIONS CALLS TOOL ARGS_JSON -> calls/s over all sessions
 //! mcp_bench hold     CMD SESSIONS                -> opens and initializes, prints "ready", waits for stdin EOF
+//! mcp_bench sessions CMD COUNT PARALLEL          -> COUNT short sessions (initialize, tools/list), PARALLEL at a time;
+//!                                                   fails if none finishes for 10 s (a stalled session)
 //! ```
 //! Prints one JSON object on stdout; exits non-zero on any failure.
 
@@ -131,6 +133,43 @@ fn main() {
             println!(
                 "{}",
                 json!({"connect_ms": times[times.len() / 2], "all_ms": times})
+            );
+        }
+        "sessions" => {
+            let (cmd, count, par) = (arg(2), num(3), num(4).max(1));
+            let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let (tx, rx) = std::sync::mpsc::channel::<f64>();
+            for _ in 0..par {
+                let (cmd, next, tx) = (cmd.clone(), next.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
+                        let t = Instant::now();
+                        let mut s = Session::start(&cmd);
+                        s.initialize();
+                        s.request("tools/list", json!({}));
+                        s.close();
+                        let _ = tx.send(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                });
+            }
+            drop(tx);
+            let mut times = Vec::with_capacity(count);
+            while times.len() < count {
+                match rx.recv_timeout(Duration::from_secs(10)) {
+                    Ok(ms) => times.push(ms),
+                    Err(_) => {
+                        eprintln!(
+                            "mcp_bench: no session finished for 10 s after {} of {count}",
+                            times.len()
+                        );
+                        std::process::exit(1);
+                    }
+                }
+            }
+            times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            println!(
+                "{}",
+                json!({"sessions": count, "p50_ms": times[count / 2], "max_ms": times[count - 1]})
             );
         }
         "latency" => {
