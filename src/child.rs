@@ -11,8 +11,8 @@ use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -29,10 +29,67 @@ pub enum ChildEvent {
 /// Where a child's output goes once it belongs to a session: each event is
 /// queued on `tx`, then `notify` runs on the reader thread (it delivers the
 /// queue itself when the session is idle, or wakes the session thread).
+/// Before each read from the child, the reader waits for `backlog` room.
 pub struct Sink {
     pub index: usize,
     pub tx: Sender<(usize, ChildEvent)>,
     pub notify: Arc<dyn Fn() + Send + Sync>,
+    pub backlog: Arc<Backlog>,
+}
+
+/// Bytes a session holds for its client. While they are over the limit the
+/// session's reader threads stop reading their children, so a child that
+/// writes faster than the client reads is held back by its own pipe instead
+/// of filling the server's memory.
+pub struct Backlog {
+    bytes: AtomicUsize,
+    limit: usize,
+    closed: AtomicBool,
+    lock: Mutex<()>,
+    room: Condvar,
+}
+
+impl Backlog {
+    pub fn new(limit: usize) -> Arc<Backlog> {
+        Arc::new(Backlog {
+            bytes: AtomicUsize::new(0),
+            limit,
+            closed: AtomicBool::new(false),
+            lock: Mutex::new(()),
+            room: Condvar::new(),
+        })
+    }
+
+    /// The session reports what it still holds after each write.
+    pub fn set(&self, bytes: usize) {
+        let was = self.bytes.swap(bytes, Ordering::AcqRel);
+        if was > self.limit && bytes <= self.limit {
+            // Under the lock, so a reader between its check and its wait
+            // cannot miss this.
+            let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.room.notify_all();
+        }
+    }
+
+    /// The session is over: nobody waits any more.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.room.notify_all();
+    }
+
+    /// Blocks while the session holds more than the limit.
+    pub fn wait_for_room(&self) {
+        if self.bytes.load(Ordering::Acquire) <= self.limit {
+            return;
+        }
+        let mut g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        while self.bytes.load(Ordering::Acquire) > self.limit
+            && !self.closed.load(Ordering::Acquire)
+        {
+            g = self.room.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 const STDERR_TAIL: usize = 20;
@@ -324,6 +381,7 @@ fn read_stdout(
             if std::mem::take(&mut pending) {
                 (sink.notify)();
             }
+            sink.backlog.wait_for_room();
         });
         let ev = match line {
             ReadLine::Line(bytes) => match parse_child_line(&bytes) {

@@ -726,3 +726,54 @@ fn name_prefix_exposes_a_servers_tools_and_prompts_under_it() {
         "hello x from beta"
     );
 }
+
+/// A child that writes faster than the client reads is held back by its
+/// pipe: the server's memory stays bounded, and once the client reads again
+/// every message arrives.
+#[test]
+fn a_client_that_stops_reading_holds_back_the_child_not_server_memory() {
+    let srv = Server::start(json!({"alpha": fixture("alpha", &[])}), &[]);
+    let mut c = srv.connect();
+    c.initialize();
+    let rss = || -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", srv.pid())).unwrap();
+        let l = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        l.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let before = rss();
+    // About 45 MB of notifications, read by nobody for now.
+    let count = 300_000;
+    c.send(
+        &json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "progress",
+        "arguments": {"count": count}, "_meta": {"progressToken": "flood"}}}),
+    );
+    let child_blocked = || {
+        children_of(srv.pid()).into_iter().any(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/wchan"))
+                .is_ok_and(|w| w.contains("pipe_write"))
+        })
+    };
+    assert!(
+        eventually(child_blocked),
+        "no child ended up waiting on its full stdout pipe"
+    );
+    // Long enough for a server without a bound to swallow all 45 MB.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(child_blocked(), "the child is no longer held back");
+    let grown = rss().saturating_sub(before);
+    assert!(
+        grown < 24 * 1024,
+        "server RSS grew by {grown} KiB for a client that does not read"
+    );
+    let mut progress = 0u64;
+    loop {
+        let m = c.recv();
+        if m["method"] == "notifications/progress" {
+            progress += 1;
+            assert_eq!(m["params"]["progress"], progress);
+        } else if m["id"] == 7 {
+            break;
+        }
+    }
+    assert_eq!(progress, count);
+}

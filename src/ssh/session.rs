@@ -12,7 +12,7 @@
 
 use super::sys::{Channel, Live, Request, Session};
 use super::wake::{Wake, poll_events};
-use crate::child::{self, ChildEvent, ChildProc, Sink};
+use crate::child::{self, Backlog, ChildEvent, ChildProc, Sink};
 use crate::config::ServerSpec;
 use crate::keys::authorized::Authorized;
 use crate::mcp::jsonrpc::{self, Frame, Framer};
@@ -39,6 +39,10 @@ pub struct Shared {
 }
 
 const MAX_AUTH_ATTEMPTS: u32 = 20;
+
+/// Output a session holds for a slow client before its children are held
+/// back. Readers wait between lines, so a longer message still goes through.
+const BACKLOG_LIMIT: usize = 4 << 20;
 
 /// How the client asked for the MCP stream.
 enum Start {
@@ -235,6 +239,8 @@ struct Core {
     done: bool,
     /// libssh holds output that waits for socket room (see `flush_pending`).
     write_pending: bool,
+    /// What the outbox holds, for the children's reader threads.
+    backlog: Arc<Backlog>,
     max_line: usize,
     id: u64,
 }
@@ -307,6 +313,7 @@ impl Core {
                 return Flow::End;
             }
             self.write_pending = self.live.flush_pending();
+            self.backlog.set(self.out.pending());
             if self.live.inbound().data.is_empty() && self.rx.is_empty() {
                 break;
             }
@@ -375,6 +382,7 @@ fn mcp_loop(live: Live, shared: &Shared, servers: &[ServerSpec], wake: Arc<Wake>
     let (tx, rx) = crossbeam_channel::unbounded::<(usize, ChildEvent)>();
     let cell: CoreCell = Arc::new(Mutex::new(None));
     let notify = notifier(cell.clone(), wake.clone(), shared.libssh_verbosity);
+    let backlog = Backlog::new(BACKLOG_LIMIT);
     let infos: Vec<ChildInfo> = servers
         .iter()
         .map(|s| ChildInfo {
@@ -403,6 +411,7 @@ fn mcp_loop(live: Live, shared: &Shared, servers: &[ServerSpec], wake: Arc<Wake>
                     index: i,
                     tx: tx.clone(),
                     notify: notify.clone(),
+                    backlog: backlog.clone(),
                 });
                 log::debug!("s{id}: started {} (pid {})", spec.name, c.pid());
                 children.push(Some(c));
@@ -430,6 +439,7 @@ fn mcp_loop(live: Live, shared: &Shared, servers: &[ServerSpec], wake: Arc<Wake>
         sleep_until: None,
         done: false,
         write_pending: false,
+        backlog: backlog.clone(),
         max_line: shared.max_line,
         id,
     });
@@ -478,6 +488,8 @@ fn mcp_loop(live: Live, shared: &Shared, servers: &[ServerSpec], wake: Arc<Wake>
             }
         }
     }
+    // Readers waiting for room must see the end, or stop_all waits on them.
+    backlog.close();
     let Some(mut core) = lock(&cell).take() else {
         return;
     };
@@ -536,6 +548,10 @@ impl Outbox {
 
     fn is_empty(&self) -> bool {
         self.start >= self.buf.len()
+    }
+
+    fn pending(&self) -> usize {
+        self.buf.len() - self.start
     }
 
     fn flush(&mut self, live: &mut Live) -> Result<(), String> {
