@@ -1,12 +1,13 @@
 //! A small stdio MCP server for the integration tests and the benchmark.
 //!
-//! `fixture_mcp [--name NAME] [--page-size N] [--fail-init] [--echo-only]`
+//! `fixture_mcp [--name NAME] [--page-size N] [--fail-init] [--echo-only] [--stall]`
 //!
 //! Tools (paginated by --page-size): `echo` (returns `text`), `add`,
 //! `whoami` (name, FIXTURE_ENV, cwd), `progress` (a log and `count`
 //! (3) progress notifications first), `sample` (asks the client for
 //! `sampling/createMessage` then `roots/list`, returns both answers), `slow`
-//! (answers after `ms`), `crash` (exits at once). Prompts: `greet`.
+//! (answers after `ms`), `crash` (exits at once); with `--stall`: `stall`
+//! (stops reading stdin for `ms`, then answers). Prompts: `greet`.
 //! Resources: `fixture://NAME/info`, template `fixture://NAME/items/{id}`.
 
 use serde_json::{Value, json};
@@ -26,6 +27,7 @@ fn main() {
         .unwrap_or(2);
     let fail_init = flag("--fail-init").is_some();
     let echo_only = flag("--echo-only").is_some();
+    let with_stall = flag("--stall").is_some();
     eprintln!("fixture {name} starting");
 
     let out = Arc::new(Mutex::new(std::io::stdout()));
@@ -44,6 +46,9 @@ fn main() {
         for t in ["add", "whoami", "progress", "sample", "slow", "crash"] {
             tools.push(json!({"name": t, "description": format!("{t} tool"), "inputSchema": {"type": "object"}}));
         }
+    }
+    if with_stall {
+        tools.push(json!({"name": "stall", "description": "stop reading stdin for ms", "inputSchema": {"type": "object"}}));
     }
     // Pending `sample` call: (client call id, sampling answer).
     let mut sample: Option<(Value, Option<Value>)> = None;
@@ -153,6 +158,12 @@ fn main() {
                             );
                         });
                         continue;
+                    }
+                    // Listed with --stall: stops reading stdin for `ms`.
+                    "stall" => {
+                        let ms = a["ms"].as_u64().unwrap_or(1000);
+                        std::thread::sleep(std::time::Duration::from_millis(ms));
+                        json!({"content": [{"type": "text", "text": "stalled"}]})
                     }
                     "crash" => {
                         eprintln!("fixture {name}: crashing on purpose");

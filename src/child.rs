@@ -4,7 +4,7 @@
 
 use crate::config::ServerSpec;
 use crate::mcp::jsonrpc::{Incoming, LineReader, ReadLine, parse_child_line};
-use crate::ssh::wake::poll_readable;
+use crate::ssh::wake::{Wake, poll_readable};
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::VecDeque;
 use std::io::Write;
@@ -12,7 +12,7 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,15 @@ pub struct Sink {
     pub tx: Sender<(usize, ChildEvent)>,
     pub notify: Arc<dyn Fn() + Send + Sync>,
     pub backlog: Arc<Backlog>,
+    /// Woken when the child's stdin backlog falls back under
+    /// [`STDIN_BACKLOG_LIMIT`], so the session reads its client again.
+    pub wake: Arc<Wake>,
 }
+
+/// Bytes queued for a child's stdin above which its session stops reading
+/// the client: a client that sends faster than a child reads is held back
+/// by SSH and TCP flow control instead of filling the server's memory.
+pub const STDIN_BACKLOG_LIMIT: usize = 4 << 20;
 
 /// Bytes a session holds for its client. While they are over the limit the
 /// session's reader threads stop reading their children, so a child that
@@ -113,6 +121,10 @@ pub struct ChildProc {
     stdin_direct: Option<std::fs::File>,
     /// Lines handed to the writer thread and not yet written.
     queued: Arc<AtomicUsize>,
+    /// Their bytes (see [`STDIN_BACKLOG_LIMIT`]).
+    queued_bytes: Arc<AtomicUsize>,
+    /// Whom the writer thread wakes when that backlog drains.
+    drained: Arc<OnceLock<Arc<Wake>>>,
     sink_tx: Option<Sender<Sink>>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     threads: Vec<JoinHandle<()>>,
@@ -158,6 +170,8 @@ impl ChildProc {
         let (sink_tx, sink_rx) = crossbeam_channel::bounded::<Sink>(1);
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         let queued = Arc::new(AtomicUsize::new(0));
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let drained: Arc<OnceLock<Arc<Wake>>> = Arc::new(OnceLock::new());
         let stdin_direct = stdin.as_ref().and_then(|s| {
             use std::os::fd::AsFd;
             s.as_fd().try_clone_to_owned().ok().map(std::fs::File::from)
@@ -170,18 +184,32 @@ impl ChildProc {
                 .spawn(f)
         };
         if let Some(mut stdin) = stdin {
-            let q = queued.clone();
+            let (q, qb, drained) = (queued.clone(), queued_bytes.clone(), drained.clone());
             threads.push(
                 spawn(
                     "w",
                     Box::new(move || {
+                        let wake = || {
+                            if let Some(w) = drained.get() {
+                                w.wake();
+                            }
+                        };
                         for line in stdin_rx.iter() {
                             let ok = stdin.write_all(&line).is_ok() && stdin.flush().is_ok();
                             q.fetch_sub(1, Ordering::Release);
+                            let was = qb.fetch_sub(line.len(), Ordering::AcqRel);
+                            if was >= STDIN_BACKLOG_LIMIT && was - line.len() < STDIN_BACKLOG_LIMIT
+                            {
+                                wake();
+                            }
                             if !ok {
                                 break;
                             }
                         }
+                        // The child stopped reading for good: its backlog must
+                        // not hold the session's client back any more.
+                        qb.store(0, Ordering::Release);
+                        wake();
                     }),
                 )
                 .map_err(|e| e.to_string())?,
@@ -216,6 +244,8 @@ impl ChildProc {
             stdin_tx: Some(stdin_tx),
             stdin_direct,
             queued,
+            queued_bytes,
+            drained,
             sink_tx: Some(sink_tx),
             stderr_tail,
             threads,
@@ -225,6 +255,7 @@ impl ChildProc {
 
     /// Routes this child's output to a session.
     pub fn attach(&mut self, sink: Sink) {
+        let _ = self.drained.set(sink.wake.clone());
         if let Some(tx) = self.sink_tx.take() {
             let _ = tx.send(sink);
         }
@@ -246,11 +277,19 @@ impl ChildProc {
             }
         }
         if let Some(tx) = &self.stdin_tx {
+            let n = line.len();
             self.queued.fetch_add(1, Ordering::AcqRel);
+            self.queued_bytes.fetch_add(n, Ordering::AcqRel);
             if tx.send(line).is_err() {
                 self.queued.fetch_sub(1, Ordering::AcqRel);
+                self.queued_bytes.fetch_sub(n, Ordering::AcqRel);
             }
         }
+    }
+
+    /// True while more than [`STDIN_BACKLOG_LIMIT`] bytes wait for stdin.
+    pub fn stdin_full(&self) -> bool {
+        self.queued_bytes.load(Ordering::Acquire) >= STDIN_BACKLOG_LIMIT
     }
 
     /// True while the process has not exited.

@@ -777,3 +777,78 @@ fn a_client_that_stops_reading_holds_back_the_child_not_server_memory() {
     }
     assert_eq!(progress, count);
 }
+
+/// A client that sends faster than a child reads is held back by flow
+/// control: while the child is stuck, the server does not take the client's
+/// megabytes into memory; once it reads again, every request is answered.
+#[test]
+fn a_child_that_stops_reading_holds_back_the_client_not_server_memory() {
+    let srv = Server::start(
+        json!({"alpha": fixture("alpha", &["--echo-only", "--stall"])}),
+        &[],
+    );
+    let rss = || -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", srv.pid())).unwrap();
+        let l = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        l.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    // The child stalls for 4 s, then 40 requests of 1 MB each follow.
+    let calls = 40;
+    let text = "z".repeat(1 << 20);
+    let mut input = String::new();
+    input.push_str(&format!("{}\n", json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})));
+    input.push_str(&format!(
+        "{}\n",
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    ));
+    input.push_str(&format!("{}\n", json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "stall", "arguments": {"ms": 4000}}})));
+    for i in 0..calls {
+        input.push_str(&format!("{}\n", json!({"jsonrpc": "2.0", "id": 100 + i, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": text}}})));
+    }
+    let dir = TempDir::new("stall");
+    std::fs::write(dir.path().join("in"), input).unwrap();
+    let before = rss();
+    let mut ssh = Command::new("timeout")
+        .args(["60", "ssh", "-T", "-p", &srv.port.to_string()])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .arg("-i")
+        .arg(&srv.key)
+        .arg("mcp@127.0.0.1")
+        .stdin(std::fs::File::open(dir.path().join("in")).unwrap())
+        .stdout(std::fs::File::create(dir.path().join("out")).unwrap())
+        .spawn()
+        .unwrap();
+    // Within the stall: an unbounded server would hold the 40 MB by now.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let grown = rss().saturating_sub(before);
+    assert!(
+        grown < 24 * 1024,
+        "server RSS grew by {grown} KiB while the child was stuck"
+    );
+    assert!(ssh.wait().unwrap().success());
+    let out = std::fs::read(dir.path().join("out")).unwrap();
+    let lines = json_lines(&out);
+    for i in 0..calls {
+        let r = lines
+            .iter()
+            .find(|l| l["id"] == 100 + i)
+            .expect("every request answered");
+        assert_eq!(
+            r["result"]["content"][0]["text"].as_str().map(str::len),
+            Some(1 << 20)
+        );
+    }
+}

@@ -412,6 +412,7 @@ fn mcp_loop(live: Live, shared: &Shared, servers: &[ServerSpec], wake: Arc<Wake>
                     tx: tx.clone(),
                     notify: notify.clone(),
                     backlog: backlog.clone(),
+                    wake: wake.clone(),
                 });
                 log::debug!("s{id}: started {} (pid {})", spec.name, c.pid());
                 children.push(Some(c));
@@ -446,7 +447,7 @@ fn mcp_loop(live: Live, shared: &Shared, servers: &[ServerSpec], wake: Arc<Wake>
 
     let mut socket_ready = true; // the first turn also handles early bytes
     loop {
-        let (deadline, want_out) = {
+        let (deadline, want_out, paused) = {
             let mut guard = lock(&cell);
             let Some(core) = guard.as_mut() else { break };
             if cell.is_poisoned() {
@@ -462,7 +463,11 @@ fn mcp_loop(live: Live, shared: &Shared, servers: &[ServerSpec], wake: Arc<Wake>
                 Flow::End => break,
                 Flow::Wait(d) => {
                     core.sleep_until = d;
-                    (d, core.write_pending)
+                    // A child's stdin backlog is full: leave the client's
+                    // bytes in the socket (flow control holds it back) and
+                    // watch only for its hang-up until the writer wakes us.
+                    let paused = core.children.iter().flatten().any(|c| c.stdin_full());
+                    (d, core.write_pending, paused)
                 }
             }
         };
@@ -474,7 +479,11 @@ fn mcp_loop(live: Live, shared: &Shared, servers: &[ServerSpec], wake: Arc<Wake>
                 Some(left) => left.as_millis().min(i32::MAX as u128 - 1) as i32 + 1,
             },
         };
-        let sock_events = libc::POLLIN | if want_out { libc::POLLOUT } else { 0 };
+        let sock_events = if paused {
+            libc::POLLRDHUP
+        } else {
+            libc::POLLIN
+        } | if want_out { libc::POLLOUT } else { 0 };
         match poll_events([(sock, sock_events), (wake.fd(), libc::POLLIN)], timeout) {
             Ok([s, w]) => {
                 socket_ready = s;
