@@ -808,25 +808,7 @@ fn a_child_that_stops_reading_holds_back_the_client_not_server_memory() {
     let dir = TempDir::new("stall");
     std::fs::write(dir.path().join("in"), input).unwrap();
     let before = rss();
-    let mut ssh = Command::new("timeout")
-        .args(["60", "ssh", "-T", "-p", &srv.port.to_string()])
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-        ])
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "IdentitiesOnly=yes",
-        ])
-        .arg("-i")
-        .arg(&srv.key)
-        .arg("mcp@127.0.0.1")
+    let mut ssh = openssh_command(srv.port, &srv.key, &["mcp@127.0.0.1"])
         .stdin(std::fs::File::open(dir.path().join("in")).unwrap())
         .stdout(std::fs::File::create(dir.path().join("out")).unwrap())
         .spawn()

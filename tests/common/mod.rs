@@ -317,10 +317,11 @@ impl Mcp {
     }
 }
 
-/// Runs OpenSSH `ssh -T` against the server with `input` on stdin.
-pub fn openssh(port: u16, key: &Path, extra: &[&str], input: &str) -> std::process::Output {
-    let mut child = Command::new("timeout")
-        .arg("30")
+/// `ssh -T` to the test server with its key, under a 30 s bound; `extra`
+/// ends with the destination (and any command).
+pub fn openssh_command(port: u16, key: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new("timeout");
+    cmd.arg("30")
         .arg("ssh")
         .args(["-T", "-p", &port.to_string()])
         .args([
@@ -339,7 +340,13 @@ pub fn openssh(port: u16, key: &Path, extra: &[&str], input: &str) -> std::proce
         ])
         .arg("-i")
         .arg(key)
-        .args(extra)
+        .args(extra);
+    cmd
+}
+
+/// Runs OpenSSH `ssh -T` against the server with `input` on stdin.
+pub fn openssh(port: u16, key: &Path, extra: &[&str], input: &str) -> std::process::Output {
+    let mut child = openssh_command(port, key, extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
