@@ -17,17 +17,22 @@ fn setup(known_hosts_line: impl Fn(&Server, &str) -> String) -> (Server, Vec<Str
         std::fs::read_to_string(srv.dir.path().join("hostkey/host_ed25519.pub")).unwrap();
     let kh = srv.dir.path().join("known_hosts");
     std::fs::write(&kh, known_hosts_line(&srv, host_pub.trim())).unwrap();
-    let args = vec![
+    let args = client_args(srv.port, &srv.key, &kh);
+    (srv, args)
+}
+
+/// The client's connection flags for the test server.
+fn client_args(port: u16, key: &std::path::Path, known_hosts: &std::path::Path) -> Vec<String> {
+    vec![
         "--host".into(),
         "127.0.0.1".into(),
         "--port".into(),
-        srv.port.to_string(),
+        port.to_string(),
         "--client-key".into(),
-        srv.key.display().to_string(),
+        key.display().to_string(),
         "--known-hosts".into(),
-        kh.display().to_string(),
-    ];
-    (srv, args)
+        known_hosts.display().to_string(),
+    ]
 }
 
 fn strs(v: &[String]) -> Vec<&str> {
@@ -135,19 +140,12 @@ fn key_server_mode_registers_and_pins_the_host_key() {
         &["--key-server-token-file", tf.to_str().unwrap()],
     );
     let key = dir.path().join("fresh_client_key");
-    let base = vec![
-        "--host".to_string(),
-        "127.0.0.1".into(),
-        "--port".into(),
-        srv.port.to_string(),
-        "--client-key".into(),
-        key.display().to_string(),
-        "--known-hosts".into(),
-        "/nonexistent".into(),
+    let mut base = client_args(srv.port, &key, "/nonexistent".as_ref());
+    base.extend([
         "--use-key-server".into(),
         "--key-server-port".into(),
         api.to_string(),
-    ];
+    ]);
     // Without the token: registration refused, clear error.
     let mut c = StdioClient::start(&strs(&base));
     assert!(!c.wait().success());

@@ -546,7 +546,6 @@ fn disconnect_mid_call_leaves_no_child_thread_or_fd_behind() {
         thread_count(pid)
     );
     let (_, base_fds) = settled_counts(pid);
-    let base_list = fd_list(pid);
     for _ in 0..3 {
         let mut c = srv.connect();
         c.initialize();
@@ -555,21 +554,7 @@ fn disconnect_mid_call_leaves_no_child_thread_or_fd_behind() {
         std::thread::sleep(std::time::Duration::from_millis(100));
         drop(c); // TCP close without a clean SSH goodbye
     }
-    assert!(
-        eventually(|| children_of(pid).is_empty()),
-        "children left: {:?}",
-        children_of(pid)
-    );
-    assert!(
-        eventually(|| thread_count(pid) == 1),
-        "threads: {}",
-        thread_count(pid)
-    );
-    assert!(
-        eventually(|| fd_count(pid) == base_fds),
-        "fds: {:?} != {base_list:?}",
-        fd_list(pid)
-    );
+    assert_back_to(pid, 0, 1, base_fds);
 }
 
 #[test]
@@ -677,21 +662,7 @@ fn hundreds_of_sessions_leave_threads_fds_and_children_at_baseline() {
             c.initialize();
         }
     }
-    assert!(
-        eventually(|| children_of(pid).len() == 1),
-        "children: {:?}",
-        children_of(pid)
-    );
-    assert!(
-        eventually(|| thread_count(pid) == threads),
-        "threads {} != {threads}",
-        thread_count(pid)
-    );
-    assert!(
-        eventually(|| fd_count(pid) == fds),
-        "fds {} != {fds}",
-        fd_count(pid)
-    );
+    assert_back_to(pid, 1, threads, fds);
 }
 
 #[test]

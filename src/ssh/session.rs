@@ -325,11 +325,12 @@ impl Core {
         if inb.closed || !self.live.connected() || shutdown {
             return Flow::End;
         }
+        let next = self.router.next_deadline();
         // Client closed its input: finish what is in flight, then end.
-        if self.eof && self.out.is_empty() && self.router.next_deadline().is_none() {
+        if self.eof && self.out.is_empty() && next.is_none() {
             return Flow::End;
         }
-        Flow::Wait(self.router.next_deadline())
+        Flow::Wait(next)
     }
 }
 
@@ -522,7 +523,7 @@ fn truncate(s: &str, n: usize) -> &str {
 fn apply(actions: Vec<Action>, out: &mut Outbox, children: &[Option<ChildProc>], id: u64) {
     for a in actions {
         match a {
-            Action::ToClient(v) => out.push(&jsonrpc::to_line(&v)),
+            Action::ToClient(v) => out.push_json(&v),
             Action::ToClientRaw(line) => out.push(&line),
             Action::ToChild(i, v) => {
                 if let Some(Some(c)) = children.get(i) {
@@ -553,6 +554,13 @@ struct Outbox {
 impl Outbox {
     fn push(&mut self, b: &[u8]) {
         self.buf.extend_from_slice(b);
+    }
+
+    /// Serializes straight into the buffer (no line built and copied).
+    fn push_json(&mut self, v: &serde_json::Value) {
+        // Writing a Value into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.buf, v);
+        self.buf.push(b'\n');
     }
 
     fn is_empty(&self) -> bool {

@@ -639,6 +639,27 @@ pub fn fd_list(pid: u32) -> Vec<String> {
 /// (threads, fds) of a process once both hold still for 200 ms: a
 /// session's last fds close just after its thread ends, and a new warm
 /// spare's threads start just after its process.
+/// Asserts that the server gets back to `children` children, `threads`
+/// threads and `fds` open fds (each within the usual bound).
+pub fn assert_back_to(pid: u32, children: usize, threads: usize, fds: usize) {
+    assert!(
+        eventually(|| children_of(pid).len() == children),
+        "children left: {:?}",
+        children_of(pid)
+    );
+    assert!(
+        eventually(|| thread_count(pid) == threads),
+        "threads {} != {threads}",
+        thread_count(pid)
+    );
+    assert!(
+        eventually(|| fd_count(pid) == fds),
+        "fds {} != {fds}: {:?}",
+        fd_count(pid),
+        fd_list(pid)
+    );
+}
+
 pub fn settled_counts(pid: u32) -> (usize, usize) {
     let read = || (thread_count(pid), fd_count(pid));
     let mut last = read();
