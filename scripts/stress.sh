@@ -32,7 +32,7 @@ sed "s/^127.0.0.1/[127.0.0.1]:$PORT/" "$T/scan" >"$T/known_hosts"
 
 OURS="$BIN/m2m-mcp-server-ssh-client --host 127.0.0.1 --port $PORT --client-key $T/client --known-hosts $T/known_hosts"
 OSSH="ssh -T -p $PORT -i $T/client -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR mcp@127.0.0.1"
-counts() { echo "$(ls /proc/$PID/task | wc -l) threads, $(ls /proc/$PID/fd | wc -l) fds, $(pgrep -c -P $PID || true) children"; }
+counts() { echo "$(ls /proc/$PID/task | wc -l) threads, $(ls /proc/$PID/fd | wc -l) fds, $(grep -lE "^PPid:\s+$PID$" /proc/[0-9]*/status 2>/dev/null | wc -l) children"; }
 # Idle counts once a first session has come and gone (warm spares refilled).
 "$DRV" sessions "$OURS" 1 1 >/dev/null || fail "first session"
 settle() { local want=$1 now; for _ in $(seq 1 100); do now=$(counts); [ "$now" = "$want" ] && return 0; sleep 0.1; done; echo "$now"; return 1; }
