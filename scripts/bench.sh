@@ -8,10 +8,19 @@
 # mcp-server-time (PyPI, a real one). Writes docs/BENCHMARKS.md; exits
 # non-zero if any path fails. Not part of the test suite.
 # Knobs: CALLS (default 1000), TP_CALLS (calls per session in the
-# throughput runs, default 200), HOLD (sessions held for RSS, default 50).
+# throughput runs, default 200), HOLD (sessions held for RSS, default 50),
+# BENCH_CPUS (a CPU list such as 0: run everything, servers, clients and
+# children, under `taskset -c` on those CPUs and write
+# docs/BENCHMARKS-cpus-<list>.md instead; shows the paths' costs without the
+# scheduler's cross-CPU wake-ups).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+if [ -n "${BENCH_CPUS:-}" ] && [ -z "${BENCH_PINNED:-}" ]; then
+  exec env BENCH_PINNED=1 taskset -c "$BENCH_CPUS" "$0" "$@"
+fi
+OUT=docs/BENCHMARKS.md
+[ -n "${BENCH_CPUS:-}" ] && OUT="docs/BENCHMARKS-cpus-${BENCH_CPUS//[^0-9]/_}.md"
 CALLS=${CALLS:-1000}
 TP_CALLS=${TP_CALLS:-200}
 HOLD=${HOLD:-50}
@@ -143,9 +152,9 @@ done
 SIZE=$(stat -c %s "$BIN/m2m-mcp-server-ssh-server")
 CSIZE=$(stat -c %s "$BIN/m2m-mcp-server-ssh-client")
 mkdir -p docs
-python3 - "$RES" "$SIZE" "$CSIZE" "$CALLS" "$TP_CALLS" "$HOLD" > docs/BENCHMARKS.md <<'PY'
+python3 - "$RES" "$SIZE" "$CSIZE" "$CALLS" "$TP_CALLS" "$HOLD" "${BENCH_CPUS:-}" > "$OUT" <<'PY'
 import json, sys, platform, os, datetime, subprocess
-res, size, csize, calls, tp_calls, hold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+res, size, csize, calls, tp_calls, hold, pinned = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7]
 R = {}
 rounds = {}
 for l in open(res):
@@ -159,7 +168,8 @@ def g(c, p, m, k): return R.get((c, p, m), {}).get(k)
 cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), platform.machine())
 names = {'a': '(a) child directly', 'b': '(b) OpenSSH sshd + ForceCommand', 'c': '(c) this server, `ssh -T`', 'd': '(d) this server, this client'}
 print('# Benchmarks\n')
-print(f'Measured by `scripts/bench.sh` on {datetime.date.today()}: {os.cpu_count()} cores ({cpu}), Linux {platform.release()}. '
+where = f', everything pinned to CPU {pinned} (`BENCH_CPUS={pinned}`)' if pinned else ''
+print(f'Measured by `scripts/bench.sh` on {datetime.date.today()}: {os.cpu_count()} cores ({cpu}){where}, Linux {platform.release()}. '
       f'One run; every figure in a table comes from that same run, so compare within it only. '
       f'{calls} sequential `tools/call` per latency run; latency runs go in 3 interleaved rounds over the four paths and each figure is the median of the rounds; '
       f'{tp_calls} calls per session in the throughput runs; connect time is the median of 3 sessions opened a second apart.\n')
@@ -195,4 +205,4 @@ for c, title in [('echo', 'Echo child (`examples/echo_mcp.rs`): the transport\'s
     print()
 print(f'Release binaries: server {size / 1048576:.2f} MiB, client {csize / 1048576:.2f} MiB (stripped, fat LTO, opt-level s).')
 PY
-cat docs/BENCHMARKS.md
+cat "$OUT"
