@@ -6,6 +6,8 @@
 //! mcp_bench latency  CMD CALLS TOOL ARGS_JSON    -> p50/p90/p99 us of sequential tools/call
 //! mcp_bench big      CMD BYTES                   -> ms for one echo of BYTES, checked intact
 //! mcp_bench throughput CMD SESSIONS CALLS TOOL ARGS_JSON -> calls/s over all sessions
+//!                                                   (MCP_BENCH_SYNC=1: prints "ready" and "done" around
+//!                                                   the calls, each time waiting for a line on stdin)
 //! mcp_bench hold     CMD SESSIONS                -> opens and initializes, prints "ready", waits for stdin EOF
 //! mcp_bench sessions CMD COUNT PARALLEL          -> COUNT short sessions (initialize, tools/list), PARALLEL at a time;
 //!                                                   fails if none finishes for 10 s (a stalled session)
@@ -103,6 +105,14 @@ impl Session {
 
 fn pct(sorted: &[u128], p: f64) -> u128 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Prints `word` and waits for a line on stdin.
+fn handshake(word: &str) {
+    println!("{word}");
+    std::io::stdout().flush().unwrap();
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
 }
 
 fn main() {
@@ -226,6 +236,12 @@ fn main() {
                 s.request("tools/list", json!({}));
                 ready.push(s);
             }
+            // With MCP_BENCH_SYNC set, the caller samples the server between
+            // "ready" and "done" (the calls only, no set-up or teardown).
+            let sync = std::env::var_os("MCP_BENCH_SYNC").is_some();
+            if sync {
+                handshake("ready");
+            }
             let t = Instant::now();
             let threads: Vec<_> = ready
                 .into_iter()
@@ -241,6 +257,9 @@ fn main() {
                 .collect();
             let done: Vec<Session> = threads.into_iter().map(|h| h.join().unwrap()).collect();
             let secs = t.elapsed().as_secs_f64();
+            if sync {
+                handshake("done");
+            }
             for s in done {
                 s.close();
             }

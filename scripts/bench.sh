@@ -8,7 +8,8 @@
 # mcp-server-time (PyPI, a real one). Writes docs/BENCHMARKS.md; exits
 # non-zero if any path fails. Not part of the test suite.
 # Knobs: CALLS (default 1000), TP_CALLS (calls per session in the
-# throughput runs, default 200), HOLD (sessions held for RSS, default 50),
+# throughput runs, default 200; TP_CALLS_ECHO for the echo child, 2000),
+# HOLD (sessions held for RSS, default 50),
 # BENCH_CPUS (a CPU list such as 0: run everything, servers, clients and
 # children, under `taskset -c` on those CPUs and write
 # docs/BENCHMARKS-cpus-<list>.md instead; shows the paths' costs without the
@@ -23,6 +24,7 @@ OUT=docs/BENCHMARKS.md
 [ -n "${BENCH_CPUS:-}" ] && OUT="docs/BENCHMARKS-cpus-${BENCH_CPUS//[^0-9]/_}.md"
 CALLS=${CALLS:-1000}
 TP_CALLS=${TP_CALLS:-200}
+TP_CALLS_ECHO=${TP_CALLS_ECHO:-2000} # the echo child is ~50x faster: keep its window long enough to measure
 HOLD=${HOLD:-50}
 
 scripts/install-deps.sh
@@ -69,6 +71,27 @@ print(total)
 PY
 }
 
+tree_cpu_ms() { # CPU used by the process and its live descendants, with their reaped children
+  python3 - "$1" <<'PY'
+import os, sys
+root = int(sys.argv[1]); kids = {}; hz = os.sysconf('SC_CLK_TCK')
+for p in os.listdir('/proc'):
+    if not p.isdigit(): continue
+    try:
+        st = open(f'/proc/{p}/stat').read(); ppid = int(st.rsplit(')', 1)[1].split()[1])
+        kids.setdefault(ppid, []).append(int(p))
+    except Exception: pass
+total, todo = 0, [root]
+while todo:
+    p = todo.pop(); todo += kids.get(p, [])
+    try:
+        f = open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()
+        total += sum(int(x) for x in f[11:15])  # utime stime cutime cstime
+    except Exception: pass
+print(total * 1000 // hz)
+PY
+}
+
 ssh-keygen -q -t ed25519 -N '' -f "$T/client"
 ssh-keygen -q -t ed25519 -N '' -f "$T/sshd_host"
 mkdir -p /run/sshd 2>/dev/null || true
@@ -76,8 +99,8 @@ SSHOPTS="-o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o U
 
 for child in echo time; do
   case $child in
-    echo) CMD="$BIN/examples/echo_mcp"; TOOL=echo; ARGS='{"text":"hello"}' ;;
-    time) CMD="$ROOT/.venv/bin/mcp-server-time --local-timezone UTC"; TOOL=get_current_time; ARGS='{"timezone":"UTC"}' ;;
+    echo) CMD="$BIN/examples/echo_mcp"; TOOL=echo; ARGS='{"text":"hello"}'; TPN=$TP_CALLS_ECHO ;;
+    time) CMD="$ROOT/.venv/bin/mcp-server-time --local-timezone UTC"; TOOL=get_current_time; ARGS='{"timezone":"UTC"}'; TPN=$TP_CALLS ;;
   esac
   # (b) private sshd with ForceCommand.
   SP=$(freeport)
@@ -128,9 +151,29 @@ EOF
     if [ "$child" = echo ]; then
       r=$("$DRV" big "${P[$p]}" 1048576) || fail "$child $p 1 MiB echo"; record "$child" "$p" big "$r"
     fi
+  done
+  # Throughput, also in 3 interleaved rounds with the median kept: one
+  # 16-session run moves by +-30% here from run to run.
+  for round in 1 2 3; do
     for n in 1 4 16; do
-      r=$("$DRV" throughput "${P[$p]}" "$n" "$TP_CALLS" "$TOOL" "$ARGS") || fail "$child $p throughput $n"
-      record "$child" "$p" "tp$n" "$r"
+      for p in a b c d; do
+        case $p in b) SRV=$SSHD ;; c | d) SRV=$OURS ;; *) SRV= ;; esac
+        if [ "$n" = 16 ] && [ -n "$SRV" ]; then
+          # Server-side CPU over the calls alone (set-up and teardown excluded).
+          coproc TP { MCP_BENCH_SYNC=1 "$DRV" throughput "${P[$p]}" "$n" "$TPN" "$TOOL" "$ARGS"; }
+          read -r -t 300 line <&"${TP[0]}" && [ "$line" = ready ] || fail "$child $p throughput $n: ${line:-no answer}"
+          before=$(tree_cpu_ms "$SRV"); echo go >&"${TP[1]}"
+          read -r -t 300 line <&"${TP[0]}" && [ "$line" = done ] || fail "$child $p throughput $n: ${line:-no answer}"
+          after=$(tree_cpu_ms "$SRV"); echo go >&"${TP[1]}"
+          read -r -t 120 r <&"${TP[0]}" || fail "$child $p throughput $n"
+          wait "$TP_PID" || fail "$child $p throughput $n"
+          r=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["server_cpu_ms_per_1000"]=(int(sys.argv[3])-int(sys.argv[2]))*1000/(16*int(sys.argv[4])); print(json.dumps(d))' \
+            "$r" "$before" "$after" "$TPN")
+        else
+          r=$("$DRV" throughput "${P[$p]}" "$n" "$TPN" "$TOOL" "$ARGS") || fail "$child $p throughput $n"
+        fi
+        record "$child" "$p" "tp$n#$round" "$r"
+      done
     done
   done
   # RSS with 1 and $HOLD open sessions (through ssh -T), once the children
@@ -152,27 +195,31 @@ done
 SIZE=$(stat -c %s "$BIN/m2m-mcp-server-ssh-server")
 CSIZE=$(stat -c %s "$BIN/m2m-mcp-server-ssh-client")
 mkdir -p docs
-python3 - "$RES" "$SIZE" "$CSIZE" "$CALLS" "$TP_CALLS" "$HOLD" "${BENCH_CPUS:-}" > "$OUT" <<'PY'
+python3 - "$RES" "$SIZE" "$CSIZE" "$CALLS" "$TP_CALLS_ECHO/$TP_CALLS" "$HOLD" "${BENCH_CPUS:-}" > "$OUT" <<'PY'
 import json, sys, platform, os, datetime, subprocess
 res, size, csize, calls, tp_calls, hold, pinned = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7]
 R = {}
 rounds = {}
 for l in open(res):
     d = json.loads(l); R[(d['child'], d['path'], d['metric'])] = d
-    if d['metric'].startswith('latency#'):
-        rounds.setdefault((d['child'], d['path']), []).append(d)
-for (c, p), rs in rounds.items():
+    if '#' in d['metric']:
+        rounds.setdefault((d['child'], d['path'], d['metric'].split('#')[0]), []).append(d)
+for (c, p, m), rs in rounds.items():
     med = lambda k: sorted(x[k] for x in rs)[len(rs) // 2]
-    R[(c, p, 'latency')] = {k: med(k) for k in ('p50_us', 'p90_us', 'p99_us')}
+    R[(c, p, m)] = {k: med(k) for k in rs[0] if k not in ('child', 'path', 'metric')}
 def g(c, p, m, k): return R.get((c, p, m), {}).get(k)
 cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), platform.machine())
 names = {'a': '(a) child directly', 'b': '(b) OpenSSH sshd + ForceCommand', 'c': '(c) this server, `ssh -T`', 'd': '(d) this server, this client'}
 print('# Benchmarks\n')
 where = f', everything pinned to CPU {pinned} (`BENCH_CPUS={pinned}`)' if pinned else ''
+try:  # a VM guest's idle polling decides what waking an idle CPU costs
+    where += f', guest_halt_poll_ns={open("/sys/module/haltpoll/parameters/guest_halt_poll_ns").read().strip()}'
+except OSError:
+    pass
 print(f'Measured by `scripts/bench.sh` on {datetime.date.today()}: {os.cpu_count()} cores ({cpu}){where}, Linux {platform.release()}. '
       f'One run; every figure in a table comes from that same run, so compare within it only. '
       f'{calls} sequential `tools/call` per latency run; latency runs go in 3 interleaved rounds over the four paths and each figure is the median of the rounds; '
-      f'{tp_calls} calls per session in the throughput runs; connect time is the median of 3 sessions opened a second apart.\n')
+      f'{tp_calls.split("/")[0]} (echo) and {tp_calls.split("/")[1]} (mcp-server-time) calls per session in the throughput runs, also in 3 interleaved rounds with the median kept; connect time is the median of 3 sessions opened a second apart.\n')
 for c, title in [('echo', 'Echo child (`examples/echo_mcp.rs`): the transport\'s own cost'), ('time', 'mcp-server-time (PyPI)')]:
     print(f'## {title}\n')
     print('| path | connect to `tools/list` ms | p50 us | p90 us | p99 us | overhead p50 us (vs a) | 1 MiB echo ms | calls/s x1 | x4 | x16 |')
@@ -194,6 +241,9 @@ for c, title in [('echo', 'Echo child (`examples/echo_mcp.rs`): the transport\'s
     print(f'- connect to `tools/list`, ours (c) / OpenSSH (b): {cc:.1f} / {cb:.1f} ms = {cc / cb:.2f} (target <= 0.25 with warm children, for mcp-server-time)')
     t16c, t16b = g(c, 'c', 'tp16', 'calls_per_s'), g(c, 'b', 'tp16', 'calls_per_s')
     print(f'- calls/s at 16 sessions, ours (c) / OpenSSH (b): {t16c:.0f} / {t16b:.0f} = {t16c / t16b:.2f} (target >= 1)')
+    cpu = {p: g(c, p, 'tp16', 'server_cpu_ms_per_1000') for p in 'bcd'}
+    print(f'- server-side CPU per 1000 calls in the 16-session runs (between the first and the last call: the server process and its children; sshd with its session processes and theirs): '
+          f'ours (c) {cpu["c"]:.0f} ms, through our client (d) {cpu["d"]:.0f} ms, OpenSSH (b) {cpu["b"]:.0f} ms; ratio (c) / (b) {cpu["c"] / cpu["b"]:.2f}')
     if c == 'echo':
         bc, bb = g(c, 'c', 'big', 'big_ms'), g(c, 'b', 'big', 'big_ms')
         print(f'- 1 MiB echo, ours (c) / OpenSSH (b): {bc:.1f} / {bb:.1f} ms = {bc / bb:.2f} (target <= 2)')
