@@ -29,6 +29,8 @@ pub struct ServerOptions {
     pub max_line: usize,
     pub request_timeout: Duration,
     pub max_sessions: usize,
+    /// Time for key exchange and authentication together.
+    pub login_grace: Duration,
     /// Default warm spares per server (`warmSpares` in the config overrides).
     pub warm_spares: usize,
     pub key_server: Option<KeyServerOptions>,
@@ -150,7 +152,7 @@ pub fn run(opts: &ServerOptions) -> Result<(), ServerError> {
         request_timeout: opts.request_timeout,
         max_total: opts.request_timeout.max(Duration::from_secs(3600)),
         shutdown: AtomicBool::new(false),
-        auth_deadline: Duration::from_secs(10),
+        auth_deadline: opts.login_grace,
         // libssh warnings reach the DEBUG log; M2M_LIBSSH_LOG=2..4 asks for more.
         libssh_verbosity: std::env::var("M2M_LIBSSH_LOG")
             .ok()

@@ -531,6 +531,61 @@ fn only_the_authorized_public_key_gets_in() {
 }
 
 #[test]
+fn key_exchange_and_auth_share_one_login_deadline() {
+    let srv = Server::start(
+        json!({"alpha": fixture("alpha", &[])}),
+        &["--login-grace-time", "2", "--max-sessions", "1"],
+    );
+    let logs_in = || {
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+        let mut sess = ssh2::Session::new().unwrap();
+        sess.set_tcp_stream(tcp);
+        sess.set_timeout(10_000);
+        sess.handshake().is_ok()
+            && sess
+                .userauth_pubkey_file("mcp", None, &srv.key, None)
+                .is_ok()
+    };
+    let start = std::time::Instant::now();
+
+    // s1 never sends a byte: it holds the only slot until the deadline,
+    // then the server hangs up on it and frees the slot.
+    let mut silent = std::net::TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+    silent
+        .set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .unwrap();
+    let mut banner = Vec::new();
+    silent
+        .read_to_end(&mut banner)
+        .expect("the server hangs up, not the read timeout");
+    assert!(banner.starts_with(b"SSH-2.0-"), "{banner:?}");
+    assert!(start.elapsed() >= std::time::Duration::from_millis(1500));
+    assert!(srv.wait_log("s1: connection closed; 0 open"));
+    assert!(logs_in(), "s2 could not log in");
+    assert!(srv.wait_log("s2: connection closed; 0 open"));
+
+    // Key exchange and authentication share the deadline: s3 takes 1.2 s
+    // before key exchange and 1.2 s after it and is refused, though each
+    // part alone fits (with a deadline per part it would get in).
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let mut sess = ssh2::Session::new().unwrap();
+    sess.set_tcp_stream(tcp);
+    sess.set_timeout(10_000);
+    sess.handshake().expect("key exchange within the deadline");
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    assert!(
+        sess.userauth_pubkey_file("mcp", None, &srv.key, None)
+            .is_err(),
+        "authenticated after the login deadline"
+    );
+    assert!(srv.wait_log("s3: authentication did not complete"));
+    assert!(srv.wait_log("s3: connection closed; 0 open"));
+    // A prompt client still gets in.
+    assert!(logs_in(), "s4 could not log in");
+}
+
+#[test]
 fn disconnect_mid_call_leaves_no_child_thread_or_fd_behind() {
     let srv = Server::start(two_children(), &["--warm-spares", "0"]);
     let pid = srv.pid();

@@ -47,6 +47,9 @@ struct Args {
     /// most concurrent SSH connections (default: 64)
     #[argh(option, default = "64")]
     max_sessions: usize,
+    /// seconds a client has to finish key exchange and authentication, in all (default: 10)
+    #[argh(option, default = "10")]
+    login_grace_time: u64,
     /// run the HTTP key-management API beside the SSH server
     #[argh(switch)]
     run_key_server: bool,
@@ -89,6 +92,7 @@ fn main() {
         max_line: args.max_line_bytes.max(1024),
         request_timeout: Duration::from_secs_f64(args.request_timeout),
         max_sessions: args.max_sessions.max(1),
+        login_grace: Duration::from_secs(args.login_grace_time.clamp(1, 600)),
         warm_spares: args.warm_spares.min(16),
         key_server: args.run_key_server.then(|| KeyServerOptions {
             host: args.key_server_host,

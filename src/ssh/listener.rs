@@ -102,7 +102,8 @@ pub fn serve(
             .stack_size(SESSION_STACK)
             .spawn(move || {
                 session::run(session, &sh, w, id);
-                act.fetch_sub(1, Ordering::Relaxed);
+                let open = act.fetch_sub(1, Ordering::Relaxed) - 1;
+                log::debug!("s{id}: connection closed; {open} open");
                 let _ = done.send(id);
                 r.wake();
             });

@@ -55,15 +55,20 @@ enum Start {
 /// Runs one connection to its end. `id` tags log lines.
 pub fn run(session: Session, shared: &Shared, wake: Arc<Wake>, id: u64) {
     super::sys::forward_logs(shared.libssh_verbosity);
-    session.prepare(shared.auth_deadline.as_secs().max(1) as i64);
+    // One deadline for key exchange and authentication together, so a client
+    // that trickles packets cannot hold a connection slot unauthenticated.
+    let deadline = Instant::now() + shared.auth_deadline;
+    session.prepare(shared.auth_deadline);
     if let Err(e) = session.handle_key_exchange() {
         log::info!("s{id}: key exchange failed: {e}");
         return;
     }
-    let Some(user) = authenticate(&session, shared, id) else {
+    let Some(user) = authenticate(&session, shared, deadline, id) else {
         session.disconnect();
         return;
     };
+    // Channel setup gets its own bound per message, as key exchange had.
+    session.set_timeout(shared.auth_deadline);
     let Some((channel, start)) = open_channel(&session, id) else {
         session.disconnect();
         return;
@@ -123,11 +128,18 @@ pub fn run(session: Session, shared: &Shared, wake: Arc<Wake>, id: u64) {
 }
 
 /// Public-key auth only; every other method is refused. Returns the user.
-fn authenticate(session: &Session, shared: &Shared, id: u64) -> Option<String> {
-    let deadline = Instant::now() + shared.auth_deadline;
+fn authenticate(session: &Session, shared: &Shared, deadline: Instant, id: u64) -> Option<String> {
     let mut attempts = 0;
-    while Instant::now() < deadline && attempts < MAX_AUTH_ATTEMPTS {
-        let msg = session.next_message()?;
+    while attempts < MAX_AUTH_ATTEMPTS {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        // Each wait gets only what is left of the deadline.
+        session.set_timeout(left);
+        let Some(msg) = session.next_message() else {
+            break; // timed out, or the client went away
+        };
         match msg.request() {
             Request::AuthPublicKey { signed } => {
                 attempts += 1;

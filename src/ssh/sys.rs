@@ -17,6 +17,7 @@ use std::marker::PhantomData;
 use std::os::fd::RawFd;
 use std::ptr;
 use std::sync::Once;
+use std::time::Duration;
 
 /// An error reported by libssh, with its message.
 #[derive(Debug)]
@@ -298,13 +299,9 @@ impl Session {
 
     /// Options that must be set before key exchange: timeout for blocking
     /// calls, TCP_NODELAY (90 ms -> 3 ms connect), no compression.
-    pub fn prepare(&self, timeout_secs: i64) {
+    pub fn prepare(&self, timeout: Duration) {
         use sys::ssh_options_e::*;
-        let t: libc::c_long = timeout_secs as libc::c_long;
-        self.set_opt(
-            SSH_OPTIONS_TIMEOUT,
-            &t as *const libc::c_long as *const c_void,
-        );
+        self.set_timeout(timeout);
         let one: c_int = 1;
         self.set_opt(SSH_OPTIONS_NODELAY, &one as *const c_int as *const c_void);
         let none = c"none";
@@ -333,13 +330,24 @@ impl Session {
         }
     }
 
-    /// Turns the blocking-call timeout off once the client has authenticated.
-    pub fn clear_timeout(&self) {
-        let t: libc::c_long = 0;
+    /// Bounds each blocking libssh call (the whole key exchange, or the wait
+    /// for one message) to `t`; zero turns the bound off.
+    pub fn set_timeout(&self, t: Duration) {
+        let secs = t.as_secs().min(i32::MAX as u64) as libc::c_long;
+        let usec = t.subsec_micros() as libc::c_long;
         self.set_opt(
             sys::ssh_options_e::SSH_OPTIONS_TIMEOUT,
-            &t as *const libc::c_long as *const c_void,
+            &secs as *const libc::c_long as *const c_void,
         );
+        self.set_opt(
+            sys::ssh_options_e::SSH_OPTIONS_TIMEOUT_USEC,
+            &usec as *const libc::c_long as *const c_void,
+        );
+    }
+
+    /// Turns the blocking-call timeout off once the session is set up.
+    pub fn clear_timeout(&self) {
+        self.set_timeout(Duration::ZERO);
     }
 
     pub fn fd(&self) -> RawFd {
