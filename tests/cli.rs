@@ -45,6 +45,33 @@ fn version_and_help() {
 }
 
 #[test]
+fn out_of_range_flags_are_refused_with_exit_2() {
+    let dir = TempDir::new("flags");
+    let key = dir.path().join("hk");
+    for (flag, value) in [
+        ("--request-timeout", "0"),
+        ("--login-grace-time", "0"),
+        ("--login-grace-time", "601"),
+        ("--max-sessions", "0"),
+        ("--warm-spares", "17"),
+        ("--max-line-bytes", "100"),
+        ("--key-server-rate-limit", "0"),
+    ] {
+        let out = run_server(&[
+            "--port",
+            "0",
+            "--server-key",
+            key.to_str().unwrap(),
+            flag,
+            value,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag), "{flag} {value}: {err}");
+    }
+}
+
+#[test]
 fn config_errors_name_file_server_and_field_and_exit_2() {
     let dir = TempDir::new("cfg");
     let d = dir.path();

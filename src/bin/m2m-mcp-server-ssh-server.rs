@@ -77,8 +77,8 @@ fn main() {
         return;
     }
     logging::init_from_flag(&args.log_level);
-    if !(args.request_timeout > 0.0 && args.request_timeout < 1e7) {
-        eprintln!("error: --request-timeout must be a positive number of seconds");
+    if let Err(e) = check_ranges(&args) {
+        eprintln!("error: {e}");
         std::process::exit(2);
     }
     let opts = ServerOptions {
@@ -89,16 +89,16 @@ fn main() {
         server_key: expand_home(&args.server_key),
         passphrase: args.passphrase,
         servers_config: expand_home(&args.servers_config),
-        max_line: args.max_line_bytes.max(1024),
+        max_line: args.max_line_bytes,
         request_timeout: Duration::from_secs_f64(args.request_timeout),
-        max_sessions: args.max_sessions.max(1),
-        login_grace: Duration::from_secs(args.login_grace_time.clamp(1, 600)),
-        warm_spares: args.warm_spares.min(16),
+        max_sessions: args.max_sessions,
+        login_grace: Duration::from_secs(args.login_grace_time),
+        warm_spares: args.warm_spares,
         key_server: args.run_key_server.then(|| KeyServerOptions {
             host: args.key_server_host,
             port: args.key_server_port,
             token_file: args.key_server_token_file.as_deref().map(expand_home),
-            per_minute: args.key_server_rate_limit.max(1),
+            per_minute: args.key_server_rate_limit,
         }),
     };
     if let Err(e) = server::run(&opts) {
@@ -106,4 +106,27 @@ fn main() {
         eprintln!("error: {e}");
         std::process::exit(e.exit_code());
     }
+}
+
+/// Out-of-range numbers are refused, not silently clamped.
+fn check_ranges(a: &Args) -> Result<(), String> {
+    if !(a.request_timeout > 0.0 && a.request_timeout < 1e7) {
+        return Err("--request-timeout must be a positive number of seconds".into());
+    }
+    if !(1..=600).contains(&a.login_grace_time) {
+        return Err("--login-grace-time must be from 1 to 600 seconds".into());
+    }
+    if a.max_sessions == 0 {
+        return Err("--max-sessions must be at least 1".into());
+    }
+    if a.warm_spares > 16 {
+        return Err("--warm-spares must be from 0 to 16".into());
+    }
+    if a.max_line_bytes < 1024 {
+        return Err("--max-line-bytes must be at least 1024".into());
+    }
+    if a.key_server_rate_limit == 0 {
+        return Err("--key-server-rate-limit must be at least 1".into());
+    }
+    Ok(())
 }
