@@ -50,10 +50,10 @@ record() { # child path metric json
   python3 -c 'import json,sys; d=json.loads(sys.argv[4]); d.update(child=sys.argv[1], path=sys.argv[2], metric=sys.argv[3]); print(json.dumps(d))' "$@" >> "$RES"
 }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-tree_rss_kb() { # the process and all its descendants
-  python3 - "$1" <<'PY'
+tree_sum() { # PID rss|cpu: VmRSS KiB, or CPU ms (with reaped children), of the process and all its descendants
+  python3 - "$1" "$2" <<'PY'
 import os, sys
-root = int(sys.argv[1]); kids = {}
+root, what = int(sys.argv[1]), sys.argv[2]; kids = {}; hz = os.sysconf('SC_CLK_TCK')
 for p in os.listdir('/proc'):
     if not p.isdigit(): continue
     try:
@@ -64,33 +64,16 @@ total, todo = 0, [root]
 while todo:
     p = todo.pop(); todo += kids.get(p, [])
     try:
-        for l in open(f'/proc/{p}/status'):
-            if l.startswith('VmRSS'): total += int(l.split()[1])
+        if what == 'rss':
+            total += sum(int(l.split()[1]) for l in open(f'/proc/{p}/status') if l.startswith('VmRSS'))
+        else:  # utime stime cutime cstime
+            total += sum(int(x) for x in open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[11:15])
     except Exception: pass
-print(total)
+print(total if what == 'rss' else total * 1000 // hz)
 PY
 }
-
-tree_cpu_ms() { # CPU used by the process and its live descendants, with their reaped children
-  python3 - "$1" <<'PY'
-import os, sys
-root = int(sys.argv[1]); kids = {}; hz = os.sysconf('SC_CLK_TCK')
-for p in os.listdir('/proc'):
-    if not p.isdigit(): continue
-    try:
-        st = open(f'/proc/{p}/stat').read(); ppid = int(st.rsplit(')', 1)[1].split()[1])
-        kids.setdefault(ppid, []).append(int(p))
-    except Exception: pass
-total, todo = 0, [root]
-while todo:
-    p = todo.pop(); todo += kids.get(p, [])
-    try:
-        f = open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()
-        total += sum(int(x) for x in f[11:15])  # utime stime cutime cstime
-    except Exception: pass
-print(total * 1000 // hz)
-PY
-}
+tree_rss_kb() { tree_sum "$1" rss; }
+tree_cpu_ms() { tree_sum "$1" cpu; }
 
 ssh-keygen -q -t ed25519 -N '' -f "$T/client"
 ssh-keygen -q -t ed25519 -N '' -f "$T/sshd_host"
