@@ -106,13 +106,16 @@ EOF
   # (c), (d) our server with this child only.
   OP=$(freeport)
   printf '{"mcpServers": {"%s": {"command": "sh", "args": ["-c", "exec %s"]}}}\n' "$child" "$CMD" > "$T/cfg-$child.json"
-  "$BIN/m2m-mcp-server-ssh-server" --port "$OP" --authorized-clients "$T/client.pub" --registered-clients "$T/none" \
-    --server-key "$T/ours_host" --servers-config "$T/cfg-$child.json" --log-level WARNING 2>"$T/ours-$child.log" &
-  OURS=$!; PIDS+=($OURS)
+  start_ours() {
+    "$BIN/m2m-mcp-server-ssh-server" --port "$OP" --authorized-clients "$T/client.pub" --registered-clients "$T/none" \
+      --server-key "$T/ours_host" --servers-config "$T/cfg-$child.json" --log-level WARNING 2>>"$T/ours-$child.log" &
+    OURS=$!; PIDS+=($OURS)
+    waitport "$OP" || fail "our server did not start"
+    sleep 1 # let warm spares start, as they would on a long-running server
+  }
+  start_ours
   waitport "$SP" || fail "sshd did not start"
-  waitport "$OP" || fail "our server did not start"
   echo "[127.0.0.1]:$OP $(cat "$T/ours_host.pub")" > "$T/known_hosts"
-  sleep 1 # let warm spares start, as they would on a long-running server
   IDLE=$(rss_kb "$OURS")
   record "$child" c rss "{\"idle_kb\": $IDLE}"
 
@@ -159,9 +162,11 @@ EOF
       done
     done
   done
-  # RSS with 1 and $HOLD open sessions (through ssh -T), once the children
-  # of the throughput runs are gone (they get a 2 s grace each to exit).
-  sleep 5
+  # RSS with 1 and $HOLD open sessions (through ssh -T), on a restarted
+  # server: memory malloc kept from the throughput runs would otherwise
+  # count in the first figure and not in the per-session difference.
+  kill "$OURS"; wait "$OURS" 2>/dev/null || true
+  start_ours
   for n in 1 "$HOLD"; do
     coproc H { "$DRV" hold "${P[c]}" "$n"; }
     read -r -t 120 line <&"${H[0]}" || fail "hold $n sessions"
