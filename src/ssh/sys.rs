@@ -331,23 +331,30 @@ impl Session {
     }
 
     /// Bounds each blocking libssh call (the whole key exchange, or the wait
-    /// for one message) to `t`; zero turns the bound off.
+    /// for one message) to `t`, rounded up to whole milliseconds: libssh
+    /// counts in milliseconds and reads 0 as its own default (10 s), so a
+    /// sub-millisecond rest must not become 0.
     pub fn set_timeout(&self, t: Duration) {
-        let secs = t.as_secs().min(i32::MAX as u64) as libc::c_long;
-        let usec = t.subsec_micros() as libc::c_long;
+        let ms = t.as_micros().div_ceil(1000).clamp(1, i32::MAX as u128) as u64;
+        self.set_timeout_raw(ms / 1000, (ms % 1000) * 1000);
+    }
+
+    /// Back to libssh's default once the session is set up: the session
+    /// loop polls with its own timeouts.
+    pub fn clear_timeout(&self) {
+        self.set_timeout_raw(0, 0);
+    }
+
+    fn set_timeout_raw(&self, secs: u64, usecs: u64) {
+        let (secs, usecs) = (secs as libc::c_long, usecs as libc::c_long);
         self.set_opt(
             sys::ssh_options_e::SSH_OPTIONS_TIMEOUT,
             &secs as *const libc::c_long as *const c_void,
         );
         self.set_opt(
             sys::ssh_options_e::SSH_OPTIONS_TIMEOUT_USEC,
-            &usec as *const libc::c_long as *const c_void,
+            &usecs as *const libc::c_long as *const c_void,
         );
-    }
-
-    /// Turns the blocking-call timeout off once the session is set up.
-    pub fn clear_timeout(&self) {
-        self.set_timeout(Duration::ZERO);
     }
 
     pub fn fd(&self) -> RawFd {
