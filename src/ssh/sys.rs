@@ -289,6 +289,13 @@ pub struct Session(sys::ssh_session, Box<sys::ssh_server_callbacks_struct>);
 // one connection thread; libssh keeps no thread-local state per session.
 unsafe impl Send for Session {}
 
+/// Seconds and microseconds for libssh's timeout options: whole
+/// milliseconds, rounded up, never 0 (which libssh reads as its default).
+fn timeout_parts(t: Duration) -> (u64, u64) {
+    let ms = t.as_micros().div_ceil(1000).clamp(1, i32::MAX as u128) as u64;
+    (ms / 1000, (ms % 1000) * 1000)
+}
+
 impl Session {
     fn set_opt(&self, opt: sys::ssh_options_e, v: *const c_void) {
         // SAFETY: self.0 is live; v points to the type the option documents.
@@ -335,8 +342,8 @@ impl Session {
     /// counts in milliseconds and reads 0 as its own default (10 s), so a
     /// sub-millisecond rest must not become 0.
     pub fn set_timeout(&self, t: Duration) {
-        let ms = t.as_micros().div_ceil(1000).clamp(1, i32::MAX as u128) as u64;
-        self.set_timeout_raw(ms / 1000, (ms % 1000) * 1000);
+        let (secs, usecs) = timeout_parts(t);
+        self.set_timeout_raw(secs, usecs);
     }
 
     /// Back to libssh's default once the session is set up: the session
@@ -827,5 +834,20 @@ impl Drop for Live {
             sys::ssh_disconnect(self.session.0);
             drop(Box::from_raw(self.inbound));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timeout_parts;
+    use std::time::Duration;
+
+    #[test]
+    fn timeouts_round_up_to_whole_milliseconds_and_never_zero() {
+        assert_eq!(timeout_parts(Duration::from_nanos(1)), (0, 1000));
+        assert_eq!(timeout_parts(Duration::from_micros(999)), (0, 1000));
+        assert_eq!(timeout_parts(Duration::from_micros(1001)), (0, 2000));
+        assert_eq!(timeout_parts(Duration::from_millis(2500)), (2, 500_000));
+        assert_eq!(timeout_parts(Duration::from_secs(10)), (10, 0));
     }
 }
