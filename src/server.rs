@@ -29,6 +29,9 @@ pub struct ServerOptions {
     pub max_line: usize,
     pub request_timeout: Duration,
     pub max_sessions: usize,
+    /// Most connections not yet authenticated (the rest of `max_sessions`
+    /// stays free for clients that log in).
+    pub max_startups: usize,
     /// Time for key exchange and authentication together.
     pub login_grace: Duration,
     /// Default warm spares per server (`warmSpares` in the config overrides).
@@ -171,6 +174,7 @@ pub fn run(opts: &ServerOptions) -> Result<(), ServerError> {
         host_key,
         shared,
         opts.max_sessions,
+        opts.max_startups,
         &stop,
     )
     .map_err(ServerError::Runtime);

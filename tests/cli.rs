@@ -53,6 +53,7 @@ fn out_of_range_flags_are_refused_with_exit_2() {
         ("--login-grace-time", "0"),
         ("--login-grace-time", "601"),
         ("--max-sessions", "0"),
+        ("--max-startups", "0"),
         ("--warm-spares", "17"),
         ("--max-line-bytes", "100"),
         ("--key-server-rate-limit", "0"),

@@ -586,6 +586,48 @@ fn key_exchange_and_auth_share_one_login_deadline() {
 }
 
 #[test]
+fn clients_stalled_before_login_cannot_take_every_slot() {
+    let srv = Server::start(
+        json!({"alpha": fixture("alpha", &[])}),
+        &["--max-startups", "2", "--max-sessions", "8"],
+    );
+    // s1 logs in and stays: it no longer counts as logging in.
+    let mut c = srv.connect();
+    c.initialize();
+    // s2 and s3 stall before key exchange; each got the server's banner.
+    let stall = || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut banner = [0u8; 8];
+        s.read_exact(&mut banner).unwrap();
+        assert_eq!(&banner, b"SSH-2.0-");
+        s
+    };
+    let stalled = [stall(), stall()];
+    // s4 is refused at once: closed without a banner.
+    let mut refused = std::net::TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+    refused
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut got = Vec::new();
+    refused
+        .read_to_end(&mut got)
+        .expect("closed, not timed out");
+    assert!(got.is_empty(), "{got:?}");
+    assert!(srv.wait_log("s4: refused: 2 connections still logging in"));
+    // The logged-in session is unaffected.
+    let r = c.request("tools/list", json!({}));
+    assert!(r["result"]["tools"].is_array(), "{r}");
+    // Stalled clients that leave give their places back.
+    drop(stalled);
+    assert!(srv.wait_log("s2: connection closed"));
+    assert!(srv.wait_log("s3: connection closed"));
+    let mut c2 = srv.connect();
+    c2.initialize();
+}
+
+#[test]
 fn disconnect_mid_call_leaves_no_child_thread_or_fd_behind() {
     let srv = Server::start(two_children(), &["--warm-spares", "0"]);
     let pid = srv.pid();

@@ -47,6 +47,9 @@ struct Args {
     /// most concurrent SSH connections (default: 64)
     #[argh(option, default = "64")]
     max_sessions: usize,
+    /// most connections still in key exchange or authentication; more are refused at once (default: 10)
+    #[argh(option, default = "10")]
+    max_startups: usize,
     /// seconds a client has to finish key exchange and authentication, in all (default: 10)
     #[argh(option, default = "10")]
     login_grace_time: u64,
@@ -92,6 +95,7 @@ fn main() {
         max_line: args.max_line_bytes,
         request_timeout: Duration::from_secs_f64(args.request_timeout),
         max_sessions: args.max_sessions,
+        max_startups: args.max_startups,
         login_grace: Duration::from_secs(args.login_grace_time),
         warm_spares: args.warm_spares,
         key_server: args.run_key_server.then(|| KeyServerOptions {
@@ -118,6 +122,9 @@ fn check_ranges(a: &Args) -> Result<(), String> {
     }
     if a.max_sessions == 0 {
         return Err("--max-sessions must be at least 1".into());
+    }
+    if a.max_startups == 0 {
+        return Err("--max-startups must be at least 1".into());
     }
     if a.warm_spares > 16 {
         return Err("--warm-spares must be from 0 to 16".into());

@@ -1,5 +1,6 @@
 //! The accept loop: bind with modern algorithms, accept on the main thread,
-//! one named OS thread per connection, a cap on concurrent connections, and
+//! one named OS thread per connection, caps on concurrent and on not yet
+//! authenticated connections, and
 //! a clean stop on SIGINT/SIGTERM (every session ends, every thread joins).
 
 use super::session::{self, Shared};
@@ -36,6 +37,7 @@ pub fn serve(
     host_key: Key,
     shared: Arc<Shared>,
     max_sessions: usize,
+    max_startups: usize,
     stop: &Wake,
 ) -> Result<(), String> {
     let bind = Bind::listen(BindConfig {
@@ -46,6 +48,7 @@ pub fn serve(
     .map_err(|e| e.to_string())?;
     log::info!("SSH server listening on {addr}:{port}");
     let active = Arc::new(AtomicUsize::new(0));
+    let startups = Arc::new(AtomicUsize::new(0));
     let mut conns: HashMap<u64, Conn> = HashMap::new();
     // Each session thread sends its id here as its last act and wakes `reap`,
     // so the accept loop joins it at once: no finished thread, stack or wake
@@ -87,6 +90,13 @@ pub fn serve(
             drop(session);
             continue;
         }
+        // Unauthenticated connections get only part of the slots, so clients
+        // that stall before logging in cannot lock out those that log in.
+        if startups.load(Ordering::Relaxed) >= max_startups {
+            log::warn!("s{id}: refused: {max_startups} connections still logging in");
+            drop(session);
+            continue;
+        }
         let wake = match Wake::new() {
             Ok(w) => Arc::new(w),
             Err(e) => {
@@ -95,13 +105,14 @@ pub fn serve(
             }
         };
         active.fetch_add(1, Ordering::Relaxed);
+        let startup = session::Startup::take(&startups);
         let (sh, act, w) = (shared.clone(), active.clone(), wake.clone());
         let (done, r) = (done_tx.clone(), reap.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("s{id}"))
             .stack_size(SESSION_STACK)
             .spawn(move || {
-                session::run(session, &sh, w, id);
+                session::run(session, &sh, w, id, startup);
                 let open = act.fetch_sub(1, Ordering::Relaxed) - 1;
                 log::debug!("s{id}: connection closed; {open} open");
                 let _ = done.send(id);

@@ -19,7 +19,7 @@ use crate::mcp::jsonrpc::{self, Frame, Framer};
 use crate::mcp::router::{Action, ChildInfo, Options, Router};
 use crossbeam_channel::Receiver;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -52,8 +52,31 @@ enum Start {
     Only(Vec<String>),
 }
 
+/// A connection's place among those still in key exchange or authentication
+/// (`--max-startups`), given back when it logs in or ends.
+pub struct Startup(Option<Arc<AtomicUsize>>);
+
+impl Startup {
+    pub fn take(count: &Arc<AtomicUsize>) -> Startup {
+        count.fetch_add(1, Ordering::Relaxed);
+        Startup(Some(count.clone()))
+    }
+
+    fn release(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Startup {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// Runs one connection to its end. `id` tags log lines.
-pub fn run(session: Session, shared: &Shared, wake: Arc<Wake>, id: u64) {
+pub fn run(session: Session, shared: &Shared, wake: Arc<Wake>, id: u64, mut startup: Startup) {
     super::sys::forward_logs(shared.libssh_verbosity);
     // One deadline for key exchange and authentication together, so a client
     // that trickles packets cannot hold a connection slot unauthenticated.
@@ -67,6 +90,7 @@ pub fn run(session: Session, shared: &Shared, wake: Arc<Wake>, id: u64) {
         session.disconnect();
         return;
     };
+    startup.release();
     // Channel setup gets its own bound per message, as key exchange had.
     session.set_timeout(shared.auth_deadline);
     let Some((channel, start)) = open_channel(&session, id) else {
