@@ -550,14 +550,7 @@ fn key_exchange_and_auth_share_one_login_deadline() {
 
     // s1 never sends a byte: it holds the only slot until the deadline,
     // then the server hangs up on it and frees the slot.
-    let mut silent = std::net::TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
-    silent
-        .set_read_timeout(Some(std::time::Duration::from_secs(15)))
-        .unwrap();
-    let mut banner = Vec::new();
-    silent
-        .read_to_end(&mut banner)
-        .expect("the server hangs up, not the read timeout");
+    let banner = bytes_until_hangup(srv.port, 15);
     assert!(banner.starts_with(b"SSH-2.0-"), "{banner:?}");
     assert!(start.elapsed() >= std::time::Duration::from_millis(1500));
     assert!(srv.wait_log("s1: connection closed; 0 open"));
@@ -606,14 +599,7 @@ fn clients_stalled_before_login_cannot_take_every_slot() {
     };
     let stalled = [stall(), stall()];
     // s4 is refused at once: closed without a banner.
-    let mut refused = std::net::TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
-    refused
-        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .unwrap();
-    let mut got = Vec::new();
-    refused
-        .read_to_end(&mut got)
-        .expect("closed, not timed out");
+    let got = bytes_until_hangup(srv.port, 5);
     assert!(got.is_empty(), "{got:?}");
     assert!(srv.wait_log("s4: refused: 2 connections still logging in"));
     // The logged-in session is unaffected.

@@ -673,3 +673,14 @@ pub fn settled_counts(pid: u32) -> (usize, usize) {
     }
     last
 }
+
+/// Connects without speaking and returns what the server sends before it
+/// hangs up; panics if it has not hung up within `secs`.
+pub fn bytes_until_hangup(port: u16, secs: u64) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(secs))).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got)
+        .expect("the server hangs up, not the read timeout");
+    got
+}
