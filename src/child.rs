@@ -119,9 +119,8 @@ pub struct ChildProc {
     stdin_tx: Option<Sender<Vec<u8>>>,
     /// A second handle on the child's stdin, for direct small writes.
     stdin_direct: Option<std::fs::File>,
-    /// Lines handed to the writer thread and not yet written.
-    queued: Arc<AtomicUsize>,
-    /// Their bytes (see [`STDIN_BACKLOG_LIMIT`]).
+    /// Bytes handed to the writer thread and not yet written (0: nothing
+    /// queued, as every line has its '\n'; see [`STDIN_BACKLOG_LIMIT`]).
     queued_bytes: Arc<AtomicUsize>,
     /// Whom the writer thread wakes when that backlog drains.
     drained: Arc<OnceLock<Arc<Wake>>>,
@@ -169,7 +168,6 @@ impl ChildProc {
         let (stdin_tx, stdin_rx) = crossbeam_channel::unbounded::<Vec<u8>>();
         let (sink_tx, sink_rx) = crossbeam_channel::bounded::<Sink>(1);
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
-        let queued = Arc::new(AtomicUsize::new(0));
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let drained: Arc<OnceLock<Arc<Wake>>> = Arc::new(OnceLock::new());
         let stdin_direct = stdin.as_ref().and_then(|s| {
@@ -184,7 +182,7 @@ impl ChildProc {
                 .spawn(f)
         };
         if let Some(mut stdin) = stdin {
-            let (q, qb, drained) = (queued.clone(), queued_bytes.clone(), drained.clone());
+            let (qb, drained) = (queued_bytes.clone(), drained.clone());
             threads.push(
                 spawn(
                     "w",
@@ -196,7 +194,6 @@ impl ChildProc {
                         };
                         for line in stdin_rx.iter() {
                             let ok = stdin.write_all(&line).is_ok() && stdin.flush().is_ok();
-                            q.fetch_sub(1, Ordering::Release);
                             let was = qb.fetch_sub(line.len(), Ordering::AcqRel);
                             if was >= STDIN_BACKLOG_LIMIT && was - line.len() < STDIN_BACKLOG_LIMIT
                             {
@@ -243,7 +240,6 @@ impl ChildProc {
             child,
             stdin_tx: Some(stdin_tx),
             stdin_direct,
-            queued,
             queued_bytes,
             drained,
             sink_tx: Some(sink_tx),
@@ -264,7 +260,7 @@ impl ChildProc {
     /// Queues one line (must end with '\n') for the child's stdin.
     pub fn send(&self, line: Vec<u8>) {
         if line.len() <= DIRECT_MAX
-            && self.queued.load(Ordering::Acquire) == 0
+            && self.queued_bytes.load(Ordering::Acquire) == 0
             && let Some(f) = &self.stdin_direct
         {
             use std::os::fd::AsRawFd;
@@ -278,10 +274,8 @@ impl ChildProc {
         }
         if let Some(tx) = &self.stdin_tx {
             let n = line.len();
-            self.queued.fetch_add(1, Ordering::AcqRel);
             self.queued_bytes.fetch_add(n, Ordering::AcqRel);
             if tx.send(line).is_err() {
-                self.queued.fetch_sub(1, Ordering::AcqRel);
                 self.queued_bytes.fetch_sub(n, Ordering::AcqRel);
             }
         }

@@ -7,7 +7,7 @@ pub mod keyserver;
 pub mod known_hosts;
 
 use crate::keys::{self, fingerprint};
-use crate::ssh::wake::{Wake, install_signal_handlers};
+use crate::ssh::wake::{Wake, install_signal_handlers, poll_events};
 use known_hosts::Verdict;
 use std::fmt;
 use std::io::{ErrorKind, Read, Write};
@@ -281,40 +281,25 @@ fn bridge(sess: &ssh2::Session, channel: &mut ssh2::Channel, sock: i32) -> Resul
         } else {
             (next_keepalive as i32).saturating_mul(1000)
         };
-        let mut fds = vec![libc::pollfd {
-            fd: sock,
-            events: libc::POLLIN | if want_out { libc::POLLOUT } else { 0 },
-            revents: 0,
-        }];
-        fds.push(libc::pollfd {
-            fd: stop.fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        // Stop reading stdin while 1 MiB waits for the server (backpressure).
+        // Stop reading stdin while 1 MiB waits for the server (backpressure);
+        // poll skips a negative fd.
         let read_stdin = !stdin_eof && !stopping && to_server.len() < (1 << 20);
-        if read_stdin {
-            fds.push(libc::pollfd {
-                fd: 0,
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
-        // SAFETY: fds is a valid pollfd array for the call.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
-        if rc < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() != ErrorKind::Interrupted {
-                return Err(err(format!("poll failed: {e}")));
-            }
-            continue;
-        }
-        if fds[1].revents != 0 {
+        let sock_events = libc::POLLIN | if want_out { libc::POLLOUT } else { 0 };
+        let [_, stop_ready, stdin_ready] = poll_events(
+            [
+                (sock, sock_events),
+                (stop.fd(), libc::POLLIN),
+                (if read_stdin { 0 } else { -1 }, libc::POLLIN),
+            ],
+            timeout_ms,
+        )
+        .map_err(|e| err(format!("poll failed: {e}")))?;
+        if stop_ready {
             log::info!("signal received; closing the session");
             stop.drain();
             stopping = true;
         }
-        if read_stdin && fds[2].revents != 0 {
+        if stdin_ready {
             match read_fd(0, &mut buf) {
                 Ok(0) => stdin_eof = true,
                 Ok(n) => to_server.extend_from_slice(&buf[..n]),

@@ -124,6 +124,11 @@ impl Framer {
         }
     }
 
+    /// The longest line it passes on.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     /// Feeds bytes; complete lines (without '\n', '\r' trimmed) come out.
     /// Blank lines are skipped.
     pub fn push(&mut self, mut data: &[u8], out: &mut Vec<Frame>) {

@@ -277,7 +277,6 @@ struct Core {
     write_pending: bool,
     /// What the outbox holds, for the children's reader threads.
     backlog: Arc<Backlog>,
-    max_line: usize,
     id: u64,
 }
 
@@ -309,7 +308,7 @@ impl Core {
             for f in self.frames.drain(..) {
                 let actions = match f {
                     Frame::Line(l) => self.router.from_client_line(&l, now),
-                    Frame::TooLong => self.router.client_line_too_long(self.max_line),
+                    Frame::TooLong => self.router.client_line_too_long(self.framer.max()),
                 };
                 apply(actions, &mut self.out, &self.children, id);
             }
@@ -478,7 +477,6 @@ fn mcp_loop(live: Live, shared: &Shared, servers: &[ServerSpec], wake: Arc<Wake>
         done: false,
         write_pending: false,
         backlog: backlog.clone(),
-        max_line: shared.max_line,
         id,
     });
 
