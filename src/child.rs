@@ -276,7 +276,10 @@ impl ChildProc {
             let n = line.len();
             self.queued_bytes.fetch_add(n, Ordering::AcqRel);
             if tx.send(line).is_err() {
-                self.queued_bytes.fetch_sub(n, Ordering::AcqRel);
+                // The writer may have ended (and zeroed the count) between
+                // the add and the send: never wrap below zero, or the session
+                // would think this stdin full for good.
+                sub_at_most(&self.queued_bytes, n);
             }
         }
     }
@@ -351,6 +354,13 @@ impl ChildProc {
 }
 
 /// True when a pipe has room for an atomic write.
+/// Subtracts `n`, stopping at zero.
+fn sub_at_most(count: &AtomicUsize, n: usize) {
+    let _ = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+        Some(v.saturating_sub(n))
+    });
+}
+
 fn poll_writable(fd: RawFd) -> bool {
     let mut p = libc::pollfd {
         fd,
@@ -458,5 +468,21 @@ fn read_stderr(
             ReadLine::TooLong => {}
             ReadLine::Eof => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sub_at_most;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn a_backlog_count_never_wraps_below_zero() {
+        let c = AtomicUsize::new(10);
+        sub_at_most(&c, 4);
+        assert_eq!(c.load(Ordering::Relaxed), 6);
+        c.store(0, Ordering::Relaxed); // the writer ended and cleared it
+        sub_at_most(&c, 4);
+        assert_eq!(c.load(Ordering::Relaxed), 0);
     }
 }
