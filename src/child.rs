@@ -26,14 +26,27 @@ pub enum ChildEvent {
     Closed,
 }
 
+/// What a reader thread tells its session's `idle` hook.
+#[derive(Debug, Clone, Copy)]
+pub enum Idle {
+    /// The reader is about to read this pipe, which may block: the hook may
+    /// use the wait and returns once the pipe is readable (or at once).
+    Before(RawFd),
+    /// The reader stops reading for a while (a backlog wait) or for good:
+    /// whatever the hook took on while waiting must go back.
+    Stop,
+}
+
 /// Where a child's output goes once it belongs to a session: each event is
 /// queued on `tx`, then `notify` runs on the reader thread (it delivers the
 /// queue itself when the session is idle, or wakes the session thread).
-/// Before each read from the child, the reader waits for `backlog` room.
+/// Before each read from the child, the reader waits for `backlog` room and
+/// then calls `idle`.
 pub struct Sink {
     pub index: usize,
     pub tx: Sender<(usize, ChildEvent)>,
     pub notify: Arc<dyn Fn() + Send + Sync>,
+    pub idle: Arc<dyn Fn(Idle) + Send + Sync>,
     pub backlog: Arc<Backlog>,
     /// Woken when the child's stdin backlog falls back under
     /// [`STDIN_BACKLOG_LIMIT`], so the session reads its client again.
@@ -86,9 +99,14 @@ impl Backlog {
         self.room.notify_all();
     }
 
+    /// True while the session holds more than the limit.
+    pub fn over(&self) -> bool {
+        self.bytes.load(Ordering::Acquire) > self.limit
+    }
+
     /// Blocks while the session holds more than the limit.
     pub fn wait_for_room(&self) {
-        if self.bytes.load(Ordering::Acquire) <= self.limit {
+        if !self.over() {
             return;
         }
         let mut g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -418,13 +436,29 @@ fn read_stdout(
     // before the next read from the pipe, so a burst already read goes to
     // the session in one turn and nothing waits behind a blocking read.
     let mut pending = false;
+    let fd = {
+        use std::os::fd::AsRawFd;
+        stdout.as_raw_fd()
+    };
     let mut reader = LineReader::new(stdout, max_line);
+    // Whatever the session's hook took on must go back however this ends.
+    struct StopOnExit<'a>(&'a Sink);
+    impl Drop for StopOnExit<'_> {
+        fn drop(&mut self) {
+            (self.0.idle)(Idle::Stop);
+        }
+    }
+    let _stop = StopOnExit(&sink);
     loop {
         let line = reader.next_line_with(|| {
             if std::mem::take(&mut pending) {
                 (sink.notify)();
             }
-            sink.backlog.wait_for_room();
+            if sink.backlog.over() {
+                (sink.idle)(Idle::Stop);
+                sink.backlog.wait_for_room();
+            }
+            (sink.idle)(Idle::Before(fd));
         });
         let ev = match line {
             ReadLine::Line(bytes) => match parse_child_line(&bytes) {

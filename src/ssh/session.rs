@@ -7,18 +7,28 @@
 //! sleeps in a poll over the socket and its wake fd without it. A child's
 //! reader thread queues each message on the session's crossbeam channel and
 //! then, if the mutex is free, runs the turn itself, so a response reaches the
-//! client without waking the session thread (one thread hop per call, as
-//! with sshd); if the mutex is busy it wakes the session thread instead.
+//! client without waking the session thread; if the mutex is busy it wakes
+//! the session thread instead.
+//!
+//! While the session is in its plain state (nothing waits for socket room, no
+//! child's stdin is full), one reader thread also watches the client's socket
+//! while it waits for its child (`Watch`): it polls both and handles a
+//! request itself, so a call's round trip stays on one thread as in sshd's
+//! one process per connection. Two threads on two CPUs cost two cross-CPU
+//! wake-ups per call, which on a VM cost more than the gateway's own work.
+//! The session thread then sleeps on its wake fd only, and takes the socket
+//! back whenever the state leaves the plain one or the watcher stops.
 
 use super::sys::{Channel, Live, Request, Session};
-use super::wake::{Wake, poll_events};
-use crate::child::{self, Backlog, ChildEvent, ChildProc, Sink};
+use super::wake::{Wake, poll_events, poll_readable};
+use crate::child::{self, Backlog, ChildEvent, ChildProc, Idle, Sink};
 use crate::config::ServerSpec;
 use crate::keys::authorized::Authorized;
 use crate::mcp::jsonrpc::{self, Frame, Framer};
 use crate::mcp::router::{Action, ChildInfo, Options, Router};
 use crossbeam_channel::Receiver;
 use std::cell::Cell;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -275,6 +285,10 @@ struct Core {
     done: bool,
     /// libssh holds output that waits for socket room (see `flush_pending`).
     write_pending: bool,
+    /// A child's stdin backlog is full: the client's bytes stay in the socket.
+    paused: bool,
+    /// Who watches the socket; updated after each turn.
+    watch: Arc<Watch>,
     /// What the outbox holds, for the children's reader threads.
     backlog: Arc<Backlog>,
     id: u64,
@@ -290,7 +304,37 @@ impl Core {
         }
         let flow = self.work(shutdown);
         self.done = matches!(flow, Flow::End);
+        self.paused = self.children.iter().flatten().any(|c| c.stdin_full());
+        self.watch
+            .allow(!self.done && !self.write_pending && !self.paused);
         flow
+    }
+
+    /// A turn after the socket was readable: libssh reads it first.
+    fn socket_turn(&mut self, shutdown: bool) -> Flow {
+        if !self.done
+            && let Err(e) = self.live.poll(0)
+        {
+            log::info!("s{}: connection error: {e}", self.id);
+            self.status = 1;
+            self.done = true;
+            self.watch.allow(false);
+            return Flow::End;
+        }
+        self.turn(shutdown)
+    }
+
+    /// Whether the session thread must run, after a turn on another thread:
+    /// it sleeps until `sleep_until` and only waits for socket room if it knew
+    /// of pending output, so wake it if this turn ended the session, set an
+    /// earlier deadline or left output pending.
+    fn needs_session_thread(&self, flow: &Flow) -> bool {
+        match flow {
+            Flow::End => true,
+            Flow::Wait(d) => {
+                self.write_pending || d.is_some_and(|d| self.sleep_until.is_none_or(|s| d < s))
+            }
+        }
     }
 
     fn work(&mut self, shutdown: bool) -> Flow {
@@ -395,22 +439,119 @@ fn notifier(cell: CoreCell, wake: Arc<Wake>, verbosity: i32) -> Arc<dyn Fn() + S
         let Some(core) = guard.as_mut() else {
             return wake.wake();
         };
-        if !LIBSSH_LOGS.get() {
-            super::sys::forward_logs(verbosity);
-            LIBSSH_LOGS.set(true);
-        }
-        // The session thread sleeps until `sleep_until` and only waits for
-        // socket room if it knew of pending output: wake it if this turn
-        // ended the session, set an earlier deadline or left output pending.
-        let wake_needed = match core.turn(false) {
-            Flow::End => true,
-            Flow::Wait(d) => {
-                core.write_pending || d.is_some_and(|d| core.sleep_until.is_none_or(|s| d < s))
-            }
-        };
-        if wake_needed {
+        forward_logs_once(verbosity);
+        let flow = core.turn(false);
+        if core.needs_session_thread(&flow) {
             wake.wake();
         }
+    })
+}
+
+/// libssh's log forwarding is per thread: set it on a reader thread the
+/// first time that thread runs a turn.
+fn forward_logs_once(verbosity: i32) {
+    if !LIBSSH_LOGS.get() {
+        super::sys::forward_logs(verbosity);
+        LIBSSH_LOGS.set(true);
+    }
+}
+
+/// Who watches the client's socket: the session thread, or (in the plain
+/// state) the reader thread of one child while it waits for that child.
+struct Watch {
+    sock: RawFd,
+    /// The watching reader's child index + 1; 0 while none watches.
+    owner: AtomicUsize,
+    /// Whether a reader may watch (the plain state, set after each turn).
+    allowed: AtomicBool,
+    /// Signalled when `allowed` turns false, to end a watcher's poll.
+    evict: Wake,
+    /// Held by a watcher while it polls, so the session thread can wait it
+    /// out before the socket closes.
+    polling: Mutex<()>,
+    /// The session thread, woken when a watcher gives the socket back.
+    wake: Arc<Wake>,
+}
+
+impl Watch {
+    fn allow(&self, yes: bool) {
+        if self.allowed.swap(yes, Ordering::AcqRel) && !yes {
+            self.evict.wake();
+        }
+    }
+
+    /// Whether the session thread may leave the socket to a reader.
+    fn delegated(&self) -> bool {
+        self.allowed.load(Ordering::Acquire) && self.owner.load(Ordering::Acquire) != 0
+    }
+
+    /// Gives the socket back to the session thread if `me` watched it.
+    fn release(&self, me: usize) {
+        if self
+            .owner
+            .compare_exchange(me, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.wake.wake();
+        }
+    }
+
+    /// For good, before the socket closes: no reader watches from here on.
+    fn end(&self) {
+        self.allow(false);
+        drop(self.polling.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+/// The `idle` hook of child `index`'s reader thread: while it waits for its
+/// child, it watches the socket too and handles what the client sends, if
+/// the session is in its plain state and no other reader watches.
+fn idle_hook(
+    cell: CoreCell,
+    watch: Arc<Watch>,
+    index: usize,
+    verbosity: i32,
+) -> Arc<dyn Fn(Idle) + Send + Sync> {
+    let me = index + 1;
+    Arc::new(move |what| {
+        let pipe = match what {
+            Idle::Stop => return watch.release(me),
+            Idle::Before(fd) => fd,
+        };
+        if !watch.allowed.load(Ordering::Acquire) {
+            return watch.release(me);
+        }
+        if watch.owner.load(Ordering::Acquire) != me
+            && watch
+                .owner
+                .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return; // another reader watches
+        }
+        let _polling = watch.polling.lock().unwrap_or_else(|p| p.into_inner());
+        while watch.allowed.load(Ordering::Acquire) {
+            let Ok([out, sock, evict]) = poll_readable([pipe, watch.sock, watch.evict.fd()], -1)
+            else {
+                break;
+            };
+            if evict {
+                watch.evict.drain(); // the loop condition decides
+            }
+            if sock {
+                let mut guard = lock(&cell);
+                let Some(core) = guard.as_mut() else { break };
+                forward_logs_once(verbosity);
+                let flow = core.socket_turn(false);
+                if core.needs_session_thread(&flow) {
+                    watch.wake.wake();
+                }
+            }
+            if out {
+                return; // still the watcher: back after this read
+            }
+        }
+        watch.release(me);
     })
 }
 
@@ -418,6 +559,21 @@ fn mcp_loop(live: Live, shared: &Shared, servers: &[ServerSpec], wake: Arc<Wake>
     let (tx, rx) = crossbeam_channel::unbounded::<(usize, ChildEvent)>();
     let cell: CoreCell = Arc::new(Mutex::new(None));
     let notify = notifier(cell.clone(), wake.clone(), shared.libssh_verbosity);
+    let sock = live.fd();
+    let watch = match Wake::new() {
+        Ok(evict) => Arc::new(Watch {
+            sock,
+            owner: AtomicUsize::new(0),
+            allowed: AtomicBool::new(false),
+            evict,
+            polling: Mutex::new(()),
+            wake: wake.clone(),
+        }),
+        Err(e) => {
+            log::error!("s{id}: cannot create an eventfd: {e}");
+            return;
+        }
+    };
     let backlog = Backlog::new(BACKLOG_LIMIT);
     let infos: Vec<ChildInfo> = servers
         .iter()
@@ -447,6 +603,7 @@ fn mcp_loop(live: Live, shared: &Shared, servers: &[ServerSpec], wake: Arc<Wake>
                     index: i,
                     tx: tx.clone(),
                     notify: notify.clone(),
+                    idle: idle_hook(cell.clone(), watch.clone(), i, shared.libssh_verbosity),
                     backlog: backlog.clone(),
                     wake: wake.clone(),
                 });
@@ -461,7 +618,6 @@ fn mcp_loop(live: Live, shared: &Shared, servers: &[ServerSpec], wake: Arc<Wake>
         }
     }
     drop((tx, notify));
-    let sock = live.fd();
     *lock(&cell) = Some(Core {
         live,
         router,
@@ -476,6 +632,8 @@ fn mcp_loop(live: Live, shared: &Shared, servers: &[ServerSpec], wake: Arc<Wake>
         sleep_until: None,
         done: false,
         write_pending: false,
+        paused: false,
+        watch: watch.clone(),
         backlog: backlog.clone(),
         id,
     });
@@ -489,20 +647,20 @@ fn mcp_loop(live: Live, shared: &Shared, servers: &[ServerSpec], wake: Arc<Wake>
                 log::error!("s{id}: session state is unusable after a panic; ending it");
                 break;
             }
-            if socket_ready && let Err(e) = core.live.poll(0) {
-                log::info!("s{id}: connection error: {e}");
-                core.status = 1;
-                break;
-            }
-            match core.turn(shared.shutdown.load(Ordering::Relaxed)) {
+            let shutdown = shared.shutdown.load(Ordering::Relaxed);
+            let flow = if socket_ready {
+                core.socket_turn(shutdown)
+            } else {
+                core.turn(shutdown)
+            };
+            match flow {
                 Flow::End => break,
                 Flow::Wait(d) => {
                     core.sleep_until = d;
                     // A child's stdin backlog is full: leave the client's
                     // bytes in the socket (flow control holds it back) and
                     // watch only for its hang-up until the writer wakes us.
-                    let paused = core.children.iter().flatten().any(|c| c.stdin_full());
-                    (d, core.write_pending, paused)
+                    (d, core.write_pending, core.paused)
                 }
             }
         };
@@ -519,6 +677,9 @@ fn mcp_loop(live: Live, shared: &Shared, servers: &[ServerSpec], wake: Arc<Wake>
         } else {
             libc::POLLIN
         } | if want_out { libc::POLLOUT } else { 0 };
+        // A reader watches the socket: leave it out (-1 is skipped). If that
+        // reader gives it back, it wakes this thread first.
+        let sock = if watch.delegated() { -1 } else { sock };
         match poll_events([(sock, sock_events), (wake.fd(), libc::POLLIN)], timeout) {
             Ok([s, w]) => {
                 socket_ready = s;
@@ -534,7 +695,10 @@ fn mcp_loop(live: Live, shared: &Shared, servers: &[ServerSpec], wake: Arc<Wake>
     }
     // Readers waiting for room must see the end, or stop_all waits on them.
     backlog.close();
-    let Some(mut core) = lock(&cell).take() else {
+    let core = lock(&cell).take();
+    // No turn runs from here on; a watching reader lets go of the socket.
+    watch.end();
+    let Some(mut core) = core else {
         return;
     };
     if core.live.connected() && !core.live.inbound().closed {
