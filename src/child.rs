@@ -122,7 +122,7 @@ const STDERR_TAIL: usize = 20;
 const GRACE: Duration = Duration::from_secs(2);
 const THREAD_STACK: usize = 256 * 1024;
 
-/// Lines up to this size are written straight from the session thread when
+/// Lines up to this size are written straight from the thread running the session's turn when
 /// the pipe has room (a pipe write of at most PIPE_BUF bytes is atomic and,
 /// with a free slot, does not block); larger ones and any backlog go through
 /// the writer thread. This saves a thread hop per request: the writer

@@ -485,6 +485,15 @@ impl Watch {
         self.allowed.load(Ordering::Acquire) && self.owner.load(Ordering::Acquire) != 0
     }
 
+    /// Makes `me` the watcher unless another reader is.
+    fn claim(&self, me: usize) -> bool {
+        self.owner.load(Ordering::Acquire) == me
+            || self
+                .owner
+                .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+    }
+
     /// Gives the socket back to the session thread if `me` watched it.
     fn release(&self, me: usize) {
         if self
@@ -521,12 +530,7 @@ fn idle_hook(
         if !watch.allowed.load(Ordering::Acquire) {
             return watch.release(me);
         }
-        if watch.owner.load(Ordering::Acquire) != me
-            && watch
-                .owner
-                .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-        {
+        if !watch.claim(me) {
             return; // another reader watches
         }
         let _polling = watch.polling.lock().unwrap_or_else(|p| p.into_inner());
@@ -792,5 +796,66 @@ impl Outbox {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn watch() -> Watch {
+        Watch {
+            sock: -1,
+            owner: AtomicUsize::new(0),
+            allowed: AtomicBool::new(true),
+            evict: Wake::new().unwrap(),
+            polling: Mutex::new(()),
+            wake: Arc::new(Wake::new().unwrap()),
+        }
+    }
+
+    fn readable(w: &Wake) -> bool {
+        poll_readable([w.fd()], 0).unwrap()[0]
+    }
+
+    #[test]
+    fn one_reader_watches_at_a_time_and_wakes_the_session_thread_when_it_lets_go() {
+        let w = watch();
+        assert!(!w.delegated());
+        assert!(w.claim(1));
+        assert!(w.claim(1), "the watcher keeps its claim across reads");
+        assert!(!w.claim(2));
+        assert!(w.delegated());
+        w.release(2);
+        assert!(!readable(&w.wake), "only the watcher can let go");
+        assert!(w.delegated());
+        w.release(1);
+        assert!(
+            readable(&w.wake),
+            "the session thread must take the socket back"
+        );
+        assert!(!w.delegated());
+        assert!(w.claim(2));
+    }
+
+    #[test]
+    fn leaving_the_plain_state_evicts_the_watcher_once() {
+        let w = watch();
+        assert!(w.claim(1));
+        w.allow(true);
+        assert!(!readable(&w.evict));
+        w.allow(false);
+        assert!(readable(&w.evict));
+        assert!(
+            !w.delegated(),
+            "the session thread watches while not allowed"
+        );
+        w.evict.drain();
+        w.allow(false);
+        assert!(!readable(&w.evict), "only the change to false signals");
+        w.allow(true);
+        assert!(w.delegated());
+        w.end();
+        assert!(!w.allowed.load(Ordering::Acquire));
     }
 }
