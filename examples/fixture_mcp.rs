@@ -123,9 +123,10 @@ fn main() {
                         json!({"content": [{"type": "text", "text": (a["a"].as_f64().unwrap_or(0.0) + a["b"].as_f64().unwrap_or(0.0)).to_string()}]})
                     }
                     "whoami" => {
-                        json!({"content": [{"type": "text", "text": format!("{name} pid={} env={} cwd={}", std::process::id(),
+                        json!({"content": [{"type": "text", "text": format!("{name} pid={} env={} cwd={} fds={}", std::process::id(),
                         std::env::var("FIXTURE_ENV").unwrap_or_default(),
-                        std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default())}]})
+                        std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
+                        open_fds())}]})
                     }
                     "progress" => {
                         let tok = p["_meta"]["progressToken"].clone();
@@ -204,4 +205,20 @@ fn main() {
         };
         send(reply(result));
     }
+}
+
+/// The fds this process has open, as "0,1,2": what it inherited, apart from
+/// the directory handle that lists them.
+fn open_fds() -> String {
+    let own = format!("/proc/{}/fd", std::process::id());
+    let mut fds: Vec<u32> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.to_str() != Some(&own)))
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    fds.sort_unstable();
+    fds.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
 }

@@ -162,11 +162,25 @@ impl ChildProc {
         // session also detaches the child from the server's terminal and, as
         // sshd does for its sessions, gives it its own scheduler autogroup,
         // so busy children get their fair share of CPU.
-        // SAFETY: setsid is async-signal-safe, as pre_exec requires; it
-        // cannot fail in a freshly forked child (not a group leader yet).
+        //
+        // Every fd above stderr is marked close-on-exec: the child gets its
+        // three pipes and nothing else, even fds the server inherited from
+        // whoever started it (sshd closes those at start-up for the same
+        // reason). Rust's own exec-error pipe is close-on-exec already, so
+        // a failed exec is still reported. Kernels before 5.11 lack the flag;
+        // the server's own fds are close-on-exec anyway.
+        // SAFETY: setsid and the raw close_range syscall are
+        // async-signal-safe, as pre_exec requires; setsid cannot fail in a
+        // freshly forked child (not a group leader yet).
         unsafe {
             cmd.pre_exec(|| {
                 libc::setsid();
+                libc::syscall(
+                    libc::SYS_close_range,
+                    3u32,
+                    u32::MAX,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                );
                 Ok(())
             });
         }

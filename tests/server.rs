@@ -550,10 +550,16 @@ fn key_exchange_and_auth_share_one_login_deadline() {
 
     // s1 never sends a byte: it holds the only slot until the deadline,
     // then the server hangs up on it and frees the slot.
-    let banner = bytes_until_hangup(srv.port, 15);
+    let banner = bytes_until_hangup(&srv, 15);
     assert!(banner.starts_with(b"SSH-2.0-"), "{banner:?}");
     assert!(start.elapsed() >= std::time::Duration::from_millis(1500));
     assert!(srv.wait_log("s1: connection closed; 0 open"));
+    assert!(
+        srv.log()
+            .contains("s1: key exchange failed: the client hung up or stayed silent"),
+        "{}",
+        srv.log()
+    );
     assert!(logs_in(), "s2 could not log in");
     assert!(srv.wait_log("s2: connection closed; 0 open"));
 
@@ -599,7 +605,7 @@ fn clients_stalled_before_login_cannot_take_every_slot() {
     };
     let stalled = [stall(), stall()];
     // s4 is refused at once: closed without a banner.
-    let got = bytes_until_hangup(srv.port, 5);
+    let got = bytes_until_hangup(&srv, 5);
     assert!(got.is_empty(), "{got:?}");
     assert!(srv.wait_log("s4: refused: 2 connections still logging in"));
     // The logged-in session is unaffected.
@@ -611,6 +617,24 @@ fn clients_stalled_before_login_cannot_take_every_slot() {
     assert!(srv.wait_log("s3: connection closed"));
     let mut c2 = srv.connect();
     c2.initialize();
+}
+
+#[test]
+fn children_inherit_no_socket_or_other_fd_of_the_server() {
+    // b's child (a replacement spare, or a fresh one) starts while a's
+    // connection is open: it must get only its three pipes, not the listener
+    // or a's socket (which would also keep a's connection open after the
+    // server closed it).
+    let srv = Server::start(json!({"alpha": fixture("alpha", &[])}), &[]);
+    let mut a = srv.connect();
+    a.initialize();
+    let mut b = srv.connect();
+    b.initialize();
+    for c in [&mut a, &mut b] {
+        let r = c.request("tools/call", json!({"name": "whoami", "arguments": {}}));
+        let text = r["result"]["content"][0]["text"].as_str().unwrap();
+        assert!(text.ends_with(" fds=0,1,2"), "{text}");
+    }
 }
 
 #[test]
@@ -813,7 +837,18 @@ fn a_client_that_stops_reading_holds_back_the_child_not_server_memory() {
     );
     // Long enough for a server without a bound to swallow all 45 MB.
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    assert!(child_blocked(), "the child is no longer held back");
+    // Held back for good, not just between two reads of a busy server: blocked
+    // in every sample over half a second.
+    let stays_blocked = || {
+        (0..5).all(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            child_blocked()
+        })
+    };
+    assert!(
+        eventually(stays_blocked),
+        "the child is no longer held back"
+    );
     let grown = rss().saturating_sub(before);
     assert!(
         grown < 24 * 1024,

@@ -25,6 +25,9 @@ fn give_back_memory() {
     }
 }
 
+/// How long a failed accept leaves the listener out of the poll.
+const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 struct Conn {
     wake: Arc<Wake>,
     thread: JoinHandle<()>,
@@ -56,9 +59,19 @@ pub fn serve(
     let reap = Arc::new(Wake::new().map_err(|e| e.to_string())?);
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<u64>();
     let mut next_id: u64 = 1;
+    // After a failed accept (say, out of fds) the connection still waits and
+    // the listener stays readable: leave it out of the poll for a moment
+    // instead of spinning; a session that ends (reap) frees fds sooner.
+    let mut accept_pause: Option<std::time::Instant> = None;
     loop {
+        let left = accept_pause.and_then(|t| t.checked_duration_since(std::time::Instant::now()));
+        // poll skips a negative fd.
+        let (listen_fd, timeout) = match left {
+            Some(left) => (-1, left.as_millis() as i32 + 1),
+            None => (bind.fd(), -1),
+        };
         let ready =
-            poll_readable([bind.fd(), stop.fd(), reap.fd()], -1).map_err(|e| e.to_string())?;
+            poll_readable([listen_fd, stop.fd(), reap.fd()], timeout).map_err(|e| e.to_string())?;
         if ready[1] {
             break;
         }
@@ -72,14 +85,17 @@ pub fn serve(
             if conns.is_empty() {
                 give_back_memory();
             }
+            accept_pause = None; // a session ended: its fds are free
         }
         if !ready[0] {
             continue;
         }
         let session = match bind.accept() {
-            Ok(s) => s,
+            Ok(Some(s)) => s,
+            Ok(None) => continue, // the client went away before we got to it
             Err(e) => {
-                log::warn!("accept failed: {e}");
+                log::warn!("{e}; pausing new connections for 100 ms");
+                accept_pause = Some(std::time::Instant::now() + ACCEPT_PAUSE);
                 continue;
             }
         };

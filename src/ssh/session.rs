@@ -93,7 +93,15 @@ pub fn run(session: Session, shared: &Shared, wake: Arc<Wake>, id: u64, mut star
     let deadline = Instant::now() + shared.auth_deadline;
     session.prepare(shared.auth_deadline);
     if let Err(e) = session.handle_key_exchange() {
-        log::info!("s{id}: key exchange failed: {e}");
+        // libssh leaves the message empty when the client went silent (the
+        // login deadline) or hung up.
+        let e = e.to_string();
+        let why = if e.is_empty() {
+            "the client hung up or stayed silent until the login deadline"
+        } else {
+            &e
+        };
+        log::info!("s{id}: key exchange failed: {why}");
         return;
     }
     let Some(user) = authenticate(&session, shared, deadline, id) else {

@@ -157,7 +157,12 @@ const MACS: &str = "hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com"
 const HOSTKEY_ALGS: &str = "ssh-ed25519";
 
 /// A listening libssh server socket.
-pub struct Bind(sys::ssh_bind);
+/// The listening socket is ours, not libssh's: std creates it and accepts
+/// with close-on-exec set atomically (libssh's own `accept` leaves it off),
+/// so no child process started by any session inherits the listener or
+/// another client's connection. An inherited copy would keep a connection
+/// open after the server closed it, and hand a child other users' sockets.
+pub struct Bind(sys::ssh_bind, std::net::TcpListener);
 
 // SAFETY: the bind object is only used by the accept loop thread after creation.
 unsafe impl Send for Bind {}
@@ -165,12 +170,15 @@ unsafe impl Send for Bind {}
 impl Bind {
     pub fn listen(cfg: BindConfig) -> Result<Bind, SshError> {
         init();
+        let listener = std::net::TcpListener::bind((cfg.addr, cfg.port))
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| SshError(format!("cannot listen on {}:{}: {e}", cfg.addr, cfg.port)))?;
         // SAFETY: ssh_bind_new returns an owned object or NULL.
         let b = unsafe { sys::ssh_bind_new() };
         if b.is_null() {
             return Err(SshError("ssh_bind_new failed".into()));
         }
-        let bind = Bind(b);
+        let bind = Bind(b, listener);
         use sys::ssh_bind_options_e::*;
         let no: c_int = 0;
         // SAFETY: PROCESS_CONFIG takes a pointer to a C bool-sized int; it stops
@@ -182,8 +190,6 @@ impl Bind {
                 &no as *const c_int as *const c_void,
             );
         }
-        bind.set_str(SSH_BIND_OPTIONS_BINDADDR, cfg.addr)?;
-        bind.set_str(SSH_BIND_OPTIONS_BINDPORT_STR, &cfg.port.to_string())?;
         bind.set_str(SSH_BIND_OPTIONS_KEY_EXCHANGE, KEX)?;
         bind.set_str(SSH_BIND_OPTIONS_CIPHERS_C_S, CIPHERS)?;
         bind.set_str(SSH_BIND_OPTIONS_CIPHERS_S_C, CIPHERS)?;
@@ -205,8 +211,15 @@ impl Bind {
             return Err(SshError(unsafe { last_error(bind.0 as *mut c_void) }));
         }
         std::mem::forget(cfg.host_key);
-        // SAFETY: bind.0 is live and configured.
-        if unsafe { sys::ssh_bind_listen(bind.0) } != 0 {
+        // SAFETY: bind.0 is live and configured. Given a socket, ssh_bind_listen
+        // only loads the keys; Drop takes the fd back before ssh_bind_free,
+        // which would otherwise close it under the TcpListener.
+        if unsafe {
+            use std::os::fd::AsRawFd;
+            sys::ssh_bind_set_fd(bind.0, bind.1.as_raw_fd());
+            sys::ssh_bind_listen(bind.0)
+        } != 0
+        {
             let e = unsafe { last_error(bind.0 as *mut c_void) };
             return Err(SshError(format!(
                 "cannot listen on {}:{}: {e}",
@@ -230,12 +243,18 @@ impl Bind {
 
     /// The listening socket, to poll it together with a shutdown fd.
     pub fn fd(&self) -> RawFd {
-        // SAFETY: self.0 is live and listening.
-        unsafe { sys::ssh_bind_get_fd(self.0) }
+        use std::os::fd::AsRawFd;
+        self.1.as_raw_fd()
     }
 
-    /// Accepts one connection (blocks until one arrives; poll `fd` first).
-    pub fn accept(&self) -> Result<Session, SshError> {
+    /// Accepts one connection if one is waiting (poll `fd` first): `None`
+    /// when none was (the listener does not block).
+    pub fn accept(&self) -> Result<Option<Session>, SshError> {
+        let fd = match self.1.accept() {
+            Ok((stream, _)) => std::os::fd::OwnedFd::from(stream),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(SshError(format!("accepting a connection: {e}"))),
+        };
         // SAFETY: ssh_new returns an owned session or NULL.
         let s = unsafe { sys::ssh_new() };
         if s.is_null() {
@@ -246,18 +265,30 @@ impl Bind {
             Box::new(unsafe { std::mem::zeroed() });
         srv.size = std::mem::size_of::<sys::ssh_server_callbacks_struct>();
         let session = Session(s, srv);
-        // SAFETY: both objects are live; on failure the session is freed by Drop.
-        if unsafe { sys::ssh_bind_accept(self.0, session.0) } != 0 {
-            return Err(SshError(unsafe { last_error(self.0 as *mut c_void) }));
+        let raw = std::os::fd::IntoRawFd::into_raw_fd(fd);
+        // SAFETY: both objects are live and raw is an open socket. Once libssh
+        // stores the fd in the session, the session owns it (ssh_free, in
+        // Drop, closes it); a failure before that leaves it ours to close.
+        if unsafe { sys::ssh_bind_accept_fd(self.0, session.0, raw) } != 0 {
+            let e = unsafe { last_error(self.0 as *mut c_void) };
+            if unsafe { sys::ssh_get_fd(session.0) } != raw {
+                drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) });
+            }
+            return Err(SshError(format!("accepting a connection: {e}")));
         }
-        Ok(session)
+        Ok(Some(session))
     }
 }
 
 impl Drop for Bind {
     fn drop(&mut self) {
-        // SAFETY: we own the bind object; sessions accepted from it are independent.
-        unsafe { sys::ssh_bind_free(self.0) }
+        // SAFETY: we own the bind object; sessions accepted from it are
+        // independent. The socket belongs to the TcpListener (dropped after
+        // this): take it back so ssh_bind_free does not close it too.
+        unsafe {
+            sys::ssh_bind_set_fd(self.0, -1);
+            sys::ssh_bind_free(self.0)
+        }
     }
 }
 

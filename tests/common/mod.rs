@@ -487,6 +487,8 @@ pub struct StdioClient {
     stdin: Option<std::process::ChildStdin>,
     lines: std::sync::mpsc::Receiver<String>,
     pub stderr: Arc<Mutex<String>>,
+    /// Collects stderr until the client's end of the pipe closes.
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
     writer: Option<std::thread::JoinHandle<std::process::ChildStdin>>,
 }
 
@@ -509,7 +511,7 @@ impl StdioClient {
         let stderr = Arc::new(Mutex::new(String::new()));
         let e2 = stderr.clone();
         let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             for l in BufReader::new(err).lines().map_while(Result::ok) {
                 let mut s = e2.lock().unwrap();
                 s.push_str(&l);
@@ -522,6 +524,7 @@ impl StdioClient {
             lines: rx,
             writer: None,
             stderr,
+            stderr_reader: Some(stderr_reader),
         }
     }
 
@@ -569,6 +572,11 @@ impl StdioClient {
         let end = Instant::now() + WAIT;
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
+                // The client spawns nothing, so its exit closed the pipe: the
+                // reader ends at once, and then stderr() has everything.
+                if let Some(r) = self.stderr_reader.take() {
+                    r.join().expect("stderr reader");
+                }
                 return s;
             }
             if Instant::now() > end {
@@ -675,12 +683,17 @@ pub fn settled_counts(pid: u32) -> (usize, usize) {
 }
 
 /// Connects without speaking and returns what the server sends before it
-/// hangs up; panics if it has not hung up within `secs`.
-pub fn bytes_until_hangup(port: u16, secs: u64) -> Vec<u8> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+/// hangs up; panics, with the server's log, if it has not within `secs`.
+pub fn bytes_until_hangup(srv: &Server, secs: u64) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(secs))).unwrap();
     let mut got = Vec::new();
-    s.read_to_end(&mut got)
-        .expect("the server hangs up, not the read timeout");
+    if let Err(e) = s.read_to_end(&mut got) {
+        panic!(
+            "the server did not hang up within {secs} s ({e}); got {:?}; server log:\n{}",
+            String::from_utf8_lossy(&got),
+            srv.log()
+        );
+    }
     got
 }
