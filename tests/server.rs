@@ -638,6 +638,67 @@ fn children_inherit_no_socket_or_other_fd_of_the_server() {
 }
 
 #[test]
+fn a_server_out_of_fds_pauses_accepting_instead_of_spinning() {
+    let srv = Server::start(json!({"alpha": fixture("alpha", &[])}), &[]);
+    let mut c = srv.connect();
+    c.initialize();
+    let pid = srv.pid() as libc::pid_t;
+    // RLIMIT_NOFILE bounds fd numbers: at the lowest free one, every new fd
+    // (the next accept's among them) fails with EMFILE.
+    let open: std::collections::HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    let lowest_free = (0..).find(|n| !open.contains(n)).unwrap();
+    // Only the soft limit moves, so the test can raise it back unprivileged.
+    let set_soft_limit = |soft: u64| {
+        let mut cur = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: a null new limit reads the current one into a valid struct.
+        let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut cur) };
+        assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+        let new = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: cur.rlim_max,
+        };
+        // SAFETY: a valid rlimit struct; the old one is not wanted.
+        let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+        assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+        cur.rlim_cur
+    };
+    let old = set_soft_limit(lowest_free);
+    // The kernel completes the handshake; the server cannot accept it.
+    let mut waiting = std::net::TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+    assert!(srv.wait_log("pausing new connections"), "{}", srv.log());
+    let cpu = || -> u64 {
+        let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let f: Vec<&str> = st.rsplit(')').next().unwrap().split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    };
+    let before = cpu();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let ticks = cpu() - before;
+    // A spinning accept loop burns a whole CPU: about 100 ticks a second.
+    assert!(ticks < 30, "{ticks} ticks of CPU in 1 s while out of fds");
+    // Room again: the waiting client gets its banner, the open session works.
+    set_soft_limit(old);
+    waiting
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut banner = [0u8; 8];
+    std::io::Read::read_exact(&mut waiting, &mut banner).unwrap();
+    assert_eq!(&banner, b"SSH-2.0-");
+    let r = c.request(
+        "tools/call",
+        json!({"name": "echo", "arguments": {"text": "still here"}}),
+    );
+    assert_eq!(r["result"]["content"][0]["text"], "still here");
+}
+
+#[test]
 fn disconnect_mid_call_leaves_no_child_thread_or_fd_behind() {
     let srv = Server::start(two_children(), &["--warm-spares", "0"]);
     let pid = srv.pid();
