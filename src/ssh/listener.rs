@@ -92,7 +92,7 @@ pub fn serve(
         }
         let session = match bind.accept() {
             Ok(Some(s)) => s,
-            Ok(None) => continue, // the client went away before we got to it
+            Ok(None) => continue, // nobody waiting after all
             Err(e) => {
                 log::warn!("{e}; pausing new connections for 100 ms");
                 accept_pause = Some(std::time::Instant::now() + ACCEPT_PAUSE);

@@ -156,7 +156,8 @@ const CIPHERS: &str = "chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes1
 const MACS: &str = "hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com";
 const HOSTKEY_ALGS: &str = "ssh-ed25519";
 
-/// A listening libssh server socket.
+/// A listening libssh server.
+///
 /// The listening socket is ours, not libssh's: std creates it and accepts
 /// with close-on-exec set atomically (libssh's own `accept` leaves it off),
 /// so no child process started by any session inherits the listener or
@@ -252,7 +253,17 @@ impl Bind {
     pub fn accept(&self) -> Result<Option<Session>, SshError> {
         let fd = match self.1.accept() {
             Ok((stream, _)) => std::os::fd::OwnedFd::from(stream),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+            // None waiting, or the one waiting gave up (reset) meanwhile.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                return Ok(None);
+            }
             Err(e) => return Err(SshError(format!("accepting a connection: {e}"))),
         };
         // SAFETY: ssh_new returns an owned session or NULL.
