@@ -222,6 +222,30 @@ fn merged_gateway_serves_every_method_through_two_children() {
     );
 }
 
+/// Whichever child's reader watches the socket, a child busy with a slow
+/// call holds up nobody: a call to the other one is answered first.
+#[test]
+fn a_slow_child_holds_up_no_call_to_the_others() {
+    let srv = Server::start(two_children(), &[]);
+    let mut c = srv.connect();
+    c.initialize();
+    c.request("tools/list", json!({}));
+    for (slow, fast) in [("slow", "echo_1"), ("slow_1", "echo")] {
+        c.send(&json!({"jsonrpc": "2.0", "id": "s", "method": "tools/call",
+            "params": {"name": slow, "arguments": {"ms": 2000}}}));
+        for i in 0..3 {
+            c.send(&json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                "params": {"name": fast, "arguments": {"text": format!("fast {i}")}}}));
+        }
+        let order: Vec<Value> = (0..4).map(|_| c.recv()["id"].clone()).collect();
+        assert_eq!(
+            order,
+            [json!(0), json!(1), json!(2), json!("s")],
+            "{slow} / {fast}"
+        );
+    }
+}
+
 #[test]
 fn bad_lines_get_errors_and_the_session_goes_on() {
     let srv = Server::start(
