@@ -4,7 +4,7 @@
 
 use crate::config::ServerSpec;
 use crate::mcp::jsonrpc::{Incoming, LineReader, ReadLine, parse_child_line};
-use crate::ssh::wake::{Wake, poll_readable};
+use crate::ssh::wake::{Wake, poll_events, poll_readable};
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::VecDeque;
 use std::io::Write;
@@ -122,9 +122,10 @@ const STDERR_TAIL: usize = 20;
 const GRACE: Duration = Duration::from_secs(2);
 const THREAD_STACK: usize = 256 * 1024;
 
-/// Lines up to this size are written straight from the thread running the session's turn when
-/// the pipe has room (a pipe write of at most PIPE_BUF bytes is atomic and,
-/// with a free slot, does not block); larger ones and any backlog go through
+/// Lines up to this size are written straight from the thread running the
+/// session's turn: the pipe is non-blocking, and a write of at most PIPE_BUF
+/// bytes to it either goes in whole or fails with EAGAIN, in which case the
+/// line goes to the writer thread. Larger lines and any backlog go through
 /// the writer thread. This saves a thread hop per request: the writer
 /// thread's wake-up and its channel spin were most of the gateway's CPU per
 /// call in the profile.
@@ -202,9 +203,15 @@ impl ChildProc {
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let drained: Arc<OnceLock<Arc<Wake>>> = Arc::new(OnceLock::new());
+        // Non-blocking (our end only: the child's end is another open file):
+        // the direct write must never block the session, and the writer
+        // thread waits for room in poll instead.
         let stdin_direct = stdin.as_ref().and_then(|s| {
             use std::os::fd::AsFd;
-            s.as_fd().try_clone_to_owned().ok().map(std::fs::File::from)
+            set_nonblocking(s.as_fd())
+                .and_then(|()| s.as_fd().try_clone_to_owned())
+                .ok()
+                .map(std::fs::File::from)
         });
         let mut threads = Vec::with_capacity(3);
         let spawn = |label: &str, f: Box<dyn FnOnce() + Send>| {
@@ -225,7 +232,7 @@ impl ChildProc {
                             }
                         };
                         for line in stdin_rx.iter() {
-                            let ok = stdin.write_all(&line).is_ok() && stdin.flush().is_ok();
+                            let ok = write_all_waiting(&mut stdin, &line).is_ok();
                             let was = qb.fetch_sub(line.len(), Ordering::AcqRel);
                             if was >= STDIN_BACKLOG_LIMIT && was - line.len() < STDIN_BACKLOG_LIMIT
                             {
@@ -295,13 +302,13 @@ impl ChildProc {
             && self.queued_bytes.load(Ordering::Acquire) == 0
             && let Some(f) = &self.stdin_direct
         {
-            use std::os::fd::AsRawFd;
-            if poll_writable(f.as_raw_fd()) {
-                let mut w: &std::fs::File = f;
-                // Atomic and non-blocking (see DIRECT_MAX); on error the
-                // child is gone and its reader reports that.
-                let _ = w.write_all(&line);
-                return;
+            let mut w: &std::fs::File = f;
+            // All or nothing (see DIRECT_MAX). A full pipe queues the line
+            // for the writer thread; any other error means the child is gone,
+            // which its reader reports.
+            match w.write(&line) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                _ => return,
             }
         }
         if let Some(tx) = &self.stdin_tx {
@@ -393,15 +400,37 @@ fn sub_at_most(count: &AtomicUsize, n: usize) {
     });
 }
 
-fn poll_writable(fd: RawFd) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLOUT,
-        revents: 0,
+fn set_nonblocking(fd: std::os::fd::BorrowedFd) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: F_GETFL/F_SETFL on an fd we hold open; no memory is passed.
+    let ok = unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        flags >= 0 && libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
     };
-    // SAFETY: one valid pollfd, zero timeout.
-    let rc = unsafe { libc::poll(&mut p, 1, 0) };
-    rc == 1 && p.revents & libc::POLLOUT != 0 && p.revents & (libc::POLLERR | libc::POLLHUP) == 0
+    if ok {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Writes all of `buf` to a non-blocking pipe, waiting in poll while it is
+/// full. Fails once the child has closed its end (EPIPE).
+fn write_all_waiting(w: &mut std::process::ChildStdin, mut buf: &[u8]) -> std::io::Result<()> {
+    use std::io::ErrorKind;
+    use std::os::fd::AsRawFd;
+    while !buf.is_empty() {
+        match w.write(buf) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                poll_events([(w.as_raw_fd(), libc::POLLOUT)], -1)?;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Stops children together (one grace period in all, not one each): close
