@@ -125,9 +125,13 @@ EOF
   P[c]="ssh -T -p $OP $SSHOPTS mcp@127.0.0.1"
   P[d]="$BIN/m2m-mcp-server-ssh-client --host 127.0.0.1 --port $OP --client-key $T/client --known-hosts $T/known_hosts --log-level ERROR"
   # Latency in 3 interleaved rounds (a b c d, a b c d, ...), median of the
-  # rounds: noise from a busy neighbour then hits every path alike.
+  # rounds: noise from a busy neighbour then hits every path alike. Each run
+  # starts a second after the last, so the previous session's teardown and
+  # our replacement spare's start-up (a Python child's exit and start cost
+  # about 0.5 s of CPU) do not land in its tail.
   for round in 1 2 3; do
     for p in a b c d; do
+      sleep 1
       r=$("$DRV" latency "${P[$p]}" "$CALLS" "$TOOL" "$ARGS") || fail "$child $p latency"; record "$child" "$p" "latency#$round" "$r"
     done
   done
@@ -206,7 +210,7 @@ except OSError:
     pass
 print(f'Measured by `scripts/bench.sh` on {datetime.date.today()}: {os.cpu_count()} cores ({cpu}){where}, Linux {platform.release()}. '
       f'One run; every figure in a table comes from that same run, so compare within it only. '
-      f'{calls} sequential `tools/call` per latency run; latency runs go in 3 interleaved rounds over the four paths and each figure is the median of the rounds; '
+      f'{calls} sequential `tools/call` per latency run; latency runs go in 3 interleaved rounds over the four paths, each run a second after the last, and each figure is the median of the rounds; '
       f'{tp_calls.split("/")[0]} (echo) and {tp_calls.split("/")[1]} (mcp-server-time) calls per session in the throughput runs, also in 3 interleaved rounds with the median kept; connect time is the median of 3 sessions opened a second apart.\n')
 for c, title in [('echo', 'Echo child (`examples/echo_mcp.rs`): the transport\'s own cost'), ('time', 'mcp-server-time (PyPI)')]:
     print(f'## {title}\n')
