@@ -152,6 +152,10 @@ EOF
           # Server-side CPU over the calls alone (set-up and teardown excluded).
           coproc TP { MCP_BENCH_SYNC=1 "$DRV" throughput "${P[$p]}" "$n" "$TPN" "$TOOL" "$ARGS"; }
           read -r -t 300 line <&"${TP[0]}" && [ "$line" = ready ] || fail "$child $p throughput $n: ${line:-no answer}"
+          # Let one-off start-up work finish first (our server starts a
+          # replacement warm spare as each session takes one: half a second
+          # of CPU for a Python child), so the window holds the calls only.
+          sleep 1
           before=$(tree_cpu_ms "$SRV"); echo go >&"${TP[1]}"
           read -r -t 300 line <&"${TP[0]}" && [ "$line" = done ] || fail "$child $p throughput $n: ${line:-no answer}"
           after=$(tree_cpu_ms "$SRV"); echo go >&"${TP[1]}"
