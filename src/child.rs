@@ -392,7 +392,6 @@ impl ChildProc {
     }
 }
 
-/// True when a pipe has room for an atomic write.
 /// Subtracts `n`, stopping at zero.
 fn sub_at_most(count: &AtomicUsize, n: usize) {
     let _ = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {

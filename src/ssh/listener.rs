@@ -94,7 +94,7 @@ pub fn serve(
             Ok(Some(s)) => s,
             Ok(None) => continue, // nobody waiting after all
             Err(e) => {
-                log::warn!("{e}; pausing new connections for 100 ms");
+                log::warn!("{e}; pausing new connections for {ACCEPT_PAUSE:?}");
                 accept_pause = Some(std::time::Instant::now() + ACCEPT_PAUSE);
                 continue;
             }

@@ -447,20 +447,25 @@ fn notifier(cell: CoreCell, wake: Arc<Wake>, verbosity: i32) -> Arc<dyn Fn() + S
         let Some(core) = guard.as_mut() else {
             return wake.wake();
         };
-        forward_logs_once(verbosity);
-        let flow = core.turn(false);
-        if core.needs_session_thread(&flow) {
-            wake.wake();
-        }
+        reader_turn(core, false, verbosity, &wake);
     })
 }
 
-/// libssh's log forwarding is per thread: set it on a reader thread the
-/// first time that thread runs a turn.
-fn forward_logs_once(verbosity: i32) {
+/// A turn on a child's reader thread (after the socket was readable, or
+/// after queueing the child's output); wakes the session thread if it must
+/// act. libssh's log forwarding is per thread: set it the first time.
+fn reader_turn(core: &mut Core, socket: bool, verbosity: i32, wake: &Wake) {
     if !LIBSSH_LOGS.get() {
         super::sys::forward_logs(verbosity);
         LIBSSH_LOGS.set(true);
+    }
+    let flow = if socket {
+        core.socket_turn(false)
+    } else {
+        core.turn(false)
+    };
+    if core.needs_session_thread(&flow) {
+        wake.wake();
     }
 }
 
@@ -553,11 +558,7 @@ fn idle_hook(
             if sock {
                 let mut guard = lock(&cell);
                 let Some(core) = guard.as_mut() else { break };
-                forward_logs_once(verbosity);
-                let flow = core.socket_turn(false);
-                if core.needs_session_thread(&flow) {
-                    watch.wake.wake();
-                }
+                reader_turn(core, true, verbosity, &watch.wake);
             }
             if out {
                 return; // still the watcher: back after this read
@@ -571,10 +572,9 @@ fn mcp_loop(live: Live, shared: &Shared, servers: &[ServerSpec], wake: Arc<Wake>
     let (tx, rx) = crossbeam_channel::unbounded::<(usize, ChildEvent)>();
     let cell: CoreCell = Arc::new(Mutex::new(None));
     let notify = notifier(cell.clone(), wake.clone(), shared.libssh_verbosity);
-    let sock = live.fd();
     let watch = match Wake::new() {
         Ok(evict) => Arc::new(Watch {
-            sock,
+            sock: live.fd(),
             owner: AtomicUsize::new(0),
             allowed: AtomicBool::new(false),
             evict,
@@ -691,7 +691,7 @@ fn mcp_loop(live: Live, shared: &Shared, servers: &[ServerSpec], wake: Arc<Wake>
         } | if want_out { libc::POLLOUT } else { 0 };
         // A reader watches the socket: leave it out (-1 is skipped). If that
         // reader gives it back, it wakes this thread first.
-        let sock = if watch.delegated() { -1 } else { sock };
+        let sock = if watch.delegated() { -1 } else { watch.sock };
         match poll_events([(sock, sock_events), (wake.fd(), libc::POLLIN)], timeout) {
             Ok([s, w]) => {
                 socket_ready = s;
