@@ -697,9 +697,9 @@ fn a_server_out_of_fds_pauses_accepting_instead_of_spinning() {
     // The kernel completes the handshake; the server cannot accept it.
     let mut waiting = std::net::TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
     assert!(srv.wait_log("pausing new connections"), "{}", srv.log());
+    // utime + stime, in clock ticks.
     let cpu = || -> u64 {
-        let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let f: Vec<&str> = st.rsplit(')').next().unwrap().split_whitespace().collect();
+        let f = stat_fields(srv.pid()).unwrap();
         f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
     };
     let before = cpu();

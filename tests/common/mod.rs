@@ -376,18 +376,18 @@ pub fn children_of(pid: u32) -> Vec<u32> {
         let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        // Fields after the ")" of the command name: state, ppid, ...
-        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            if f.get(1).and_then(|s| s.parse::<u32>().ok()) == Some(pid) {
-                out.push(p);
-            }
+        if stat_fields(p).and_then(|f| f.get(1)?.parse::<u32>().ok()) == Some(pid) {
+            out.push(p);
         }
     }
     out
+}
+
+/// The fields of /proc/PID/stat after the command name: state, ppid, ...
+pub fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
 pub fn thread_count(pid: u32) -> usize {
