@@ -1,14 +1,19 @@
 //! One MCP server child process: spawned in its own process group, with a
-//! reader, a writer and a stderr thread joined to the session by crossbeam
-//! channels, and stopped group-wide (stdin close, SIGTERM, SIGKILL) and reaped.
+//! reader, a writer and a stderr thread. The reader frames and parses lines
+//! and hands each to the owning session (a channel send and a wake-up);
+//! nothing else runs on it. A child is stopped group-wide (stdin close,
+//! SIGTERM, SIGKILL) and reaped when it is dropped, so no path, a panic
+//! included, leaves a process or a thread behind.
 
 use crate::config::ServerSpec;
-use crate::mcp::jsonrpc::{Incoming, LineReader, ReadLine, parse_child_line};
-use crate::ssh::wake::{Wake, poll_events, poll_readable};
+use crate::error::Error;
+use crate::mcp::framing::{Frame, LineReader};
+use crate::mcp::jsonrpc::{Incoming, parse_child_line};
+use crate::os::{self, Wake};
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::VecDeque;
 use std::io::Write;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -26,31 +31,15 @@ pub enum ChildEvent {
     Closed,
 }
 
-/// What a reader thread tells its session's `idle` hook.
-#[derive(Debug, Clone, Copy)]
-pub enum Idle {
-    /// The reader is about to read this pipe, which may block: the hook may
-    /// use the wait and returns once the pipe is readable (or at once).
-    Before(RawFd),
-    /// The reader stops reading for a while (a backlog wait) or for good:
-    /// whatever the hook took on while waiting must go back.
-    Stop,
-}
-
-/// Where a child's output goes once it belongs to a session: each event is
-/// queued on `tx`, then `notify` runs on the reader thread (it delivers the
-/// queue itself when the session is idle, or wakes the session thread).
-/// Before each read from the child, the reader waits for `backlog` room and
-/// then calls `idle`.
+/// Where a child's output goes once a session owns it.
 pub struct Sink {
     pub index: usize,
     pub tx: Sender<(usize, ChildEvent)>,
-    pub notify: Arc<dyn Fn() + Send + Sync>,
-    pub idle: Arc<dyn Fn(Idle) + Send + Sync>,
-    pub backlog: Arc<Backlog>,
-    /// Woken when the child's stdin backlog falls back under
-    /// [`STDIN_BACKLOG_LIMIT`], so the session reads its client again.
+    /// The session's wake-up: signalled after events are queued, and when
+    /// the child's stdin backlog falls back under [`STDIN_BACKLOG_LIMIT`].
     pub wake: Arc<Wake>,
+    /// The reader waits for room here before each read.
+    pub backlog: Arc<Backlog>,
 }
 
 /// Bytes queued for a child's stdin above which its session stops reading
@@ -99,14 +88,9 @@ impl Backlog {
         self.room.notify_all();
     }
 
-    /// True while the session holds more than the limit.
-    pub fn over(&self) -> bool {
-        self.bytes.load(Ordering::Acquire) > self.limit
-    }
-
     /// Blocks while the session holds more than the limit.
     pub fn wait_for_room(&self) {
-        if !self.over() {
+        if self.bytes.load(Ordering::Acquire) <= self.limit {
             return;
         }
         let mut g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -122,24 +106,21 @@ const STDERR_TAIL: usize = 20;
 const GRACE: Duration = Duration::from_secs(2);
 const THREAD_STACK: usize = 256 * 1024;
 
-/// Lines up to this size are written straight from the thread running the
-/// session's turn: the pipe is non-blocking, and a write of at most PIPE_BUF
-/// bytes to it either goes in whole or fails with EAGAIN, in which case the
-/// line goes to the writer thread. Larger lines and any backlog go through
-/// the writer thread. This saves a thread hop per request: the writer
-/// thread's wake-up and its channel spin were most of the gateway's CPU per
-/// call in the profile.
+/// Lines up to this size are written straight from the session thread: the
+/// pipe is non-blocking, and a write of at most PIPE_BUF bytes either goes
+/// in whole or fails with EAGAIN, in which case the line goes to the writer
+/// thread. Larger lines and any backlog go through the writer thread. This
+/// saves a thread hop per request.
 const DIRECT_MAX: usize = libc::PIPE_BUF;
 
-/// A running child.
+/// A running child. Dropping it stops and reaps it.
 pub struct ChildProc {
     pub name: String,
     child: Child,
     stdin_tx: Option<Sender<Vec<u8>>>,
     /// A second handle on the child's stdin, for direct small writes.
     stdin_direct: Option<std::fs::File>,
-    /// Bytes handed to the writer thread and not yet written (0: nothing
-    /// queued, as every line has its '\n'; see [`STDIN_BACKLOG_LIMIT`]).
+    /// Bytes handed to the writer thread and not yet written.
     queued_bytes: Arc<AtomicUsize>,
     /// Whom the writer thread wakes when that backlog drains.
     drained: Arc<OnceLock<Arc<Wake>>>,
@@ -147,145 +128,89 @@ pub struct ChildProc {
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     threads: Vec<JoinHandle<()>>,
     pidfd: Option<OwnedFd>,
+    reaped: bool,
 }
 
 impl ChildProc {
-    /// Starts the server. Output is held until [`ChildProc::attach`].
-    pub fn spawn(spec: &ServerSpec, max_line: usize) -> Result<ChildProc, String> {
+    /// Starts the server. Output is held until [`ChildProc::attach`]. If a
+    /// step fails after the process started, the process is stopped and
+    /// reaped before the error returns.
+    pub fn spawn(spec: &ServerSpec, max_line: usize) -> Result<ChildProc, Error> {
+        let spawn_err = |source| Error::Spawn {
+            server: spec.name.clone(),
+            command: spec.command.clone(),
+            source,
+        };
         let mut cmd = Command::new(&spec.command);
         cmd.args(&spec.args)
             .envs(&spec.env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // Own session, hence own process group (pgid = pid): launchers (npx,
-        // uvx) do not pass signals on, so stop() signals the whole group. A
-        // session also detaches the child from the server's terminal and, as
-        // sshd does for its sessions, gives it its own scheduler autogroup,
-        // so busy children get their fair share of CPU.
-        //
-        // Every fd above stderr is marked close-on-exec: the child gets its
-        // three pipes and nothing else, even fds the server inherited from
-        // whoever started it (sshd closes those at start-up for the same
-        // reason). Rust's own exec-error pipe is close-on-exec already, so
-        // a failed exec is still reported. Kernels before 5.11 lack the flag;
-        // the server's own fds are close-on-exec anyway.
-        // SAFETY: setsid and the raw close_range syscall are
-        // async-signal-safe, as pre_exec requires; setsid cannot fail in a
-        // freshly forked child (not a group leader yet).
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                libc::syscall(
-                    libc::SYS_close_range,
-                    3u32,
-                    u32::MAX,
-                    libc::CLOSE_RANGE_CLOEXEC,
-                );
-                Ok(())
-            });
-        }
+        // Own session, hence own process group: launchers (npx, uvx) do not
+        // pass signals on, so a stop signals the whole group. As sshd does,
+        // this also detaches the child from the server's terminal and gives
+        // it its own scheduler autogroup. Only fds 0-2 cross the exec.
+        // SAFETY: detach_child only makes async-signal-safe calls.
+        unsafe { cmd.pre_exec(os::detach_child) };
         if let Some(cwd) = &spec.cwd {
             cmd.current_dir(cwd);
         }
-        let mut child = cmd.spawn().map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                format!("command {:?} not found (searched PATH)", spec.command)
-            }
-            _ => format!("cannot start {:?}: {e}", spec.command),
-        })?;
-        let name = spec.name.clone();
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
+        let mut child = cmd.spawn().map_err(spawn_err)?;
+        let (stdin, stdout, stderr) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        let pidfd = os::pidfd_open(child.id());
         let (stdin_tx, stdin_rx) = crossbeam_channel::unbounded::<Vec<u8>>();
         let (sink_tx, sink_rx) = crossbeam_channel::bounded::<Sink>(1);
-        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
-        let queued_bytes = Arc::new(AtomicUsize::new(0));
-        let drained: Arc<OnceLock<Arc<Wake>>> = Arc::new(OnceLock::new());
-        // Non-blocking (our end only: the child's end is another open file):
-        // the direct write must never block the session, and the writer
-        // thread waits for room in poll instead.
-        let stdin_direct = stdin.as_ref().and_then(|s| {
-            use std::os::fd::AsFd;
-            set_nonblocking(s.as_fd())
-                .and_then(|()| s.as_fd().try_clone_to_owned())
-                .ok()
-                .map(std::fs::File::from)
-        });
-        let mut threads = Vec::with_capacity(3);
-        let spawn = |label: &str, f: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new()
-                .name(format!("{label}:{name}"))
-                .stack_size(THREAD_STACK)
-                .spawn(f)
-        };
-        if let Some(mut stdin) = stdin {
-            let (qb, drained) = (queued_bytes.clone(), drained.clone());
-            threads.push(
-                spawn(
-                    "w",
-                    Box::new(move || {
-                        let wake = || {
-                            if let Some(w) = drained.get() {
-                                w.wake();
-                            }
-                        };
-                        for line in stdin_rx.iter() {
-                            let ok = write_all_waiting(&mut stdin, &line).is_ok();
-                            let was = qb.fetch_sub(line.len(), Ordering::AcqRel);
-                            if was >= STDIN_BACKLOG_LIMIT && was - line.len() < STDIN_BACKLOG_LIMIT
-                            {
-                                wake();
-                            }
-                            if !ok {
-                                break;
-                            }
-                        }
-                        // The child stopped reading for good: its backlog must
-                        // not hold the session's client back any more.
-                        qb.store(0, Ordering::Release);
-                        wake();
-                    }),
-                )
-                .map_err(|e| e.to_string())?,
-            );
-        }
-        if let Some(stdout) = stdout {
-            let n = name.clone();
-            threads.push(
-                spawn(
-                    "r",
-                    Box::new(move || read_stdout(stdout, sink_rx, max_line, n)),
-                )
-                .map_err(|e| e.to_string())?,
-            );
-        }
-        if let Some(stderr) = stderr {
-            let tail = stderr_tail.clone();
-            let n = name.clone();
-            threads.push(
-                spawn("e", Box::new(move || read_stderr(stderr, tail, n)))
-                    .map_err(|e| e.to_string())?,
-            );
-        }
-        // SAFETY: pidfd_open on our own unreaped child returns a new fd or -1.
-        let pidfd = unsafe {
-            let fd = libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) as RawFd;
-            (fd >= 0).then(|| OwnedFd::from_raw_fd(fd))
-        };
-        Ok(ChildProc {
-            name,
+        // From here on, dropping `proc` stops and reaps the process.
+        let mut proc = ChildProc {
+            name: spec.name.clone(),
             child,
             stdin_tx: Some(stdin_tx),
-            stdin_direct,
-            queued_bytes,
-            drained,
+            stdin_direct: None,
+            queued_bytes: Arc::new(AtomicUsize::new(0)),
+            drained: Arc::new(OnceLock::new()),
             sink_tx: Some(sink_tx),
-            stderr_tail,
-            threads,
+            stderr_tail: Arc::new(Mutex::new(VecDeque::new())),
+            threads: Vec::with_capacity(3),
             pidfd,
-        })
+            reaped: false,
+        };
+        if let Some(stdin) = stdin {
+            // Non-blocking (our end only): the direct write must never block
+            // the session, and the writer thread waits for room in poll.
+            os::set_nonblocking(stdin.as_fd()).map_err(spawn_err)?;
+            proc.stdin_direct = Some(
+                stdin
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(spawn_err)?
+                    .into(),
+            );
+            let (queued, drained) = (proc.queued_bytes.clone(), proc.drained.clone());
+            proc.thread("w", move || write_stdin(stdin, stdin_rx, queued, drained))
+                .map_err(spawn_err)?;
+        }
+        if let Some(stdout) = stdout {
+            let name = spec.name.clone();
+            proc.thread("r", move || read_stdout(stdout, sink_rx, max_line, name))
+                .map_err(spawn_err)?;
+        }
+        if let Some(stderr) = stderr {
+            let (tail, name) = (proc.stderr_tail.clone(), spec.name.clone());
+            proc.thread("e", move || read_stderr(stderr, tail, name))
+                .map_err(spawn_err)?;
+        }
+        Ok(proc)
+    }
+
+    fn thread(&mut self, label: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+        let h = std::thread::Builder::new()
+            .name(format!("{label}:{}", self.name))
+            .stack_size(THREAD_STACK)
+            .spawn(f)?;
+        self.threads.push(h);
+        Ok(())
     }
 
     /// Routes this child's output to a session.
@@ -328,15 +253,11 @@ impl ChildProc {
         self.queued_bytes.load(Ordering::Acquire) >= STDIN_BACKLOG_LIMIT
     }
 
-    /// True while the process has not exited.
-    /// Does not reap (with a pidfd), so the process group id stays ours
-    /// until `stop_all` has signalled the group.
+    /// True while the process has not exited. Does not reap (with a pidfd),
+    /// so the process group id stays ours until the group is signalled.
     pub fn alive(&mut self) -> bool {
         match &self.pidfd {
-            Some(fd) => {
-                use std::os::fd::AsRawFd;
-                !poll_readable([fd.as_raw_fd()], 0).is_ok_and(|r| r[0])
-            }
+            Some(fd) => !os::poll_readable([fd.as_raw_fd()], 0).is_ok_and(|r| r[0]),
             None => matches!(self.child.try_wait(), Ok(None)),
         }
     }
@@ -351,44 +272,95 @@ impl ChildProc {
         self.child.id()
     }
 
+    /// Closes the child's stdin and lets an unattached reader go: a
+    /// well-behaved server exits on that alone.
+    fn hang_up(&mut self) {
+        self.stdin_tx = None;
+        self.stdin_direct = None;
+        self.sink_tx = None;
+    }
+
     fn signal_group(&self, sig: libc::c_int) {
-        // SAFETY: the leader is not reaped yet (we reap last), so its pid is
-        // still ours and is the group id: no other group can have it.
-        unsafe {
-            libc::kill(-(self.child.id() as libc::pid_t), sig);
+        if !self.reaped {
+            os::signal_group(self.child.id(), sig);
         }
     }
 
     /// Waits until the leader exits or `timeout` passes, without reaping.
     fn wait_exit(&mut self, timeout: Duration) -> bool {
-        match &self.pidfd {
-            Some(fd) => {
-                use std::os::fd::AsRawFd;
-                let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-                let deadline = Instant::now() + timeout;
-                loop {
-                    match poll_readable([fd.as_raw_fd()], ms) {
-                        Ok(r) if r[0] => return true,
-                        _ if Instant::now() >= deadline => return false,
-                        _ => {}
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match &self.pidfd {
+                Some(fd) => {
+                    let ms = left.as_millis().min(i32::MAX as u128) as i32;
+                    if os::poll_readable([fd.as_raw_fd()], ms).is_ok_and(|r| r[0]) {
+                        return true;
                     }
                 }
-            }
-            // No pidfd (kernel < 5.3, or under valgrind): check every 20 ms
-            // within the bound. Only this fallback polls.
-            None => {
-                let end = Instant::now() + timeout;
-                loop {
+                // No pidfd (kernel < 5.3, or under valgrind): check every
+                // 20 ms within the bound. Only this fallback polls.
+                None => {
                     if !self.alive() {
                         return true;
                     }
-                    if Instant::now() >= end {
-                        return false;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
+                    std::thread::sleep(left.min(Duration::from_millis(20)));
                 }
             }
+            if Instant::now() >= deadline {
+                return false;
+            }
         }
+    }
+
+    /// Reaps the leader and joins the threads (after the group is killed).
+    fn reap(&mut self) {
+        self.signal_group(libc::SIGKILL);
+        let _ = self.child.wait();
+        self.reaped = true;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ChildProc {
+    /// The backstop for every path that did not go through [`stop_all`]
+    /// (a failed spawn, a panic): SIGTERM at once, SIGKILL after the grace.
+    fn drop(&mut self) {
+        if self.reaped {
+            return;
+        }
+        self.hang_up();
+        self.signal_group(libc::SIGTERM);
+        self.wait_exit(GRACE);
+        self.reap();
+    }
+}
+
+/// Stops children together (one grace period in all, not one each): close
+/// stdin, wait, SIGTERM the group, wait, SIGKILL the group, reap, join.
+pub fn stop_all(mut children: Vec<ChildProc>) {
+    for c in children.iter_mut() {
+        c.hang_up();
+    }
+    let deadline = Instant::now() + GRACE;
+    for c in children.iter_mut() {
+        c.wait_exit(deadline.saturating_duration_since(Instant::now()));
+    }
+    // Signal every group even if its leader left: launchers leave the real
+    // server behind as a group member.
+    for c in children.iter() {
+        c.signal_group(libc::SIGTERM);
+    }
+    let deadline = Instant::now() + GRACE;
+    for c in children.iter_mut() {
+        if !c.wait_exit(deadline.saturating_duration_since(Instant::now())) {
+            log::warn!("[{}] did not stop after SIGTERM; killing it", c.name);
+        }
+    }
+    for c in children.iter_mut() {
+        c.reap();
     }
 }
 
@@ -399,31 +371,44 @@ fn sub_at_most(count: &AtomicUsize, n: usize) {
     });
 }
 
-fn set_nonblocking(fd: std::os::fd::BorrowedFd) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: F_GETFL/F_SETFL on an fd we hold open; no memory is passed.
-    let ok = unsafe {
-        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-        flags >= 0 && libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
+/// The writer thread: lines the direct write could not take, in order.
+fn write_stdin(
+    mut stdin: std::process::ChildStdin,
+    lines: Receiver<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+    drained: Arc<OnceLock<Arc<Wake>>>,
+) {
+    let wake = || {
+        if let Some(w) = drained.get() {
+            w.wake();
+        }
     };
-    if ok {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
+    for line in lines.iter() {
+        let ok = write_all_waiting(&mut stdin, &line).is_ok();
+        let was = queued.fetch_sub(line.len(), Ordering::AcqRel);
+        if was >= STDIN_BACKLOG_LIMIT && was - line.len() < STDIN_BACKLOG_LIMIT {
+            wake();
+        }
+        if !ok {
+            break;
+        }
     }
+    // The child stopped reading for good: its backlog must not hold the
+    // session's client back any more.
+    queued.store(0, Ordering::Release);
+    wake();
 }
 
 /// Writes all of `buf` to a non-blocking pipe, waiting in poll while it is
 /// full. Fails once the child has closed its end (EPIPE).
 fn write_all_waiting(w: &mut std::process::ChildStdin, mut buf: &[u8]) -> std::io::Result<()> {
     use std::io::ErrorKind;
-    use std::os::fd::AsRawFd;
     while !buf.is_empty() {
         match w.write(buf) {
             Ok(0) => return Err(ErrorKind::WriteZero.into()),
             Ok(n) => buf = &buf[n..],
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                poll_events([(w.as_raw_fd(), libc::POLLOUT)], -1)?;
+                os::poll_events([(w.as_raw_fd(), libc::POLLOUT)], -1)?;
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -432,40 +417,10 @@ fn write_all_waiting(w: &mut std::process::ChildStdin, mut buf: &[u8]) -> std::i
     Ok(())
 }
 
-/// Stops children together (one grace period in all, not one each): close
-/// stdin, wait, SIGTERM the group, wait, SIGKILL the group, reap, join.
-pub fn stop_all(children: &mut [ChildProc]) {
-    for c in children.iter_mut() {
-        c.stdin_tx = None;
-        c.stdin_direct = None;
-        c.sink_tx = None; // an unattached reader thread stops waiting for a sink
-    }
-    let deadline = Instant::now() + GRACE;
-    for c in children.iter_mut() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        c.wait_exit(left);
-    }
-    // Signal every group even if its leader left: launchers leave the real
-    // server behind as a group member.
-    for c in children.iter() {
-        c.signal_group(libc::SIGTERM);
-    }
-    let deadline = Instant::now() + GRACE;
-    for c in children.iter_mut() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if !c.wait_exit(left) {
-            log::warn!("[{}] did not stop after SIGTERM; killing it", c.name);
-        }
-        c.signal_group(libc::SIGKILL);
-    }
-    for c in children.iter_mut() {
-        let _ = c.child.wait();
-        for t in c.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
+/// The reader thread: frames and parses the child's stdout and queues each
+/// message for its session. The session is woken just before the next read
+/// from the pipe, so a burst already read reaches it in one turn and nothing
+/// waits behind a blocking read.
 fn read_stdout(
     stdout: std::process::ChildStdout,
     sink_rx: Receiver<Sink>,
@@ -474,53 +429,32 @@ fn read_stdout(
 ) {
     // Nothing is read until a session owns the child (a warm spare stays quiet).
     let Ok(sink) = sink_rx.recv() else { return };
-    // Events are queued as lines are parsed and handed on (`notify`) just
-    // before the next read from the pipe, so a burst already read goes to
-    // the session in one turn and nothing waits behind a blocking read.
-    let mut pending = false;
-    let fd = {
-        use std::os::fd::AsRawFd;
-        stdout.as_raw_fd()
-    };
     let mut reader = LineReader::new(stdout, max_line);
-    // Whatever the session's hook took on must go back however this ends.
-    struct StopOnExit<'a>(&'a Sink);
-    impl Drop for StopOnExit<'_> {
-        fn drop(&mut self) {
-            (self.0.idle)(Idle::Stop);
-        }
-    }
-    let _stop = StopOnExit(&sink);
+    let mut queued = false;
     loop {
-        let line = reader.next_line_with(|| {
-            if std::mem::take(&mut pending) {
-                (sink.notify)();
+        let frame = reader.next_frame_with(|| {
+            if std::mem::take(&mut queued) {
+                sink.wake.wake();
             }
-            if sink.backlog.over() {
-                (sink.idle)(Idle::Stop);
-                sink.backlog.wait_for_room();
-            }
-            (sink.idle)(Idle::Before(fd));
+            sink.backlog.wait_for_room();
         });
-        let ev = match line {
-            ReadLine::Line(bytes) => match parse_child_line(&bytes) {
+        let event = match frame {
+            Some(Frame::Line(bytes)) => match parse_child_line(&bytes) {
                 Ok(m) => ChildEvent::Message(m),
                 Err(_) => ChildEvent::BadLine(String::from_utf8_lossy(&bytes).into_owned()),
             },
-            ReadLine::TooLong => {
+            Some(Frame::TooLong) => {
                 log::warn!("[{name}] sent a line over {max_line} bytes; dropped");
                 continue;
             }
-            ReadLine::Eof => {
-                let _ = sink.tx.send((sink.index, ChildEvent::Closed));
-                (sink.notify)();
-                return;
-            }
+            None => ChildEvent::Closed,
         };
-        if sink.tx.send((sink.index, ev)).is_err() {
+        let closed = matches!(event, ChildEvent::Closed);
+        if sink.tx.send((sink.index, event)).is_err() || closed {
+            sink.wake.wake();
             return;
         }
-        pending = true;
+        queued = true;
     }
 }
 
@@ -530,27 +464,21 @@ fn read_stderr(
     name: String,
 ) {
     let mut reader = LineReader::new(stderr, 64 * 1024);
-    loop {
-        match reader.next_line() {
-            ReadLine::Line(bytes) => {
-                let line = String::from_utf8_lossy(&bytes).trim_end().to_owned();
-                log::debug!("[{name}] {line}");
-                let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
-                if t.len() == STDERR_TAIL {
-                    t.pop_front();
-                }
-                t.push_back(line);
-            }
-            ReadLine::TooLong => {}
-            ReadLine::Eof => return,
+    while let Some(frame) = reader.next_frame() {
+        let Frame::Line(bytes) = frame else { continue };
+        let line = String::from_utf8_lossy(&bytes).trim_end().to_owned();
+        log::debug!("[{name}] {line}");
+        let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+        if t.len() == STDERR_TAIL {
+            t.pop_front();
         }
+        t.push_back(line);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::sub_at_most;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use super::*;
 
     #[test]
     fn a_backlog_count_never_wraps_below_zero() {
@@ -560,5 +488,69 @@ mod tests {
         c.store(0, Ordering::Relaxed); // the writer ended and cleared it
         sub_at_most(&c, 4);
         assert_eq!(c.load(Ordering::Relaxed), 0);
+    }
+
+    fn spec(command: &str, args: &[&str]) -> ServerSpec {
+        ServerSpec {
+            name: "t".into(),
+            command: command.into(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: Default::default(),
+            cwd: None,
+            request_timeout: None,
+            warm_spares: None,
+            name_prefix: String::new(),
+        }
+    }
+
+    /// Alive and not a zombie.
+    fn running(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| !r.trim_start().starts_with('Z'))
+        })
+    }
+
+    #[test]
+    fn dropping_a_child_kills_its_whole_group_and_reaps_it() {
+        // The shell ignores stdin's end and SIGTERM (its sleeping child
+        // inherits that), so only the SIGKILL after the grace stops them.
+        let c =
+            ChildProc::spawn(&spec("sh", &["-c", "trap '' TERM; sleep 30 & wait"]), 1024).unwrap();
+        let pid = c.pid();
+        let kids = format!("/proc/{pid}/task/{pid}/children");
+        let until = Instant::now() + Duration::from_secs(5);
+        let grandchild = loop {
+            let k = std::fs::read_to_string(&kids).unwrap_or_default();
+            if let Some(g) = k.split_whitespace().next() {
+                break g.parse::<u32>().unwrap();
+            }
+            assert!(Instant::now() < until, "the shell never started its child");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let started = Instant::now();
+        drop(c);
+        assert!(
+            started.elapsed() >= GRACE,
+            "SIGTERM was ignored: the grace ran out"
+        );
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "leader reaped"
+        );
+        assert!(!running(grandchild), "the group member is killed too");
+    }
+
+    #[test]
+    fn a_missing_command_is_a_spawn_error_naming_server_and_command() {
+        let Err(e) = ChildProc::spawn(&spec("/nonexistent/mcp", &[]), 1024) else {
+            panic!("spawned a missing command")
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.contains("server t") && msg.contains("/nonexistent/mcp"),
+            "{msg}"
+        );
     }
 }

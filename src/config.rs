@@ -5,9 +5,9 @@
 //! server keeps a duplicate tool name. Every error names the file, the server
 //! and the field, so a user can fix it without reading code.
 
+use crate::error::Error;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,21 +28,10 @@ pub struct ServerSpec {
     pub name_prefix: String,
 }
 
-/// A config problem, phrased for the user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for ConfigError {}
-
 /// Reads and validates the config file. Disabled servers are left out.
-pub fn load(path: &Path) -> Result<Vec<ServerSpec>, ConfigError> {
+pub fn load(path: &Path) -> Result<Vec<ServerSpec>, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError(format!(
+        Error::Config(format!(
             "{}: cannot read servers config: {e}",
             path.display()
         ))
@@ -51,9 +40,9 @@ pub fn load(path: &Path) -> Result<Vec<ServerSpec>, ConfigError> {
 }
 
 /// Parses config text; `file` is only used in messages.
-pub fn parse(text: &str, file: &str) -> Result<Vec<ServerSpec>, ConfigError> {
+pub fn parse(text: &str, file: &str) -> Result<Vec<ServerSpec>, Error> {
     let root: Value = serde_json::from_str(text).map_err(|e| {
-        ConfigError(format!(
+        Error::Config(format!(
             "{file}: invalid JSON at line {}, column {}: {e}",
             e.line(),
             e.column()
@@ -61,21 +50,21 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<ServerSpec>, ConfigError> {
     })?;
     let servers = root
         .get("mcpServers")
-        .ok_or_else(|| ConfigError(format!("{file}: missing top-level field \"mcpServers\"")))?
+        .ok_or_else(|| Error::Config(format!("{file}: missing top-level field \"mcpServers\"")))?
         .as_object()
-        .ok_or_else(|| ConfigError(format!("{file}: \"mcpServers\" must be an object")))?;
+        .ok_or_else(|| Error::Config(format!("{file}: \"mcpServers\" must be an object")))?;
     let mut out = Vec::new();
     for (name, v) in servers {
         let err = |field: &str, what: &str| {
-            ConfigError(format!(
+            Error::Config(format!(
                 "{file}: server \"{name}\": field \"{field}\" {what}"
             ))
         };
         let obj = v
             .as_object()
-            .ok_or_else(|| ConfigError(format!("{file}: server \"{name}\" must be an object")))?;
+            .ok_or_else(|| Error::Config(format!("{file}: server \"{name}\" must be an object")))?;
         if name.is_empty() || name.contains(',') || name.chars().any(char::is_whitespace) {
-            return Err(ConfigError(format!(
+            return Err(Error::Config(format!(
                 "{file}: server name {name:?} must be non-empty, without commas or spaces"
             )));
         }
@@ -187,43 +176,55 @@ mod tests {
             r#"{"mcpServers": {"a": {"command": "x", "namePrefix": "a b"}}}"#,
             "c.json",
         )
-        .unwrap_err();
-        assert!(e.0.contains("namePrefix"));
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("namePrefix"));
         let e = parse(
             r#"{"mcpServers": {"a": {"command": "x", "warmSpares": -1}}}"#,
             "c.json",
         )
-        .unwrap_err();
-        assert!(e.0.contains("warmSpares"));
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("warmSpares"));
     }
 
     #[test]
     fn errors_name_file_server_and_field() {
-        let e = parse(r#"{"mcpServers": {"a": {"args": []}}}"#, "c.json").unwrap_err();
-        assert_eq!(e.0, "c.json: server \"a\": field \"command\" is missing");
-        let e = parse(r#"{"mcpServers": {"a": {"command": 3}}}"#, "c.json").unwrap_err();
-        assert!(e.0.contains("\"a\"") && e.0.contains("\"command\" must be a string"));
+        let e = parse(r#"{"mcpServers": {"a": {"args": []}}}"#, "c.json")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "c.json: server \"a\": field \"command\" is missing");
+        let e = parse(r#"{"mcpServers": {"a": {"command": 3}}}"#, "c.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"a\"") && e.contains("\"command\" must be a string"));
         let e = parse(
             r#"{"mcpServers": {"a": {"command": "x", "args": [1]}}}"#,
             "c.json",
         )
-        .unwrap_err();
-        assert!(e.0.contains("\"args\""));
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("\"args\""));
         let e = parse(
             r#"{"mcpServers": {"a": {"command": "x", "env": {"K": 1}}}}"#,
             "c.json",
         )
-        .unwrap_err();
-        assert!(e.0.contains("env.K"));
-        let e = parse("{\n  \"mcpServers\": {,}\n}", "c.json").unwrap_err();
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("env.K"));
+        let e = parse("{\n  \"mcpServers\": {,}\n}", "c.json")
+            .unwrap_err()
+            .to_string();
         assert!(
-            e.0.starts_with("c.json: invalid JSON at line 2, column"),
+            e.starts_with("c.json: invalid JSON at line 2, column"),
             "{}",
-            e.0
+            e
         );
-        let e = parse("{}", "c.json").unwrap_err();
-        assert!(e.0.contains("mcpServers"));
-        let e = parse(r#"{"mcpServers": {"a b": {"command": "x"}}}"#, "c.json").unwrap_err();
-        assert!(e.0.contains("\"a b\""));
+        let e = parse("{}", "c.json").unwrap_err().to_string();
+        assert!(e.contains("mcpServers"));
+        let e = parse(r#"{"mcpServers": {"a b": {"command": "x"}}}"#, "c.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"a b\""));
     }
 }

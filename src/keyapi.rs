@@ -8,6 +8,7 @@
 //! - `GET /health` -> `{"status": "healthy"}` (not rate limited)
 //! - `GET /` -> a short HTML page describing the API
 
+use crate::error::Error;
 use crate::keys::registry::{Added, Registry};
 use crate::keys::validate;
 use rouille::{Request, Response};
@@ -218,10 +219,10 @@ impl Running {
 }
 
 /// Starts the API on its own thread.
-pub fn start(addr: &str, port: u16, api: KeyApi) -> Result<Running, String> {
+pub fn start(addr: &str, port: u16, api: KeyApi) -> Result<Running, Error> {
     let api = std::sync::Arc::new(api);
     let server = rouille::Server::new((addr, port), move |req| api.handle(req))
-        .map_err(|e| format!("key API cannot listen on {addr}:{port}: {e}"))?
+        .map_err(|e| Error::Http(format!("key API cannot listen on {addr}:{port}: {e}")))?
         .pool_size(4);
     let local = server.server_addr();
     let (thread, stop) = server.stoppable();

@@ -1,25 +1,36 @@
 //! An SSH gateway for MCP servers: a Rust rewrite of the Python
 //! `m2m-mcp-server-ssh-server` / `m2m-mcp-server-ssh-client` packages.
 //!
-//! Crate map:
+//! Crate map, in the order a request meets it:
+//! - [`ssh`]: the libssh binding (`ssh::sys`), the accept loop, and each
+//!   connection's handshake up to its MCP channel (`ssh::conn`).
+//! - [`gateway`]: one MCP session: the loop that bridges the channel, the
+//!   router and the children, on the connection's thread.
+//! - [`mcp`]: JSON-line framing, JSON-RPC messages, and the sans-IO router
+//!   that merges the children into one MCP server.
+//! - [`child`]: a child process and its reader, writer and stderr threads.
+//! - [`pool`]: warm spare children handed to new sessions.
 //! - [`config`]: `servers_config.json` -> server specs.
 //! - [`keys`]: host and client keys, the authorized-keys trust store.
-//! - [`ssh`]: the libssh server (the only `unsafe` lives in `ssh::sys`), the
-//!   accept loop, one thread per connection, the eventfd wake-up.
-//! - [`mcp`]: JSON-RPC framing and the sans-IO router that merges children.
-//! - [`child`]: child processes and their reader/writer/stderr threads.
-//! - [`pool`]: warm spare children handed to new sessions.
 //! - [`keyapi`]: the key-management HTTP API (rouille).
 //! - [`client`]: the stdio-to-SSH client binary's bridge (ssh2).
 //! - [`server`]: wires the parts together for the server binary.
+//! - [`os`]: eventfd, poll, signals, process groups: with `ssh::sys`, the
+//!   only `unsafe` in the crate.
+//! - [`error`]: the one error type.
 
 pub mod child;
 pub mod client;
 pub mod config;
+pub mod error;
+pub mod gateway;
 pub mod keyapi;
 pub mod keys;
 pub mod logging;
 pub mod mcp;
+pub mod os;
 pub mod pool;
 pub mod server;
 pub mod ssh;
+
+pub use error::Error;

@@ -1,18 +1,19 @@
 //! Logging setup shared by both binaries: stderr only (stdout may carry MCP).
 
+use crate::error::Error;
 use log::LevelFilter;
 
 /// Maps the Python-style level names (DEBUG, INFO, WARNING, ERROR, CRITICAL).
-pub fn parse_level(s: &str) -> Result<LevelFilter, String> {
+pub fn parse_level(s: &str) -> Result<LevelFilter, Error> {
     Ok(match s.to_ascii_uppercase().as_str() {
         "DEBUG" => LevelFilter::Debug,
         "INFO" => LevelFilter::Info,
         "WARNING" | "WARN" => LevelFilter::Warn,
         "ERROR" | "CRITICAL" => LevelFilter::Error,
         other => {
-            return Err(format!(
+            return Err(Error::Config(format!(
                 "invalid log level {other:?}: use DEBUG, INFO, WARNING, ERROR or CRITICAL"
-            ));
+            )));
         }
     })
 }

@@ -75,7 +75,7 @@ impl Pool {
         };
         if !dead.is_empty() {
             log::warn!("[{name}] a warm spare had exited; replacing it");
-            child::stop_all(&mut dead);
+            child::stop_all(dead);
         }
         let _ = self.tx.send(Cmd::Refill(i));
         found
@@ -116,7 +116,7 @@ impl Pool {
                 self.specs[i].name,
                 dead.len()
             );
-            child::stop_all(&mut dead);
+            child::stop_all(dead);
         }
     }
 
@@ -143,13 +143,13 @@ impl Pool {
         if let Some(h) = self.filler.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = h.join();
         }
-        let mut all: Vec<ChildProc> = self
+        let all: Vec<ChildProc> = self
             .spares
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .drain(..)
             .flatten()
             .collect();
-        child::stop_all(&mut all);
+        child::stop_all(all);
     }
 }

@@ -2,15 +2,16 @@
 //! asked, then serve SSH until SIGINT/SIGTERM.
 
 use crate::config;
+use crate::error::Error;
+use crate::gateway::{self, Gateway};
 use crate::keyapi::{self, KeyApi, RateLimiter};
 use crate::keys::registry::Registry;
 use crate::keys::{self, authorized::Authorized};
+use crate::os::{self, Wake};
 use crate::pool::Pool;
-use crate::ssh::listener;
-use crate::ssh::session::Shared;
-use crate::ssh::sys::Key;
-use crate::ssh::wake::Wake;
-use std::fmt;
+use crate::ssh::conn::Login;
+use crate::ssh::listener::{self, Limits};
+use crate::ssh::sys::{Bind, BindConfig, Key};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -48,32 +49,6 @@ pub struct KeyServerOptions {
     pub per_minute: u32,
 }
 
-/// Why the server could not run; `exit_code` tells the binary what to return.
-#[derive(Debug)]
-pub enum ServerError {
-    /// Bad configuration (exit code 2).
-    Config(String),
-    /// Anything else at start-up or while serving (exit code 1).
-    Runtime(String),
-}
-
-impl ServerError {
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            ServerError::Config(_) => 2,
-            ServerError::Runtime(_) => 1,
-        }
-    }
-}
-
-impl fmt::Display for ServerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ServerError::Config(s) | ServerError::Runtime(s) => f.write_str(s),
-        }
-    }
-}
-
 /// True for addresses that only this machine can reach.
 pub fn is_loopback(host: &str) -> bool {
     host == "localhost"
@@ -82,21 +57,10 @@ pub fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Keeps glibc from giving every thread its own malloc arena: with a thread
-/// per session and three per child, per-thread arenas cost megabytes of RSS
-/// for no gain at this server's allocation rate (small boards first).
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes the allocator; called before other threads start.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}
-
 /// Runs the server until a shutdown signal; every session ends first.
-pub fn run(opts: &ServerOptions) -> Result<(), ServerError> {
-    limit_malloc_arenas();
-    let servers = config::load(&opts.servers_config).map_err(|e| ServerError::Config(e.0))?;
+pub fn run(opts: &ServerOptions) -> Result<(), Error> {
+    os::limit_malloc_arenas();
+    let servers = config::load(&opts.servers_config)?;
     if servers.is_empty() {
         log::warn!(
             "{}: no enabled MCP servers; sessions will have no tools",
@@ -110,14 +74,10 @@ pub fn run(opts: &ServerOptions) -> Result<(), ServerError> {
             opts.host
         );
     }
-    keys::ensure_key(&opts.server_key, "m2m-mcp-server-ssh-server")
-        .map_err(|e| ServerError::Config(e.0))?;
+    keys::ensure_key(&opts.server_key, "m2m-mcp-server-ssh-server")?;
     let key_path = opts.server_key.to_string_lossy().into_owned();
-    let host_key = Key::import_private(&key_path, opts.passphrase.as_deref())
-        .map_err(|e| ServerError::Config(e.0))?;
-    let public = host_key
-        .public_line()
-        .map_err(|e| ServerError::Runtime(e.0))?;
+    let host_key = Key::import_private(&key_path, opts.passphrase.as_deref())?;
+    let public = host_key.public_line()?;
     log::info!(
         "host key {} ({})",
         opts.server_key.display(),
@@ -147,37 +107,48 @@ pub fn run(opts: &ServerOptions) -> Result<(), ServerError> {
         .map(|s| s.warm_spares.unwrap_or(opts.warm_spares))
         .collect();
     let pool = Pool::start(servers.clone(), targets, opts.max_line);
-    let shared = Arc::new(Shared {
+    let login = Login {
         authorized,
-        pool: pool.clone(),
-        servers,
-        max_line: opts.max_line,
-        request_timeout: opts.request_timeout,
-        max_total: opts.request_timeout.max(Duration::from_secs(3600)),
-        shutdown: AtomicBool::new(false),
-        auth_deadline: opts.login_grace,
+        grace: opts.login_grace,
         // libssh warnings reach the DEBUG log; M2M_LIBSSH_LOG=2..4 asks for more.
         libssh_verbosity: std::env::var("M2M_LIBSSH_LOG")
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(1),
-    });
+    };
+    let gw = Gateway {
+        servers,
+        pool: pool.clone(),
+        max_line: opts.max_line,
+        request_timeout: opts.request_timeout,
+        max_total: opts.request_timeout.max(Duration::from_secs(3600)),
+    };
     let key_api = match &opts.key_server {
         Some(k) => Some(start_key_api(k, &public, &opts.registered_clients)?),
         None => None,
     };
-    let stop = Wake::new().map_err(|e| ServerError::Runtime(e.to_string()))?;
-    crate::ssh::wake::install_signal_handlers(&stop);
-    let served = listener::serve(
-        &opts.host,
-        opts.port,
+    let stop = Wake::new().map_err(|e| Error::io("cannot create an eventfd", e))?;
+    os::install_signal_handlers(&stop);
+    let served = Bind::listen(BindConfig {
+        addr: &opts.host,
+        port: opts.port,
         host_key,
-        shared,
-        opts.max_sessions,
-        opts.max_startups,
-        &stop,
-    )
-    .map_err(ServerError::Runtime);
+    })
+    .and_then(|bind| {
+        log::info!("SSH server listening on {}:{}", opts.host, opts.port);
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let (login, gw, flag) = (Arc::new(login), Arc::new(gw), shutdown.clone());
+        listener::serve(
+            bind,
+            Limits {
+                max_sessions: opts.max_sessions,
+                max_startups: opts.max_startups,
+            },
+            &stop,
+            &shutdown,
+            Arc::new(move |session, conn| gateway::serve(session, &login, &gw, conn, &flag)),
+        )
+    });
     if let Some(k) = key_api {
         k.stop();
     }
@@ -191,19 +162,19 @@ fn start_key_api(
     k: &KeyServerOptions,
     public: &str,
     registered: &std::path::Path,
-) -> Result<keyapi::Running, ServerError> {
+) -> Result<keyapi::Running, Error> {
     let token = match &k.token_file {
         None => None,
         Some(p) => {
             let t = std::fs::read_to_string(p).map_err(|e| {
-                ServerError::Config(format!(
+                Error::Config(format!(
                     "cannot read --key-server-token-file {}: {e}",
                     p.display()
                 ))
             })?;
             let t = t.trim().to_owned();
             if t.len() < 16 {
-                return Err(ServerError::Config(format!(
+                return Err(Error::Config(format!(
                     "{}: the token must be at least 16 characters",
                     p.display()
                 )));
@@ -228,5 +199,4 @@ fn start_key_api(
             token,
         },
     )
-    .map_err(ServerError::Runtime)
 }

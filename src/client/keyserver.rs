@@ -2,6 +2,7 @@
 //! `https://HOST/...` first and `http://HOST:PORT/...` after, as the Python
 //! client does.
 
+use crate::error::Error;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -41,7 +42,7 @@ fn body_json(resp: &mut ureq::http::Response<ureq::Body>) -> Option<Value> {
 }
 
 /// The server's public host key line (`ssh-ed25519 AAAA...`).
-pub fn fetch_server_key(host: &str, port: u16) -> Result<String, String> {
+pub fn fetch_server_key(host: &str, port: u16) -> Result<String, Error> {
     let agent = agent();
     let mut last = String::new();
     for url in urls(host, port, "/server_pub_key") {
@@ -64,11 +65,11 @@ pub fn fetch_server_key(host: &str, port: u16) -> Result<String, String> {
             }
         }
     }
-    Err(format!("cannot fetch the server key: {last}"))
+    Err(Error::Http(format!("cannot fetch the server key: {last}")))
 }
 
 /// Registers our public key line with the key API.
-pub fn register(host: &str, port: u16, public: &str, token: Option<&str>) -> Result<(), String> {
+pub fn register(host: &str, port: u16, public: &str, token: Option<&str>) -> Result<(), Error> {
     let agent = agent();
     let body = json!({ "client_pub_key": public });
     let mut last = String::new();
@@ -94,5 +95,7 @@ pub fn register(host: &str, port: u16, public: &str, token: Option<&str>) -> Res
             }
         }
     }
-    Err(format!("cannot register the client key: {last}"))
+    Err(Error::Http(format!(
+        "cannot register the client key: {last}"
+    )))
 }

@@ -6,13 +6,13 @@
 pub mod keyserver;
 pub mod known_hosts;
 
+use crate::error::Error;
 use crate::keys::{self, fingerprint};
-use crate::ssh::wake::{Wake, install_signal_handlers, poll_events};
+use crate::os::{self, Wake, install_signal_handlers, poll_events};
 use known_hosts::Verdict;
-use std::fmt;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -29,20 +29,6 @@ pub struct ClientOptions {
     pub use_key_server: bool,
     pub key_server_port: u16,
     pub key_server_token: Option<String>,
-}
-
-/// A failure, phrased for the user; the binary prints it and exits 1.
-#[derive(Debug)]
-pub struct ClientError(pub String);
-
-impl fmt::Display for ClientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-fn err(s: impl Into<String>) -> ClientError {
-    ClientError(s.into())
 }
 
 /// Modern algorithms first; the rest only where older servers need them.
@@ -64,22 +50,22 @@ fn blob_type(blob: &[u8]) -> String {
 }
 
 /// Connects, verifies, authenticates and bridges until stdin or the server ends.
-pub fn run(opts: &ClientOptions) -> Result<(), ClientError> {
-    keys::ensure_key(&opts.client_key, "m2m-mcp-server-ssh-client").map_err(|e| err(e.0))?;
+pub fn run(opts: &ClientOptions) -> Result<(), Error> {
+    keys::ensure_key(&opts.client_key, "m2m-mcp-server-ssh-client")?;
     let expected = if opts.use_key_server {
-        let line = keyserver::fetch_server_key(&opts.host, opts.key_server_port).map_err(err)?;
-        let (key, _) = keys::parse_line(&line)
-            .ok_or_else(|| err(format!("the key server sent an invalid host key: {line:?}")))?;
+        let line = keyserver::fetch_server_key(&opts.host, opts.key_server_port)?;
+        let (key, _) = keys::parse_line(&line).ok_or_else(|| {
+            Error::Http(format!("the key server sent an invalid host key: {line:?}"))
+        })?;
         let pub_path = keys::pub_path(&opts.client_key);
         let public = std::fs::read_to_string(&pub_path)
-            .map_err(|e| err(format!("cannot read {}: {e}", pub_path.display())))?;
+            .map_err(|e| Error::io(format!("cannot read {}", pub_path.display()), e))?;
         keyserver::register(
             &opts.host,
             opts.key_server_port,
             public.trim(),
             opts.key_server_token.as_deref(),
-        )
-        .map_err(err)?;
+        )?;
         Some(key.blob)
     } else {
         None
@@ -88,15 +74,16 @@ pub fn run(opts: &ClientOptions) -> Result<(), ClientError> {
     let target = format!("{}:{}", opts.host, opts.port);
     let addrs: Vec<_> = target
         .to_socket_addrs()
-        .map_err(|e| err(format!("cannot resolve {target}: {e}")))?
+        .map_err(|e| Error::io(format!("cannot resolve {target}"), e))?
         .collect();
     let tcp = addrs
         .iter()
         .find_map(|a| TcpStream::connect_timeout(a, Duration::from_secs(10)).ok())
-        .ok_or_else(|| err(format!("cannot connect to {target}")))?;
+        .ok_or_else(|| Error::ssh(format!("cannot connect to {target}"), ""))?;
     let _ = tcp.set_nodelay(true);
     let fd = tcp.as_raw_fd();
-    let mut sess = ssh2::Session::new().map_err(|e| err(e.to_string()))?;
+    let mut sess =
+        ssh2::Session::new().map_err(|e| Error::ssh("cannot create a libssh2 session", e))?;
     sess.set_tcp_stream(tcp);
     sess.set_timeout(15_000);
     for (m, p) in [
@@ -110,10 +97,10 @@ pub fn run(opts: &ClientOptions) -> Result<(), ClientError> {
         let _ = sess.method_pref(m, p);
     }
     sess.handshake()
-        .map_err(|e| err(format!("SSH handshake with {target} failed: {e}")))?;
+        .map_err(|e| Error::ssh(format!("SSH handshake with {target} failed"), e))?;
     let (blob, _) = sess
         .host_key()
-        .ok_or_else(|| err("the server sent no host key"))?;
+        .ok_or_else(|| Error::HostKey("the server sent no host key".into()))?;
     let blob = blob.to_vec();
     verify_host(opts, &blob, expected.as_deref())?;
 
@@ -125,34 +112,33 @@ pub fn run(opts: &ClientOptions) -> Result<(), ClientError> {
         opts.passphrase.as_deref(),
     )
     .map_err(|e| {
-        err(format!(
-            "authentication as {} at {target} with {} failed: {e}",
-            opts.username,
-            opts.client_key.display()
-        ))
+        Error::ssh(
+            format!(
+                "authentication as {} at {target} with {} failed",
+                opts.username,
+                opts.client_key.display()
+            ),
+            e,
+        )
     })?;
     let mut channel = sess
         .channel_session()
-        .map_err(|e| err(format!("cannot open a session channel: {e}")))?;
+        .map_err(|e| Error::ssh("cannot open a session channel", e))?;
     channel
         .shell()
-        .map_err(|e| err(format!("the server refused the MCP session: {e}")))?;
+        .map_err(|e| Error::ssh("the server refused the MCP session", e))?;
     log::info!("connected to {target} as {}", opts.username);
     sess.set_keepalive(false, 30);
     sess.set_blocking(false);
     bridge(&sess, &mut channel, fd)
 }
 
-fn verify_host(
-    opts: &ClientOptions,
-    blob: &[u8],
-    expected: Option<&[u8]>,
-) -> Result<(), ClientError> {
+fn verify_host(opts: &ClientOptions, blob: &[u8], expected: Option<&[u8]>) -> Result<(), Error> {
     let name = known_hosts::host_name(&opts.host, opts.port);
     let desc = format!("{} {}", blob_type(blob), fingerprint(blob));
     if let Some(exp) = expected {
         if exp != blob {
-            return Err(err(format!(
+            return Err(Error::HostKey(format!(
                 "host key verification failed: {name} presented {desc}, not the key its key server published ({})",
                 fingerprint(exp)
             )));
@@ -166,16 +152,16 @@ fn verify_host(
     let text = std::fs::read_to_string(&opts.known_hosts).unwrap_or_default();
     match known_hosts::check(&text, &opts.host, opts.port, blob) {
         Verdict::Match => Ok(()),
-        Verdict::Revoked => Err(err(format!(
+        Verdict::Revoked => Err(Error::HostKey(format!(
             "host key verification failed: the key of {name} ({desc}) is marked @revoked in {}",
             opts.known_hosts.display()
         ))),
-        Verdict::Mismatch => Err(err(format!(
+        Verdict::Mismatch => Err(Error::HostKey(format!(
             "host key verification failed: {name} presented {desc}, which does not match {}: \
              the server key changed or someone is intercepting the connection",
             opts.known_hosts.display()
         ))),
-        Verdict::Unknown => Err(err(format!(
+        Verdict::Unknown => Err(Error::HostKey(format!(
             "host key verification failed: {name} is not in {} (it presented {desc}); add its key \
              (for example from `ssh-keyscan -p {} {}`), or use --use-key-server",
             opts.known_hosts.display(),
@@ -185,19 +171,8 @@ fn verify_host(
     }
 }
 
-/// Reads what is available on a raw fd (no std buffering: poll must see it all).
-fn read_fd(fd: i32, buf: &mut [u8]) -> std::io::Result<usize> {
-    // SAFETY: buf is valid for its length; fd is open for the process lifetime.
-    let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
-    if n < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
-
-fn bridge(sess: &ssh2::Session, channel: &mut ssh2::Channel, sock: i32) -> Result<(), ClientError> {
-    let stop = Wake::new().map_err(|e| err(e.to_string()))?;
+fn bridge(sess: &ssh2::Session, channel: &mut ssh2::Channel, sock: i32) -> Result<(), Error> {
+    let stop = Wake::new().map_err(|e| Error::io("cannot create an eventfd", e))?;
     install_signal_handlers(&stop);
     let mut stdout = std::io::stdout();
     let mut to_server: Vec<u8> = Vec::new();
@@ -222,7 +197,7 @@ fn bridge(sess: &ssh2::Session, channel: &mut ssh2::Channel, sock: i32) -> Resul
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) => return Err(err(format!("connection lost: {e}"))),
+                Err(e) => return Err(Error::ssh("connection lost", e)),
             }
         }
         loop {
@@ -241,9 +216,10 @@ fn bridge(sess: &ssh2::Session, channel: &mut ssh2::Channel, sock: i32) -> Resul
             if eof_sent || stopping {
                 return Ok(());
             }
-            return Err(err(format!(
-                "the server closed the session (exit status {status})"
-            )));
+            return Err(Error::ssh(
+                format!("the server closed the session (exit status {status})"),
+                "",
+            ));
         }
         // stdin -> server.
         while !to_server.is_empty() {
@@ -252,14 +228,14 @@ fn bridge(sess: &ssh2::Session, channel: &mut ssh2::Channel, sock: i32) -> Resul
                     to_server.drain(..n);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) => return Err(err(format!("connection lost: {e}"))),
+                Err(e) => return Err(Error::ssh("connection lost", e)),
             }
         }
         if (stdin_eof || stopping) && to_server.is_empty() && !eof_sent {
             match channel.send_eof() {
                 Ok(()) => eof_sent = true,
                 Err(e) if matches!(e.code(), ssh2::ErrorCode::Session(-37)) => {} // EAGAIN
-                Err(e) => return Err(err(format!("connection lost: {e}"))),
+                Err(e) => return Err(Error::ssh("connection lost", e)),
             }
         }
         let next_keepalive = sess.keepalive_send().unwrap_or(30).max(1);
@@ -293,14 +269,14 @@ fn bridge(sess: &ssh2::Session, channel: &mut ssh2::Channel, sock: i32) -> Resul
             ],
             timeout_ms,
         )
-        .map_err(|e| err(format!("poll failed: {e}")))?;
+        .map_err(|e| Error::io("poll", e))?;
         if stop_ready {
             log::info!("signal received; closing the session");
             stop.drain();
             stopping = true;
         }
         if stdin_ready {
-            match read_fd(0, &mut buf) {
+            match os::read_fd(std::io::stdin().as_fd(), &mut buf) {
                 Ok(0) => stdin_eof = true,
                 Ok(n) => to_server.extend_from_slice(&buf[..n]),
                 Err(e)

@@ -5,24 +5,13 @@ pub mod authorized;
 pub mod registry;
 pub mod validate;
 
+use crate::error::Error;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
-/// A key problem, naming the file.
-#[derive(Debug)]
-pub struct KeyError(pub String);
-
-impl fmt::Display for KeyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for KeyError {}
 
 /// A public key as it appears on an OpenSSH line: type, decoded blob, comment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +113,7 @@ pub fn generate_ed25519(comment: &str) -> (String, String) {
 /// Makes sure an ed25519 key exists at `path`: generates one (private 0600,
 /// `.pub` 0644, parent directory 0700) when missing, warns when an existing
 /// private key is readable by group or others. Returns true if generated.
-pub fn ensure_key(path: &Path, comment: &str) -> Result<bool, KeyError> {
+pub fn ensure_key(path: &Path, comment: &str) -> Result<bool, Error> {
     if path.exists() {
         if let Ok(meta) = fs::metadata(path) {
             let mode = meta.permissions().mode() & 0o777;
@@ -144,7 +133,7 @@ pub fn ensure_key(path: &Path, comment: &str) -> Result<bool, KeyError> {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|e| KeyError(format!("cannot create {}: {e}", dir.display())))?;
+            .map_err(|e| Error::Key(format!("cannot create {}: {e}", dir.display())))?;
     }
     let (private, public) = generate_ed25519(comment);
     write_new(path, private.as_bytes(), 0o600)?;
@@ -160,8 +149,8 @@ pub fn pub_path(path: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), KeyError> {
-    let e = |e: std::io::Error| KeyError(format!("cannot write {}: {e}", path.display()));
+fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
+    let e = |e: std::io::Error| Error::Key(format!("cannot write {}: {e}", path.display()));
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create(true)

@@ -6,6 +6,7 @@
 //! is kept only if it is short and printable ASCII; otherwise it is dropped.
 
 use super::PublicKey;
+use crate::error::Error;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
@@ -24,7 +25,11 @@ const ALLOWED: [&str; 7] = [
 ];
 
 /// Checks a submitted key line; the error says why it was refused.
-pub fn validate(line: &str) -> Result<PublicKey, String> {
+pub fn validate(line: &str) -> Result<PublicKey, Error> {
+    check(line).map_err(Error::Key)
+}
+
+fn check(line: &str) -> Result<PublicKey, String> {
     // One trailing line ending is tolerated: the Python client sends its key
     // as asyncssh exports it, with a final newline. Any other is refused.
     let line = line
@@ -237,7 +242,7 @@ mod tests {
             ("x".repeat(MAX_LINE + 1), "longer"),
         ];
         for (line, why) in cases {
-            let e = validate(&line).expect_err(&line);
+            let e = validate(&line).expect_err(&line).to_string();
             assert!(e.contains(why), "{line:?}: {e}");
         }
         // ed25519 blob whose key field is 31 bytes long.
@@ -247,6 +252,7 @@ mod tests {
         assert!(
             validate(&format!("ssh-ed25519 {}", b64(&blob)))
                 .unwrap_err()
+                .to_string()
                 .contains("32 bytes")
         );
         // trailing bytes
@@ -255,6 +261,7 @@ mod tests {
         assert!(
             validate(&format!("ssh-ed25519 {}", b64(&blob)))
                 .unwrap_err()
+                .to_string()
                 .contains("trailing")
         );
     }

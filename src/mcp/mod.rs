@@ -1,5 +1,7 @@
-//! MCP over newline-delimited JSON-RPC: framing, names, and the router.
+//! MCP over newline-delimited JSON-RPC: framing, messages, names, and the
+//! router.
 
+pub mod framing;
 pub mod jsonrpc;
 pub mod names;
 pub mod router;

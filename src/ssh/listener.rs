@@ -1,79 +1,80 @@
-//! The accept loop: bind with modern algorithms, accept on the main thread,
-//! one named OS thread per connection, caps on concurrent and on not yet
-//! authenticated connections, and
-//! a clean stop on SIGINT/SIGTERM (every session ends, every thread joins).
+//! The accept loop: accept on the main thread, one named OS thread per
+//! connection, caps on concurrent and on not yet authenticated connections,
+//! and a clean stop on SIGINT/SIGTERM (every session ends, every thread
+//! joins). A panic in a connection's thread ends that connection only.
 
-use super::session::{self, Shared};
-use super::sys::{Bind, BindConfig, Key};
-use super::wake::{Wake, poll_readable};
+use super::conn::Startup;
+use super::sys::{Bind, Session};
+use crate::error::Error;
+use crate::gateway::Conn;
+use crate::os::{self, Wake};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Stack for connection threads: libssh handshakes and the router fit well
 /// within it (DESIGN.md: 32 KiB passed every handshake tested).
 const SESSION_STACK: usize = 512 * 1024;
 
-/// Returns freed heap to the system once no session is left, so a burst of
-/// sessions does not keep the server's resident size up (small boards).
-fn give_back_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory; it is thread-safe.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+/// How long a failed accept leaves the listener out of the poll.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Connection caps.
+pub struct Limits {
+    pub max_sessions: usize,
+    /// Most connections not yet authenticated (the rest of `max_sessions`
+    /// stays free for clients that log in).
+    pub max_startups: usize,
 }
 
-/// How long a failed accept leaves the listener out of the poll.
-const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+/// What runs a connection, on its own thread.
+pub type Handler = Arc<dyn Fn(Session, Conn) + Send + Sync>;
 
-struct Conn {
+struct Running {
     wake: Arc<Wake>,
     thread: JoinHandle<()>,
 }
 
-/// Listens and serves until `stop` is woken. Returns after every session ended.
+/// Serves until `stop` is woken, then sets `shutdown`, wakes every session
+/// and returns once all have ended.
 pub fn serve(
-    addr: &str,
-    port: u16,
-    host_key: Key,
-    shared: Arc<Shared>,
-    max_sessions: usize,
-    max_startups: usize,
+    bind: Bind,
+    limits: Limits,
     stop: &Wake,
-) -> Result<(), String> {
-    let bind = Bind::listen(BindConfig {
-        addr,
-        port,
-        host_key,
-    })
-    .map_err(|e| e.to_string())?;
-    log::info!("SSH server listening on {addr}:{port}");
+    shutdown: &AtomicBool,
+    handler: Handler,
+) -> Result<(), Error> {
     let active = Arc::new(AtomicUsize::new(0));
     let startups = Arc::new(AtomicUsize::new(0));
-    let mut conns: HashMap<u64, Conn> = HashMap::new();
-    // Each session thread sends its id here as its last act and wakes `reap`,
-    // so the accept loop joins it at once: no finished thread, stack or wake
-    // fd lingers until the next connection.
-    let reap = Arc::new(Wake::new().map_err(|e| e.to_string())?);
+    let mut conns: HashMap<u64, Running> = HashMap::new();
+    // Each connection thread sends its id here as its last act and wakes
+    // `reap`, so the loop joins it at once: no finished thread, stack or
+    // wake fd lingers until the next connection.
+    let reap = Arc::new(Wake::new().map_err(|e| Error::io("cannot create an eventfd", e))?);
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<u64>();
     let mut next_id: u64 = 1;
     // After a failed accept (say, out of fds) the connection still waits and
     // the listener stays readable: leave it out of the poll for a moment
     // instead of spinning; a session that ends (reap) frees fds sooner.
-    let mut accept_pause: Option<std::time::Instant> = None;
+    let mut accept_pause: Option<Instant> = None;
     loop {
-        let left = accept_pause.and_then(|t| t.checked_duration_since(std::time::Instant::now()));
-        // poll skips a negative fd.
-        let (listen_fd, timeout) = match left {
-            Some(left) => (-1, left.as_millis() as i32 + 1),
-            None => (bind.fd(), -1),
+        let listen_fd = if accept_pause.is_some() {
+            -1
+        } else {
+            bind.fd()
         };
-        let ready =
-            poll_readable([listen_fd, stop.fd(), reap.fd()], timeout).map_err(|e| e.to_string())?;
+        let ready = os::poll_readable(
+            [listen_fd, stop.fd(), reap.fd()],
+            os::poll_timeout(accept_pause),
+        )
+        .map_err(|e| Error::io("poll on the listener", e))?;
         if ready[1] {
             break;
+        }
+        if accept_pause.is_some_and(|t| t <= Instant::now()) {
+            accept_pause = None;
         }
         if ready[2] {
             reap.drain();
@@ -83,34 +84,40 @@ pub fn serve(
                 }
             }
             if conns.is_empty() {
-                give_back_memory();
+                os::give_back_memory();
             }
             accept_pause = None; // a session ended: its fds are free
         }
         if !ready[0] {
             continue;
         }
-        let session = match bind.accept() {
+        let (session, peer) = match bind.accept() {
             Ok(Some(s)) => s,
             Ok(None) => continue, // nobody waiting after all
             Err(e) => {
                 log::warn!("{e}; pausing new connections for {ACCEPT_PAUSE:?}");
-                accept_pause = Some(std::time::Instant::now() + ACCEPT_PAUSE);
+                accept_pause = Some(Instant::now() + ACCEPT_PAUSE);
                 continue;
             }
         };
         let id = next_id;
         next_id += 1;
-        if active.load(Ordering::Relaxed) >= max_sessions {
-            log::warn!("s{id}: refused: {max_sessions} connections already open");
-            drop(session);
+        if active.load(Ordering::Relaxed) >= limits.max_sessions {
+            log::warn!(
+                "s{id}: refused: {} connections already open (from {})",
+                limits.max_sessions,
+                peer.ip()
+            );
             continue;
         }
         // Unauthenticated connections get only part of the slots, so clients
         // that stall before logging in cannot lock out those that log in.
-        if startups.load(Ordering::Relaxed) >= max_startups {
-            log::warn!("s{id}: refused: {max_startups} connections still logging in");
-            drop(session);
+        if startups.load(Ordering::Relaxed) >= limits.max_startups {
+            log::warn!(
+                "s{id}: refused: {} connections still logging in (from {})",
+                limits.max_startups,
+                peer.ip()
+            );
             continue;
         }
         let wake = match Wake::new() {
@@ -120,23 +127,31 @@ pub fn serve(
                 continue;
             }
         };
+        let conn = Conn {
+            id,
+            peer,
+            wake: wake.clone(),
+            startup: Startup::take(&startups),
+        };
         active.fetch_add(1, Ordering::Relaxed);
-        let startup = session::Startup::take(&startups);
-        let (sh, act, w) = (shared.clone(), active.clone(), wake.clone());
+        let (handler, active2) = (handler.clone(), active.clone());
         let (done, r) = (done_tx.clone(), reap.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("s{id}"))
             .stack_size(SESSION_STACK)
             .spawn(move || {
-                session::run(session, &sh, w, id, startup);
-                let open = act.fetch_sub(1, Ordering::Relaxed) - 1;
+                let run = std::panic::AssertUnwindSafe(|| handler(session, conn));
+                if let Err(p) = std::panic::catch_unwind(run) {
+                    log::error!("s{id}: session ended by a bug: {}", panic_text(&p));
+                }
+                let open = active2.fetch_sub(1, Ordering::Relaxed) - 1;
                 log::debug!("s{id}: connection closed; {open} open");
                 let _ = done.send(id);
                 r.wake();
             });
         match spawned {
             Ok(thread) => {
-                conns.insert(id, Conn { wake, thread });
+                conns.insert(id, Running { wake, thread });
             }
             Err(e) => {
                 active.fetch_sub(1, Ordering::Relaxed);
@@ -148,7 +163,7 @@ pub fn serve(
         "shutting down: ending {} session(s)",
         active.load(Ordering::Relaxed)
     );
-    shared.shutdown.store(true, Ordering::Relaxed);
+    shutdown.store(true, Ordering::Relaxed);
     drop(bind);
     for c in conns.values() {
         c.wake.wake();
@@ -157,4 +172,12 @@ pub fn serve(
         let _ = c.thread.join();
     }
     Ok(())
+}
+
+/// A panic's message, for the log.
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> &str {
+    p.downcast_ref::<&str>()
+        .copied()
+        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }

@@ -1,6 +1,7 @@
-//! The SSH side of the server, on libssh.
+//! The SSH side of the server, on libssh: the safe binding (`sys`, the
+//! crate's only libssh `unsafe`), the accept loop, and each connection's
+//! handshake up to its MCP channel.
 
+pub mod conn;
 pub mod listener;
-pub mod session;
 pub mod sys;
-pub mod wake;

@@ -8,9 +8,10 @@
 //! - Borrow lifetimes tie messages and channels to their session, so none of
 //!   them outlives the `ssh_session` that owns the underlying memory. Once
 //!   authenticated, session and channel move together into a [`Live`], which
-//!   owns both and is shared behind a mutex (one user at a time).
+//!   owns both and stays on the connection's thread.
 //! - Strings passed to libssh are `CString`s that live across the call.
 
+use crate::error::Error;
 use libssh_rs::sys;
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::marker::PhantomData;
@@ -19,19 +20,8 @@ use std::ptr;
 use std::sync::Once;
 use std::time::Duration;
 
-/// An error reported by libssh, with its message.
-#[derive(Debug)]
-pub struct SshError(pub String);
-
-impl std::fmt::Display for SshError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for SshError {}
-
-fn cstring(s: &str) -> Result<CString, SshError> {
-    CString::new(s).map_err(|_| SshError(format!("string contains a NUL byte: {s:?}")))
+fn cstring(s: &str) -> Result<CString, Error> {
+    CString::new(s).map_err(|_| Error::Config(format!("{s:?} contains a NUL byte")))
 }
 
 /// Reads libssh's last error for a session or bind object.
@@ -93,7 +83,7 @@ unsafe impl Sync for Key {}
 
 impl Key {
     /// Loads an OpenSSH or PEM private key, decrypting it with `passphrase`.
-    pub fn import_private(path: &str, passphrase: Option<&str>) -> Result<Key, SshError> {
+    pub fn import_private(path: &str, passphrase: Option<&str>) -> Result<Key, Error> {
         let cpath = cstring(path)?;
         let cpass = passphrase.map(cstring).transpose()?;
         let mut key: sys::ssh_key = ptr::null_mut();
@@ -109,7 +99,7 @@ impl Key {
             )
         };
         if rc != 0 || key.is_null() {
-            return Err(SshError(format!(
+            return Err(Error::Key(format!(
                 "cannot load the private key {path} (wrong passphrase, or not an OpenSSH/PEM key)"
             )));
         }
@@ -117,13 +107,13 @@ impl Key {
     }
 
     /// The public half as an OpenSSH line: `ssh-ed25519 AAAA...`.
-    pub fn public_line(&self) -> Result<String, SshError> {
+    pub fn public_line(&self) -> Result<String, Error> {
         let mut b64: *mut c_char = ptr::null_mut();
         // SAFETY: self.0 is a live key; the returned string is malloc'ed by
         // libssh and freed below with ssh_string_free_char after copying.
         unsafe {
             if sys::ssh_pki_export_pubkey_base64(self.0, &mut b64) != 0 || b64.is_null() {
-                return Err(SshError("cannot export the public key".into()));
+                return Err(Error::ssh("cannot export the host public key", ""));
             }
             let body = CStr::from_ptr(b64).to_string_lossy().into_owned();
             sys::ssh_string_free_char(b64);
@@ -169,15 +159,15 @@ pub struct Bind(sys::ssh_bind, std::net::TcpListener);
 unsafe impl Send for Bind {}
 
 impl Bind {
-    pub fn listen(cfg: BindConfig) -> Result<Bind, SshError> {
+    pub fn listen(cfg: BindConfig) -> Result<Bind, Error> {
         init();
         let listener = std::net::TcpListener::bind((cfg.addr, cfg.port))
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|e| SshError(format!("cannot listen on {}:{}: {e}", cfg.addr, cfg.port)))?;
+            .map_err(|e| Error::io(format!("cannot listen on {}:{}", cfg.addr, cfg.port), e))?;
         // SAFETY: ssh_bind_new returns an owned object or NULL.
         let b = unsafe { sys::ssh_bind_new() };
         if b.is_null() {
-            return Err(SshError("ssh_bind_new failed".into()));
+            return Err(Error::ssh("ssh_bind_new failed", ""));
         }
         let bind = Bind(b, listener);
         use sys::ssh_bind_options_e::*;
@@ -209,7 +199,9 @@ impl Bind {
         };
         if rc != 0 {
             // SAFETY: bind.0 is live.
-            return Err(SshError(unsafe { last_error(bind.0 as *mut c_void) }));
+            return Err(Error::ssh("cannot load the host key", unsafe {
+                last_error(bind.0 as *mut c_void)
+            }));
         }
         std::mem::forget(cfg.host_key);
         // SAFETY: bind.0 is live and configured. Given a socket, ssh_bind_listen
@@ -222,22 +214,19 @@ impl Bind {
         } != 0
         {
             let e = unsafe { last_error(bind.0 as *mut c_void) };
-            return Err(SshError(format!(
-                "cannot listen on {}:{}: {e}",
-                cfg.addr, cfg.port
-            )));
+            return Err(Error::ssh("cannot load the host key", e));
         }
         Ok(bind)
     }
 
-    fn set_str(&self, opt: sys::ssh_bind_options_e, v: &str) -> Result<(), SshError> {
+    fn set_str(&self, opt: sys::ssh_bind_options_e, v: &str) -> Result<(), Error> {
         let c = cstring(v)?;
         // SAFETY: string options take a NUL-terminated string that libssh copies.
         let rc = unsafe { sys::ssh_bind_options_set(self.0, opt, c.as_ptr() as *const c_void) };
         if rc != 0 {
             // SAFETY: self.0 is live.
             let e = unsafe { last_error(self.0 as *mut c_void) };
-            return Err(SshError(format!("bind option {opt:?}={v}: {e}")));
+            return Err(Error::ssh(format!("bind option {opt:?}={v}"), e));
         }
         Ok(())
     }
@@ -248,11 +237,11 @@ impl Bind {
         self.1.as_raw_fd()
     }
 
-    /// Accepts one connection if one is waiting (poll `fd` first): `None`
-    /// when none was (the listener does not block).
-    pub fn accept(&self) -> Result<Option<Session>, SshError> {
-        let fd = match self.1.accept() {
-            Ok((stream, _)) => std::os::fd::OwnedFd::from(stream),
+    /// Accepts one connection if one is waiting (poll `fd` first), with the
+    /// peer's address: `None` when none was (the listener does not block).
+    pub fn accept(&self) -> Result<Option<(Session, std::net::SocketAddr)>, Error> {
+        let (fd, peer) = match self.1.accept() {
+            Ok((stream, peer)) => (std::os::fd::OwnedFd::from(stream), peer),
             // None waiting, or the one waiting gave up (reset) meanwhile.
             Err(e)
                 if matches!(
@@ -264,12 +253,12 @@ impl Bind {
             {
                 return Ok(None);
             }
-            Err(e) => return Err(SshError(format!("accepting a connection: {e}"))),
+            Err(e) => return Err(Error::io("accepting a connection", e)),
         };
         // SAFETY: ssh_new returns an owned session or NULL.
         let s = unsafe { sys::ssh_new() };
         if s.is_null() {
-            return Err(SshError("ssh_new failed".into()));
+            return Err(Error::ssh("ssh_new failed", ""));
         }
         // SAFETY: an all-zero callbacks struct means "no callback set".
         let mut srv: Box<sys::ssh_server_callbacks_struct> =
@@ -285,9 +274,9 @@ impl Bind {
             if unsafe { sys::ssh_get_fd(session.0) } != raw {
                 drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) });
             }
-            return Err(SshError(format!("accepting a connection: {e}")));
+            return Err(Error::ssh("accepting a connection", e));
         }
-        Ok(Some(session))
+        Ok(Some((session, peer)))
     }
 }
 
@@ -411,10 +400,12 @@ impl Session {
         unsafe { sys::ssh_get_fd(self.0) }
     }
 
-    pub fn handle_key_exchange(&self) -> Result<(), SshError> {
+    pub fn handle_key_exchange(&self) -> Result<(), Error> {
         // SAFETY: self.0 is a live accepted session.
         if unsafe { sys::ssh_handle_key_exchange(self.0) } != 0 {
-            return Err(SshError(unsafe { last_error(self.0 as *mut c_void) }));
+            return Err(Error::ssh("key exchange", unsafe {
+                last_error(self.0 as *mut c_void)
+            }));
         }
         // SAFETY: only public-key auth is offered from here on. An empty
         // server-callbacks struct makes libssh answer unexpected requests with
@@ -657,10 +648,8 @@ pub struct Inbound {
 }
 
 /// An authenticated connection and its one session channel: what the MCP loop
-/// works on. It owns the session, so it can sit in the mutex that the session
-/// thread and the children's reader threads share: libssh allows a session to
-/// be used from several threads as long as never at the same time, which the
-/// mutex guarantees (`Live` is `Send`, not `Sync`).
+/// works on. It owns the session and stays on the connection's thread
+/// (`Live` is `Send`, not `Sync`).
 pub struct Live {
     session: Session,
     ch: sys::ssh_channel,
@@ -674,7 +663,7 @@ pub struct Live {
 
 // SAFETY: every pointer in Live belongs to this one connection and is only
 // touched through &mut self or &self methods; Live is not Sync, so they run on
-// one thread at a time (the holder of the session's mutex). libssh keeps no
+// one thread at a time (the connection's thread). libssh keeps no
 // per-thread state for a session (only the log level, see forward_logs).
 unsafe impl Send for Live {}
 
@@ -712,7 +701,7 @@ unsafe extern "C" fn on_close(_s: sys::ssh_session, _c: sys::ssh_channel, userda
 impl Live {
     /// Installs the channel callbacks and an event loop over the session's
     /// socket. `channel` must come from this session.
-    pub fn new(session: Session, channel: RawChannel) -> Result<Live, SshError> {
+    pub fn new(session: Session, channel: RawChannel) -> Result<Live, Error> {
         // SAFETY: a zeroed callbacks struct is all-NULL function pointers,
         // which libssh reads as "not set". `size` is the size of our (0.11)
         // struct; 0.10.6 reads only the fields it knows.
@@ -736,17 +725,17 @@ impl Live {
         // before freeing anything.
         unsafe {
             if sys::ssh_channel_get_session(live.ch) != live.session.0 {
-                return Err(SshError("channel of another session".into()));
+                return Err(Error::ssh("channel setup", "channel of another session"));
             }
             sys::ssh_set_channel_callbacks(live.ch, &mut *live.callbacks);
             live.event = sys::ssh_event_new();
             if live.event.is_null() {
-                return Err(SshError("ssh_event_new failed".into()));
+                return Err(Error::ssh("ssh_event_new failed", ""));
             }
             if sys::ssh_event_add_session(live.event, live.session.0) != 0 {
                 sys::ssh_event_free(live.event);
                 live.event = ptr::null_mut();
-                return Err(SshError("ssh_event_add_session failed".into()));
+                return Err(Error::ssh("ssh_event_add_session failed", ""));
             }
         }
         Ok(live)
@@ -759,7 +748,7 @@ impl Live {
 
     /// Processes what the socket has, waiting up to `timeout_ms` (0: do not
     /// wait) for it. Callbacks fill [`Live::inbound`].
-    pub fn poll(&mut self, timeout_ms: i32) -> Result<(), SshError> {
+    pub fn poll(&mut self, timeout_ms: i32) -> Result<(), Error> {
         // SAFETY: event and session are live; callbacks only touch inbound.
         let rc = unsafe { sys::ssh_event_dopoll(self.event, timeout_ms) };
         if rc == sys::SSH_ERROR {
@@ -767,7 +756,7 @@ impl Live {
                 self.inbound().closed = true;
                 return Ok(());
             }
-            return Err(SshError(self.session.error()));
+            return Err(Error::ssh("connection", self.session.error()));
         }
         Ok(())
     }
@@ -802,13 +791,13 @@ impl Live {
 
     /// Writes `data` (callers keep it within [`Live::window`]; it may still
     /// wait for socket room). Returns bytes written.
-    pub fn write(&mut self, data: &[u8]) -> Result<usize, SshError> {
+    pub fn write(&mut self, data: &[u8]) -> Result<usize, Error> {
         let len = data.len().min(u32::MAX as usize) as u32;
         // SAFETY: data is valid for len bytes during the call; callbacks that
         // run while libssh waits only touch inbound (no reference held).
         let n = unsafe { sys::ssh_channel_write(self.ch, data.as_ptr() as *const c_void, len) };
         if n < 0 {
-            Err(SshError("channel write failed".into()))
+            Err(Error::ssh("write to the client failed", ""))
         } else {
             Ok(n as usize)
         }

@@ -1,0 +1,398 @@
+//! The MCP session of one SSH connection: the channel on one side, the
+//! session's children on the other, the router in between, all owned by the
+//! connection's thread. Child reader threads only frame and parse lines and
+//! hand them over (a channel send and a wake-up); everything else happens
+//! here, in one loop: poll the socket and the wake fd, let libssh read,
+//! route client lines, route child messages, expire deadlines, write out.
+//!
+//! One `tools/call`, client to child and back:
+//! 1. [`Bridge::run`] wakes: the socket is readable. [`Live::poll`] lets
+//!    libssh decrypt it; the channel's data callback appends to `Inbound`.
+//! 2. [`Bridge::turn`] frames the bytes ([`Framer::push`]) and gives each
+//!    line to [`Router::from_client_line`], which maps the tool's exposed
+//!    name to its child and returns `Action::ToChild` under a fresh id.
+//! 3. [`Bridge::apply`] writes the line to the child's stdin
+//!    ([`ChildProc::send`]).
+//! 4. The child answers; its reader thread (`child::read_stdout`) frames and
+//!    classifies the line, queues it on `rx` and wakes this thread.
+//! 5. [`Bridge::run`] wakes on the wake fd; [`Bridge::turn`] drains `rx`
+//!    into [`Router::from_child_incoming`], which puts the client's id back
+//!    and returns the response as text (`Action::ToClientRaw`).
+//! 6. [`Outbox::flush`] writes it to the channel as far as the client's
+//!    window allows.
+
+pub mod outbox;
+pub mod select;
+
+use crate::child::{self, Backlog, ChildEvent, ChildProc, Sink};
+use crate::config::ServerSpec;
+use crate::mcp::framing::{Frame, Framer};
+use crate::mcp::jsonrpc;
+use crate::mcp::router::{Action, ChildInfo, Options, Router};
+use crate::os::{self, Wake};
+use crate::pool::Pool;
+use crate::ssh::conn::{self, Login, Startup};
+use crate::ssh::sys::{Live, Session};
+use crossbeam_channel::Receiver;
+use outbox::Outbox;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// What every MCP session shares.
+pub struct Gateway {
+    pub servers: Vec<ServerSpec>,
+    pub pool: Arc<Pool>,
+    pub max_line: usize,
+    pub request_timeout: Duration,
+    /// Longest a request may run in total, progress notwithstanding.
+    pub max_total: Duration,
+}
+
+/// One accepted connection, as the listener hands it over.
+pub struct Conn {
+    /// Tags log lines (`s42`).
+    pub id: u64,
+    pub peer: std::net::SocketAddr,
+    /// Woken by the children's reader threads and by the listener at shutdown.
+    pub wake: Arc<Wake>,
+    pub startup: Startup,
+}
+
+/// Output a session holds for a slow client before its children are held
+/// back. Readers wait between lines, so a longer message still goes through.
+const BACKLOG_LIMIT: usize = 4 << 20;
+
+/// Serves one connection to its end, on the calling thread.
+pub fn serve(session: Session, login: &Login, gw: &Gateway, conn: Conn, shutdown: &AtomicBool) {
+    let id = conn.id;
+    crate::ssh::sys::forward_logs(login.libssh_verbosity);
+    let Some(est) = conn::establish(session, login, id, conn.startup) else {
+        return;
+    };
+    let mut live = est.live;
+    let servers = match select::servers(&gw.servers, &est.start) {
+        Ok(s) => s,
+        Err(msg) => {
+            live.write_stderr(msg.as_bytes());
+            conn::close_channel(&mut live, 1);
+            return;
+        }
+    };
+    log::info!(
+        "s{id}: user {:?} from {} authenticated; serving {} MCP server(s)",
+        est.user,
+        conn.peer.ip(),
+        servers.len()
+    );
+    Bridge::start(live, gw, &servers, conn.wake, id).run(shutdown);
+    log::info!("s{id}: session ended");
+}
+
+/// What a turn decided.
+enum Flow {
+    /// Sleep until something arrives or the deadline passes.
+    Wait(Option<Instant>),
+    /// The session is over.
+    End,
+}
+
+/// The MCP session's state, owned by the connection's thread.
+struct Bridge {
+    live: Live,
+    router: Router,
+    /// By config index; None for a server that failed to start.
+    children: Vec<Option<ChildProc>>,
+    rx: Receiver<(usize, ChildEvent)>,
+    wake: Arc<Wake>,
+    framer: Framer,
+    frames: Vec<Frame>,
+    /// Swapped with the inbound buffer so both keep their capacity.
+    scratch: Vec<u8>,
+    out: Outbox,
+    /// What the outbox holds, for the children's reader threads.
+    backlog: Arc<Backlog>,
+    /// The client closed its input: finish what is in flight, then end.
+    eof: bool,
+    /// Exit status for the client: 1 after a connection error.
+    status: i32,
+    /// libssh holds output that waits for socket room (see `flush_pending`).
+    write_pending: bool,
+    /// A child's stdin backlog is full: the client's bytes stay in the socket.
+    paused: bool,
+    id: u64,
+}
+
+impl Bridge {
+    /// Takes a warm spare or starts each server, and attaches it.
+    fn start(live: Live, gw: &Gateway, servers: &[ServerSpec], wake: Arc<Wake>, id: u64) -> Bridge {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let backlog = Backlog::new(BACKLOG_LIMIT);
+        let infos = servers
+            .iter()
+            .map(|s| ChildInfo {
+                name: s.name.clone(),
+                timeout: s.request_timeout.unwrap_or(gw.request_timeout),
+                prefix: s.name_prefix.clone(),
+            })
+            .collect();
+        let mut router = Router::new(
+            infos,
+            Options {
+                max_total: gw.max_total,
+                server_name: "m2m-mcp-server-ssh-server".into(),
+                server_version: env!("CARGO_PKG_VERSION").into(),
+            },
+        );
+        let mut children = Vec::with_capacity(servers.len());
+        for (index, spec) in servers.iter().enumerate() {
+            let started = match gw.pool.take(&spec.name) {
+                Some(c) => Ok(c),
+                None => ChildProc::spawn(spec, gw.max_line),
+            };
+            match started {
+                Ok(mut c) => {
+                    c.attach(Sink {
+                        index,
+                        tx: tx.clone(),
+                        wake: wake.clone(),
+                        backlog: backlog.clone(),
+                    });
+                    log::debug!("s{id}: started {} (pid {})", spec.name, c.pid());
+                    children.push(Some(c));
+                }
+                Err(e) => {
+                    log::error!("s{id}: {e}; left out");
+                    router.child_unavailable(index);
+                    children.push(None);
+                }
+            }
+        }
+        Bridge {
+            live,
+            router,
+            children,
+            rx,
+            wake,
+            framer: Framer::new(gw.max_line),
+            frames: Vec::new(),
+            scratch: Vec::new(),
+            out: Outbox::default(),
+            backlog,
+            eof: false,
+            status: 0,
+            write_pending: false,
+            paused: false,
+            id,
+        }
+    }
+
+    /// The session loop: one poll over the socket and the wake fd, then a
+    /// turn, until the client or the server ends the session.
+    fn run(mut self, shutdown: &AtomicBool) {
+        let mut socket_ready = true; // the first turn also handles early bytes
+        loop {
+            if socket_ready && let Err(e) = self.live.poll(0) {
+                log::info!("s{}: {e}", self.id);
+                self.status = 1;
+                break;
+            }
+            let deadline = match self.turn(shutdown.load(Ordering::Relaxed)) {
+                Flow::End => break,
+                Flow::Wait(d) => d,
+            };
+            // A child's stdin backlog is full: leave the client's bytes in
+            // the socket (flow control holds it back) and watch only for its
+            // hang-up until the writer thread wakes us.
+            let mut events = if self.paused {
+                libc::POLLRDHUP
+            } else {
+                libc::POLLIN
+            };
+            if self.write_pending {
+                events |= libc::POLLOUT;
+            }
+            let fds = [(self.live.fd(), events), (self.wake.fd(), libc::POLLIN)];
+            match os::poll_events(fds, os::poll_timeout(deadline)) {
+                Ok([sock, woken]) => {
+                    socket_ready = sock;
+                    if woken {
+                        self.wake.drain();
+                    }
+                }
+                Err(e) => {
+                    log::error!("s{}: poll failed: {e}", self.id);
+                    break;
+                }
+            }
+        }
+        self.finish();
+    }
+
+    /// Handles everything that has arrived: client bytes that libssh's
+    /// callbacks collected, child messages queued on `rx`, expired
+    /// deadlines; then writes what the client's window allows.
+    fn turn(&mut self, shutdown: bool) -> Flow {
+        // A write that waits for socket room lets libssh read the client too:
+        // go round again while that brought something (bounded for fairness).
+        for _ in 0..64 {
+            let now = Instant::now();
+            self.client_bytes(now);
+            self.child_events(now);
+            if self.router.next_deadline().is_some_and(|d| d <= now) {
+                let actions = self.router.tick(now);
+                self.apply(actions);
+            }
+            if let Err(e) = self.out.flush(&mut self.live) {
+                log::info!("s{}: {e}", self.id);
+                return Flow::End;
+            }
+            self.write_pending = self.live.flush_pending();
+            self.backlog.set(self.out.pending());
+            if self.live.inbound().data.is_empty() && self.rx.is_empty() {
+                break;
+            }
+        }
+        self.paused = self.children.iter().flatten().any(|c| c.stdin_full());
+        if !self.live.inbound().data.is_empty() || !self.rx.is_empty() {
+            return Flow::Wait(Some(Instant::now())); // more to do: come back at once
+        }
+        let inbound = self.live.inbound();
+        if inbound.closed || !self.live.connected() || shutdown {
+            return Flow::End;
+        }
+        let next = self.router.next_deadline();
+        if self.eof && self.out.is_empty() && next.is_none() {
+            return Flow::End;
+        }
+        Flow::Wait(next)
+    }
+
+    /// Frames what the client sent and routes each line.
+    fn client_bytes(&mut self, now: Instant) {
+        std::mem::swap(&mut self.scratch, &mut self.live.inbound().data);
+        self.framer.push(&self.scratch, &mut self.frames);
+        self.scratch.clear();
+        if self.scratch.capacity() > 1 << 20 {
+            self.scratch = Vec::new(); // do not keep a big message's buffer
+        }
+        self.eof |= self.live.inbound().eof;
+        let frames = std::mem::take(&mut self.frames);
+        for frame in &frames {
+            let actions = match frame {
+                Frame::Line(line) => {
+                    fault::check(line);
+                    self.router.from_client_line(line, now)
+                }
+                Frame::TooLong => self.router.client_line_too_long(self.framer.max()),
+            };
+            self.apply(actions);
+        }
+        self.frames = frames;
+        self.frames.clear();
+    }
+
+    /// Routes what the children's reader threads queued.
+    fn child_events(&mut self, now: Instant) {
+        while let Ok((index, event)) = self.rx.try_recv() {
+            let name = match self.children.get(index) {
+                Some(Some(c)) => c.name.as_str(),
+                _ => continue,
+            };
+            let actions = match event {
+                ChildEvent::Message(m) => self.router.from_child_incoming(index, m, now),
+                ChildEvent::BadLine(l) => {
+                    log::warn!(
+                        "s{}: [{name}] wrote a non-JSON line to stdout: {}",
+                        self.id,
+                        truncate(&l, 200)
+                    );
+                    continue;
+                }
+                ChildEvent::Closed => {
+                    log::warn!(
+                        "s{}: server {name} exited; stderr: {}",
+                        self.id,
+                        self.children[index]
+                            .as_ref()
+                            .map_or(String::new(), |c| c.stderr_tail())
+                    );
+                    self.router.child_closed(index, now)
+                }
+            };
+            self.apply(actions);
+        }
+    }
+
+    fn apply(&mut self, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::ToClient(v) => self.out.push_json(&v),
+                Action::ToClientRaw(line) => self.out.push(&line),
+                Action::ToChild(i, v) => {
+                    if let Some(Some(c)) = self.children.get(i) {
+                        c.send(jsonrpc::to_line(&v));
+                    }
+                }
+                Action::ChildFailed(i, why) => {
+                    if let Some(Some(c)) = self.children.get(i) {
+                        log::error!(
+                            "s{}: server {} left out: {why}; stderr: {}",
+                            self.id,
+                            c.name,
+                            c.stderr_tail()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The orderly end: tell the client, then stop the children together.
+    fn finish(&mut self) {
+        self.backlog.close();
+        conn::close_channel(&mut self.live, self.status);
+        let children = std::mem::take(&mut self.children);
+        child::stop_all(children.into_iter().flatten().collect());
+    }
+}
+
+impl Drop for Bridge {
+    /// Runs on every end, a panic's unwinding included: readers waiting for
+    /// output room must see the end before the children (dropped after
+    /// this, each stopped and reaped by its own Drop) join them.
+    fn drop(&mut self) {
+        self.backlog.close();
+    }
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// Test-only fault injection (debug builds only): a client line that
+/// contains the text of `M2M_TEST_PANIC_ON` makes its session panic, so the
+/// end-to-end tests can prove a bug in one session ends only that session.
+mod fault {
+    #[cfg(debug_assertions)]
+    pub fn check(line: &[u8]) {
+        static TRIGGER: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
+        let trigger = TRIGGER.get_or_init(|| {
+            std::env::var_os("M2M_TEST_PANIC_ON")
+                .filter(|v| !v.is_empty())
+                .map(std::os::unix::ffi::OsStringExt::into_vec)
+        });
+        if let Some(t) = trigger
+            && memchr::memmem::find(line, t).is_some()
+        {
+            panic!("fault injection: the client sent the M2M_TEST_PANIC_ON text");
+        }
+    }
+
+    #[cfg(not(debug_assertions))]
+    #[inline(always)]
+    pub fn check(_line: &[u8]) {}
+}

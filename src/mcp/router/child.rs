@@ -1,0 +1,214 @@
+//! What a child sends: answers to what the gateway asked (forwarded calls
+//! and fan-out parts), its own requests and notifications for the client,
+//! and its exit; plus the deadlines of everything in flight.
+
+use super::catalog::ListKind;
+use super::ids::Pending;
+use super::{Action, FanKind, Router, Status};
+use crate::mcp::jsonrpc::{self, Incoming};
+use serde_json::{Value, json};
+use std::time::Instant;
+
+impl Router {
+    /// A classified line from child `child`. A response to a forwarded
+    /// request goes out as text with only its id replaced; anything else
+    /// takes the general path.
+    pub fn from_child_incoming(
+        &mut self,
+        child: usize,
+        msg: Incoming,
+        now: Instant,
+    ) -> Vec<Action> {
+        let (id, is_error, payload) = match msg {
+            Incoming::Other(v) => return self.from_child(child, v, now),
+            Incoming::Response {
+                id,
+                is_error,
+                payload,
+            } => (id, is_error, payload),
+        };
+        let cid = id.as_u64();
+        let forwarded = cid
+            .and_then(|c| self.ids.get(c))
+            .is_some_and(|p| matches!(p, Pending::Forward { child: c, .. } if *c == child));
+        if !forwarded || self.children[child].status == Status::Out {
+            let key = if is_error { "error" } else { "result" };
+            let v = match serde_json::from_str::<Value>(payload.get()) {
+                Ok(p) => json!({"jsonrpc": "2.0", "id": id, key: p}),
+                Err(_) => return Vec::new(),
+            };
+            return self.from_child(child, v, now);
+        }
+        if let Some(Pending::Forward { client_id, .. }) = cid.and_then(|c| self.ids.take(c)) {
+            self.out.push(Action::ToClientRaw(jsonrpc::response_line(
+                &client_id, is_error, &payload,
+            )));
+        }
+        self.take()
+    }
+
+    /// One parsed message from child `child`.
+    pub fn from_child(&mut self, child: usize, msg: Value, now: Instant) -> Vec<Action> {
+        if self.children[child].status == Status::Out {
+            return Vec::new();
+        }
+        let method = msg.get("method").and_then(Value::as_str).map(str::to_owned);
+        let id = msg.get("id").cloned();
+        match (method, id) {
+            (Some(_), Some(id)) => self.child_request(child, id, msg),
+            (Some(m), None) => self.child_notification(child, &m, msg, now),
+            (None, Some(id)) => self.child_response(child, id, msg, now),
+            (None, None) => log::debug!(
+                "[{}] sent a message with no method and no id",
+                self.children[child].info.name
+            ),
+        }
+        self.take()
+    }
+
+    /// A child asks the client (sampling, roots, elicitation): under an id
+    /// of ours, so two children's ids cannot collide.
+    fn child_request(&mut self, child: usize, id: Value, mut msg: Value) {
+        let token = msg.pointer("/params/_meta/progressToken");
+        let gid = self.ids.outbound(child, id, token);
+        msg["id"] = json!(gid);
+        self.out.push(Action::ToClient(msg));
+    }
+
+    fn child_notification(&mut self, child: usize, method: &str, mut msg: Value, now: Instant) {
+        match method {
+            "notifications/tools/list_changed" => self.forget_map(ListKind::Tools),
+            "notifications/prompts/list_changed" => self.forget_map(ListKind::Prompts),
+            "notifications/resources/list_changed" => {
+                self.forget_map(ListKind::Resources);
+                self.forget_map(ListKind::Templates);
+            }
+            "notifications/progress" => {
+                if let Some(t) = msg.pointer("/params/progressToken") {
+                    let timeout = self.children[child].info.timeout;
+                    self.ids.progress(t, timeout, self.opts.max_total, now);
+                }
+            }
+            "notifications/cancelled" => {
+                // The child cancels one of its own requests to the client.
+                let Some(rid) = msg.pointer("/params/requestId") else {
+                    return;
+                };
+                let Some(gid) = self.ids.outbound_id(child, rid) else {
+                    return;
+                };
+                self.ids.take_outbound(gid);
+                msg["params"]["requestId"] = json!(gid);
+            }
+            _ => {}
+        }
+        self.out.push(Action::ToClient(msg));
+    }
+
+    /// An answer to something the gateway asked this child.
+    fn child_response(&mut self, child: usize, id: Value, mut msg: Value, now: Instant) {
+        let Some(cid) = id.as_u64() else { return };
+        if self.ids.get(cid).is_none_or(|p| p.child() != child) {
+            log::debug!(
+                "[{}] response to unknown id {cid}",
+                self.children[child].info.name
+            );
+            return;
+        }
+        match self.ids.take(cid) {
+            Some(Pending::Forward { client_id, .. }) => {
+                msg["id"] = client_id;
+                self.out.push(Action::ToClient(msg));
+            }
+            Some(Pending::Part { fanout, pages, .. }) => {
+                let kind = match self.fanouts.get(&fanout).map(|f| &f.kind) {
+                    Some(FanKind::Init) => None,
+                    Some(FanKind::List(k)) => Some(Some(*k)),
+                    Some(FanKind::SetLevel) => Some(None),
+                    None => return,
+                };
+                match kind {
+                    None => self.init_answer(child, fanout, &msg),
+                    Some(Some(k)) => self.list_page(child, fanout, k, pages, &msg, now),
+                    Some(None) => {
+                        if let Some(f) = self.fanouts.get_mut(&fanout) {
+                            f.waiting -= 1;
+                        }
+                    }
+                }
+                self.maybe_finish(fanout, now);
+            }
+            None => {}
+        }
+    }
+
+    /// Child `child` exited: fail what it held and leave it out.
+    pub fn child_closed(&mut self, child: usize, now: Instant) -> Vec<Action> {
+        let was = self.children[child].status;
+        self.children[child].status = Status::Out;
+        let name = self.children[child].info.name.clone();
+        if was == Status::Initializing {
+            self.out.push(Action::ChildFailed(
+                child,
+                "exited during initialize".into(),
+            ));
+        }
+        for cid in self.ids.of_child(child) {
+            let why = format!("server {name} exited");
+            self.abandon(cid, &why, jsonrpc::SERVER_UNAVAILABLE, now);
+        }
+        self.ids.forget_outbound(child);
+        self.take()
+    }
+
+    /// Ends a pending child request with an error (timeout or child gone).
+    fn abandon(&mut self, cid: u64, why: &str, code: i64, now: Instant) {
+        match self.ids.take(cid) {
+            Some(Pending::Forward { client_id, .. }) => self.fail(client_id, code, why),
+            Some(Pending::Part { child, fanout, .. }) => {
+                if let Some(f) = self.fanouts.get_mut(&fanout) {
+                    f.waiting -= 1;
+                    if matches!(f.kind, FanKind::Init) && self.children[child].status != Status::Out
+                    {
+                        self.children[child].status = Status::Out;
+                        self.out
+                            .push(Action::ChildFailed(child, format!("initialize: {why}")));
+                    }
+                }
+                self.maybe_finish(fanout, now);
+            }
+            None => {}
+        }
+    }
+
+    /// Expires requests past their deadline: the client gets an error, the
+    /// child a `notifications/cancelled` (never for initialize).
+    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        for cid in self.ids.expired(now) {
+            let Some(p) = self.ids.get(cid) else { continue };
+            let child = p.child();
+            let cancel = match p {
+                Pending::Forward { .. } => true,
+                Pending::Part { fanout, .. } => !self
+                    .fanouts
+                    .get(fanout)
+                    .is_some_and(|f| matches!(f.kind, FanKind::Init)),
+            };
+            let info = &self.children[child].info;
+            let why = format!(
+                "request to server {} timed out after {} s",
+                info.name,
+                info.timeout.as_secs_f64()
+            );
+            if cancel {
+                self.out.push(Action::ToChild(
+                    child,
+                    json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                           "params": {"requestId": cid, "reason": "timed out in the gateway"}}),
+                ));
+            }
+            self.abandon(cid, &why, jsonrpc::REQUEST_TIMEOUT, now);
+        }
+        self.take()
+    }
+}

@@ -1,0 +1,220 @@
+//! What the client sends: requests are answered here or routed to the one
+//! child that serves the tool, prompt or resource; notifications and
+//! answers to children's requests go back to the child they concern.
+
+use super::catalog::ListKind;
+use super::ids::{Pending, token_key};
+use super::{Action, Router, Status};
+use crate::mcp::jsonrpc::{self, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND};
+use serde_json::{Value, json};
+use std::time::Instant;
+
+impl Router {
+    /// A line from the client, already framed. Parse errors are answered.
+    pub fn from_client_line(&mut self, line: &[u8], now: Instant) -> Vec<Action> {
+        match serde_json::from_slice::<Value>(line) {
+            Ok(v) => self.from_client(v, now),
+            Err(e) => {
+                self.fail(
+                    Value::Null,
+                    jsonrpc::PARSE_ERROR,
+                    format!("parse error: {e}"),
+                );
+                self.take()
+            }
+        }
+    }
+
+    /// A line over the size limit was dropped.
+    pub fn client_line_too_long(&mut self, limit: usize) -> Vec<Action> {
+        self.fail(
+            Value::Null,
+            INVALID_REQUEST,
+            format!("message exceeds the {limit}-byte line limit and was dropped"),
+        );
+        self.take()
+    }
+
+    /// One parsed message from the client.
+    pub fn from_client(&mut self, msg: Value, now: Instant) -> Vec<Action> {
+        self.client_message(msg, now);
+        self.take()
+    }
+
+    pub(super) fn client_message(&mut self, msg: Value, now: Instant) {
+        let Value::Object(obj) = &msg else {
+            let what = if msg.is_array() {
+                "batches are not supported"
+            } else {
+                "a message must be a JSON object"
+            };
+            self.fail(Value::Null, INVALID_REQUEST, what);
+            return;
+        };
+        let id = obj.get("id").cloned();
+        if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+            self.fail(
+                id.unwrap_or(Value::Null),
+                INVALID_REQUEST,
+                "missing \"jsonrpc\": \"2.0\"",
+            );
+            return;
+        }
+        if let Some(id) = &id
+            && !(id.is_string() || id.is_i64() || id.is_u64())
+        {
+            self.fail(
+                Value::Null,
+                INVALID_REQUEST,
+                "id must be a string or an integer",
+            );
+            return;
+        }
+        match (obj.get("method").and_then(Value::as_str), id) {
+            (Some(method), Some(id)) => {
+                let method = method.to_owned();
+                self.client_request(&method, id, msg, now)
+            }
+            (Some(method), None) => {
+                let method = method.to_owned();
+                self.client_notification(&method, msg)
+            }
+            (None, Some(id)) if obj.contains_key("result") || obj.contains_key("error") => {
+                self.client_response(id, msg)
+            }
+            (None, id) => self.fail(
+                id.unwrap_or(Value::Null),
+                INVALID_REQUEST,
+                "not a request, notification or response",
+            ),
+        }
+    }
+
+    /// The client answers a child's request: back to that child, its id restored.
+    fn client_response(&mut self, id: Value, mut msg: Value) {
+        let Some(gid) = id.as_u64() else { return };
+        let Some((child, orig)) = self.ids.take_outbound(gid) else {
+            log::debug!("response to unknown request {gid} dropped");
+            return;
+        };
+        if self.children[child].status == Status::Ready {
+            msg["id"] = orig;
+            self.out.push(Action::ToChild(child, msg));
+        }
+    }
+
+    fn client_notification(&mut self, method: &str, msg: Value) {
+        match method {
+            "notifications/initialized" | "notifications/roots/list_changed" => {
+                for i in self.ready() {
+                    self.out.push(Action::ToChild(i, msg.clone()));
+                }
+            }
+            "notifications/cancelled" => {
+                let Some(rid) = msg.pointer("/params/requestId") else {
+                    return;
+                };
+                if let Some((cid, child)) = self.ids.find_forward(rid) {
+                    self.ids.take(cid);
+                    let mut m = msg.clone();
+                    m["params"]["requestId"] = json!(cid);
+                    self.out.push(Action::ToChild(child, m));
+                }
+            }
+            "notifications/progress" => {
+                if let Some(child) = msg
+                    .pointer("/params/progressToken")
+                    .and_then(|t| self.ids.child_of_token(t))
+                {
+                    self.out.push(Action::ToChild(child, msg));
+                }
+            }
+            _ => log::debug!("client notification {method} not routed"),
+        }
+    }
+
+    fn client_request(&mut self, method: &str, id: Value, msg: Value, now: Instant) {
+        match method {
+            "initialize" => return self.initialize(id, msg, now),
+            "ping" => return self.reply(id, json!({})),
+            _ => {}
+        }
+        if self.init_params.is_none() {
+            return self.fail(
+                id,
+                INVALID_REQUEST,
+                format!("{method}: the session is not initialized; send initialize first"),
+            );
+        }
+        if self.initializing() {
+            self.deferred.push(msg);
+            return;
+        }
+        if let Some(kind) = ListKind::from_method(method) {
+            if msg.pointer("/params/cursor").is_some_and(|c| !c.is_null()) {
+                return self.fail(
+                    id,
+                    INVALID_PARAMS,
+                    "unknown cursor: this server returns complete lists and mints no cursors",
+                );
+            }
+            return self.start_list(kind, Some(id), now);
+        }
+        match method {
+            "tools/call" => self.route_named(ListKind::Tools, "/params/name", id, msg, now),
+            "prompts/get" => self.route_named(ListKind::Prompts, "/params/name", id, msg, now),
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                match msg.pointer("/params/uri").and_then(Value::as_str) {
+                    Some(uri) => {
+                        let uri = uri.to_owned();
+                        self.route_uri(&uri, id, msg, now)
+                    }
+                    None => self.fail(id, INVALID_PARAMS, format!("{method}: missing params.uri")),
+                }
+            }
+            "completion/complete" => self.route_completion(id, msg, now),
+            "logging/setLevel" => self.set_level(id, msg, now),
+            _ => self.fail(id, METHOD_NOT_FOUND, format!("method not found: {method}")),
+        }
+    }
+
+    fn route_completion(&mut self, id: Value, msg: Value, now: Instant) {
+        match msg.pointer("/params/ref/type").and_then(Value::as_str) {
+            Some("ref/prompt") => {
+                self.route_named(ListKind::Prompts, "/params/ref/name", id, msg, now)
+            }
+            Some("ref/resource") => {
+                let uri = msg
+                    .pointer("/params/ref/uri")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                self.route_uri(&uri, id, msg, now)
+            }
+            _ => self.fail(id, INVALID_PARAMS, "completion/complete: unknown ref type"),
+        }
+    }
+
+    /// Sends a client request to one child under a fresh id.
+    pub(super) fn forward(&mut self, child: usize, id: Value, mut msg: Value, now: Instant) {
+        if self.children[child].status != Status::Ready {
+            let name = self.children[child].info.name.clone();
+            return self.fail(
+                id,
+                jsonrpc::SERVER_UNAVAILABLE,
+                format!("server {name} is not available"),
+            );
+        }
+        let token = msg.pointer("/params/_meta/progressToken").map(token_key);
+        let pending = Pending::Forward {
+            child,
+            client_id: id,
+            token,
+        };
+        let cid = self
+            .ids
+            .insert(pending, self.children[child].info.timeout, now);
+        msg["id"] = json!(cid);
+        self.out.push(Action::ToChild(child, msg));
+    }
+}

@@ -1,0 +1,129 @@
+//! `initialize` and `logging/setLevel`: answered by the gateway after
+//! fanning out to the children. Each child gets the client's own
+//! `initialize` params (so its sampling, roots and elicitation support
+//! reaches them); the reply merges their capabilities and instructions.
+
+use super::{Action, FanKind, Router, Status};
+use crate::mcp::jsonrpc::INVALID_REQUEST;
+use serde_json::{Map, Value, json};
+use std::time::Instant;
+
+/// Protocol revisions of the `initialize` era that the gateway speaks.
+pub const SUPPORTED_VERSIONS: [&str; 5] = [
+    "2025-11-25",
+    "2025-06-18",
+    "2025-03-26",
+    "2024-11-05",
+    "2024-10-07",
+];
+
+impl Router {
+    pub(super) fn initialize(&mut self, id: Value, msg: Value, now: Instant) {
+        if self.init_params.is_some() {
+            return self.fail(id, INVALID_REQUEST, "initialize was already received");
+        }
+        let params = msg.get("params").cloned().unwrap_or_else(|| json!({}));
+        self.init_params = Some(params.clone());
+        let targets: Vec<usize> = (0..self.children.len())
+            .filter(|&i| self.children[i].status == Status::Idle)
+            .collect();
+        let fid = self.fan_out(FanKind::Init, Some(id), targets.len());
+        for i in targets {
+            self.children[i].status = Status::Initializing;
+            self.send_part(i, fid, 0, "initialize", params.clone(), now);
+        }
+        self.maybe_finish(fid, now);
+    }
+
+    /// A child's answer to `initialize`: ready with its capabilities, or out.
+    pub(super) fn init_answer(&mut self, child: usize, fid: u64, msg: &Value) {
+        let Some(f) = self.fanouts.get_mut(&fid) else {
+            return;
+        };
+        f.waiting -= 1;
+        let c = &mut self.children[child];
+        match msg.get("result") {
+            Some(r) => {
+                c.caps = r
+                    .get("capabilities")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                c.instructions = r
+                    .get("instructions")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                c.status = Status::Ready;
+            }
+            None => {
+                let why = msg
+                    .pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no result");
+                c.status = Status::Out;
+                self.out.push(Action::ChildFailed(
+                    child,
+                    format!("initialize failed: {why}"),
+                ));
+            }
+        }
+    }
+
+    pub(super) fn set_level(&mut self, id: Value, msg: Value, now: Instant) {
+        let targets: Vec<usize> = self
+            .ready()
+            .into_iter()
+            .filter(|&i| self.children[i].caps.contains_key("logging"))
+            .collect();
+        let fid = self.fan_out(FanKind::SetLevel, Some(id), targets.len());
+        let params = msg.get("params").cloned().unwrap_or(Value::Null);
+        for i in targets {
+            self.send_part(i, fid, 0, "logging/setLevel", params.clone(), now);
+        }
+        self.maybe_finish(fid, now);
+    }
+
+    /// The gateway's `initialize` result: the ready children's
+    /// capabilities merged (boolean flags as a union), their instructions
+    /// tagged by server, and the client's version if we speak it.
+    pub(super) fn merged_init(&self) -> Value {
+        let mut caps = Map::new();
+        let mut instructions = Vec::new();
+        for c in self.children.iter().filter(|c| c.status == Status::Ready) {
+            for key in ["tools", "prompts", "resources", "logging", "completions"] {
+                let Some(v) = c.caps.get(key) else { continue };
+                let entry = caps.entry(key).or_insert_with(|| json!({}));
+                if let (Some(dst), Some(src)) = (entry.as_object_mut(), v.as_object()) {
+                    for (k, b) in src {
+                        if b.as_bool() == Some(true) || !dst.contains_key(k) {
+                            dst.insert(k.clone(), b.clone());
+                        }
+                    }
+                }
+            }
+            if let Some(i) = &c.instructions {
+                instructions.push(format!("[{}] {i}", c.info.name));
+            }
+        }
+        let requested = self
+            .init_params
+            .as_ref()
+            .and_then(|p| p.get("protocolVersion"))
+            .and_then(Value::as_str)
+            .unwrap_or(SUPPORTED_VERSIONS[0]);
+        let version = if SUPPORTED_VERSIONS.contains(&requested) {
+            requested
+        } else {
+            SUPPORTED_VERSIONS[0]
+        };
+        let mut r = json!({
+            "protocolVersion": version,
+            "capabilities": caps,
+            "serverInfo": {"name": self.opts.server_name, "version": self.opts.server_version},
+        });
+        if !instructions.is_empty() {
+            r["instructions"] = Value::String(instructions.join("\n\n"));
+        }
+        r
+    }
+}

@@ -1,0 +1,261 @@
+//! The aggregated MCP server of one session, as a sans-IO state machine.
+//!
+//! It takes a message from the client or from child N and returns
+//! [`Action`]s (send to the client, send to child N, report child N
+//! failed); the session loop does all I/O and calls [`Router::tick`] at
+//! [`Router::next_deadline`]. Every rule is unit-tested without SSH or
+//! processes (`tests.rs`).
+//!
+//! - `client.rs`: what the client sends: requests, notifications, answers.
+//! - `child.rs`: what a child sends, its exit, and deadlines.
+//! - `catalog.rs`: lists fanned out to the children, merged, and the name
+//!   and URI maps that route calls back.
+//! - `init.rs`: `initialize` and `logging/setLevel`, fanned out.
+//! - `ids.rs`: every id in flight either way, and its progress token.
+
+mod catalog;
+mod child;
+mod client;
+mod ids;
+mod init;
+#[cfg(test)]
+mod tests;
+
+use super::jsonrpc;
+use super::names::{NameMap, UriMap};
+use catalog::ListKind;
+use ids::{IdTable, Pending};
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+pub use init::SUPPORTED_VERSIONS;
+
+/// What the session must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    ToClient(Value),
+    /// A ready line for the client (a child's response passed through as text).
+    ToClientRaw(Vec<u8>),
+    ToChild(usize, Value),
+    /// The child failed (start-up, initialize): log it and leave it out.
+    ChildFailed(usize, String),
+}
+
+/// Per-child settings the router needs.
+#[derive(Debug, Clone)]
+pub struct ChildInfo {
+    pub name: String,
+    pub timeout: Duration,
+    /// Put before this server's tool and prompt names (`namePrefix`).
+    pub prefix: String,
+}
+
+/// Router-wide settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Longest a request may run in total, progress notwithstanding.
+    pub max_total: Duration,
+    pub server_name: String,
+    pub server_version: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    /// Started, not yet asked to initialize.
+    Idle,
+    Initializing,
+    Ready,
+    /// Left out for the rest of the session.
+    Out,
+}
+
+struct Child {
+    info: ChildInfo,
+    status: Status,
+    caps: Map<String, Value>,
+    instructions: Option<String>,
+}
+
+enum FanKind {
+    Init,
+    List(ListKind),
+    SetLevel,
+}
+
+/// A request sent to several children whose answers are combined.
+struct Fanout {
+    kind: FanKind,
+    /// The client request to answer; None for an internal refresh.
+    reply_to: Option<Value>,
+    waiting: usize,
+    /// Per child, the items of a list.
+    items: Vec<Vec<Value>>,
+}
+
+/// One session's aggregated server.
+pub struct Router {
+    children: Vec<Child>,
+    opts: Options,
+    ids: IdTable,
+    fanouts: HashMap<u64, Fanout>,
+    tools: Option<NameMap>,
+    prompts: Option<NameMap>,
+    resources: Option<UriMap>,
+    templates: Option<UriMap>,
+    /// Internal refreshes in flight, so one is not started twice.
+    refreshing: Vec<ListKind>,
+    /// Client requests waiting for a name map or for initialize to finish.
+    deferred: Vec<Value>,
+    /// The client's `initialize` params, passed on to every child.
+    init_params: Option<Value>,
+    out: Vec<Action>,
+}
+
+impl Router {
+    pub fn new(children: Vec<ChildInfo>, opts: Options) -> Router {
+        Router {
+            children: children
+                .into_iter()
+                .map(|info| Child {
+                    info,
+                    status: Status::Idle,
+                    caps: Map::new(),
+                    instructions: None,
+                })
+                .collect(),
+            opts,
+            ids: IdTable::default(),
+            fanouts: HashMap::new(),
+            tools: None,
+            prompts: None,
+            resources: None,
+            templates: None,
+            refreshing: Vec::new(),
+            deferred: Vec::new(),
+            init_params: None,
+            out: Vec::new(),
+        }
+    }
+
+    /// Names of the children that are serving.
+    pub fn ready_children(&self) -> Vec<&str> {
+        self.children
+            .iter()
+            .filter(|c| c.status == Status::Ready)
+            .map(|c| c.info.name.as_str())
+            .collect()
+    }
+
+    /// Marks a child as unusable from the start (it failed to spawn).
+    pub fn child_unavailable(&mut self, child: usize) {
+        self.children[child].status = Status::Out;
+    }
+
+    /// When the session should call [`Router::tick`] next.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.ids.next_deadline()
+    }
+
+    fn take(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.out)
+    }
+
+    fn reply(&mut self, id: Value, result: Value) {
+        self.out.push(Action::ToClient(jsonrpc::result(id, result)));
+    }
+
+    fn fail(&mut self, id: Value, code: i64, msg: impl Into<String>) {
+        self.out
+            .push(Action::ToClient(jsonrpc::error(id, code, msg)));
+    }
+
+    fn ready(&self) -> Vec<usize> {
+        (0..self.children.len())
+            .filter(|&i| self.children[i].status == Status::Ready)
+            .collect()
+    }
+
+    /// Sends one child's part of fan-out `fanout` (`method` with `params`).
+    fn send_part(
+        &mut self,
+        child: usize,
+        fanout: u64,
+        pages: usize,
+        method: &str,
+        params: Value,
+        now: Instant,
+    ) {
+        let part = Pending::Part {
+            child,
+            fanout,
+            pages,
+        };
+        let id = self
+            .ids
+            .insert(part, self.children[child].info.timeout, now);
+        self.out.push(Action::ToChild(
+            child,
+            json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
+        ));
+    }
+
+    /// Starts a fan-out to `targets` and returns its id; the caller sends
+    /// the parts, then calls [`Router::maybe_finish`].
+    fn fan_out(&mut self, kind: FanKind, reply_to: Option<Value>, targets: usize) -> u64 {
+        let fid = self.ids.fresh();
+        let items = vec![Vec::new(); self.children.len()];
+        self.fanouts.insert(
+            fid,
+            Fanout {
+                kind,
+                reply_to,
+                waiting: targets,
+                items,
+            },
+        );
+        fid
+    }
+
+    /// Completes a fan-out once no child part is outstanding.
+    fn maybe_finish(&mut self, fid: u64, now: Instant) {
+        if self.fanouts.get(&fid).is_none_or(|f| f.waiting > 0) {
+            return;
+        }
+        let Some(f) = self.fanouts.remove(&fid) else {
+            return;
+        };
+        match f.kind {
+            FanKind::Init => {
+                if let Some(id) = f.reply_to {
+                    let r = self.merged_init();
+                    self.reply(id, r);
+                }
+            }
+            FanKind::SetLevel => {
+                if let Some(id) = f.reply_to {
+                    self.reply(id, json!({}));
+                }
+            }
+            FanKind::List(kind) => {
+                let merged = self.merge(kind, f.items);
+                self.refreshing.retain(|k| *k != kind);
+                if let Some(id) = f.reply_to {
+                    self.reply(id, json!({ kind.field(): merged }));
+                }
+            }
+        }
+        // Retry requests that waited for initialize or for a name map.
+        if !self.initializing() {
+            for m in std::mem::take(&mut self.deferred) {
+                self.client_message(m, now);
+            }
+        }
+    }
+
+    fn initializing(&self) -> bool {
+        self.fanouts
+            .values()
+            .any(|f| matches!(f.kind, FanKind::Init))
+    }
+}

@@ -1,0 +1,243 @@
+//! The operating-system calls that std does not wrap: an eventfd wake-up,
+//! poll, signal routing, process groups and pidfds, fd flags, and two glibc
+//! malloc tunings. Together with the libssh binding (`ssh::sys`) this is the
+//! only `unsafe` in the crate; each block states the invariant it relies on.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// An eventfd that other threads signal after queueing work for a thread
+/// that blocks in [`poll_events`], so nothing ever sleep-polls.
+#[derive(Debug)]
+pub struct Wake(OwnedFd);
+
+impl Wake {
+    pub fn new() -> io::Result<Wake> {
+        // SAFETY: eventfd returns a new fd or -1; we take ownership of it.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor nobody else owns.
+        Ok(Wake(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Makes the fd readable. Several wakes before a poll coalesce into one.
+    pub fn wake(&self) {
+        write_one(self.0.as_raw_fd());
+    }
+
+    /// Resets the counter (for loops that poll the fd themselves).
+    pub fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reading 8 bytes into a valid u64 from our own nonblocking fd.
+        unsafe {
+            libc::read(
+                self.0.as_raw_fd(),
+                &mut v as *mut u64 as *mut libc::c_void,
+                8,
+            );
+        }
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// Adds one to an eventfd's counter; async-signal-safe.
+fn write_one(fd: RawFd) {
+    let one: u64 = 1;
+    // SAFETY: writing 8 bytes from a valid u64 to an eventfd. A full counter
+    // (EAGAIN) already means "readable", so the result is ignored.
+    unsafe {
+        libc::write(fd, &one as *const u64 as *const libc::c_void, 8);
+    }
+}
+
+/// Blocks until one of `fds` is readable (or hung up) or `timeout_ms`
+/// passes (-1: forever). Returns which were. EINTR counts as "nothing ready".
+pub fn poll_readable<const N: usize>(fds: [RawFd; N], timeout_ms: i32) -> io::Result<[bool; N]> {
+    poll_events(fds.map(|fd| (fd, libc::POLLIN)), timeout_ms)
+}
+
+/// Like [`poll_readable`] with the events to wait for given per fd. A
+/// negative fd is skipped (and reported as not ready).
+pub fn poll_events<const N: usize>(
+    fds: [(RawFd, libc::c_short); N],
+    timeout_ms: i32,
+) -> io::Result<[bool; N]> {
+    let mut pfds = fds.map(|(fd, events)| libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    });
+    // SAFETY: pfds is a valid array of N pollfds for the duration of the call.
+    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), N as libc::nfds_t, timeout_ms) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok([false; N]);
+        }
+        return Err(e);
+    }
+    Ok(pfds.map(|p| p.revents != 0))
+}
+
+/// Milliseconds for poll until `deadline` (None: forever, -1), rounded up so
+/// a deadline is never woken for just before it passes.
+pub fn poll_timeout(deadline: Option<std::time::Instant>) -> i32 {
+    match deadline {
+        None => -1,
+        Some(d) => match d.checked_duration_since(std::time::Instant::now()) {
+            None => 0,
+            Some(left) => left.as_millis().min(i32::MAX as u128 - 1) as i32 + 1,
+        },
+    }
+}
+
+/// The eventfd that the signal handler writes to (-1 until installed).
+static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(_sig: libc::c_int) {
+    let fd = SIGNAL_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        write_one(fd);
+    }
+}
+
+/// Routes SIGINT and SIGTERM to `wake` (a shutdown request). `wake` must
+/// outlive the process's interest in signals (the binaries keep it in main).
+pub fn install_signal_handlers(wake: &Wake) {
+    SIGNAL_FD.store(wake.fd(), Ordering::Relaxed);
+    // SAFETY: on_signal only does an atomic load and an async-signal-safe write.
+    unsafe {
+        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
+/// For `CommandExt::pre_exec`: puts the child in a session of its own (so
+/// its process group id is its pid and [`signal_group`] reaches launchers'
+/// children too), and marks every fd above stderr close-on-exec so the child
+/// gets its three pipes and nothing else, even fds the server inherited.
+/// Kernels before 5.11 lack the flag; the server's own fds are close-on-exec
+/// anyway. Rust's exec-error pipe is close-on-exec already, so a failed exec
+/// is still reported.
+pub fn detach_child() -> io::Result<()> {
+    // SAFETY: setsid and the raw close_range syscall are async-signal-safe,
+    // as pre_exec requires; setsid cannot fail in a freshly forked child
+    // (not a group leader yet).
+    unsafe {
+        libc::setsid();
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
+    Ok(())
+}
+
+/// A pidfd for our own unreaped child (None before Linux 5.3): readable once
+/// the child exits, so waiting for it needs no polling.
+pub fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open on our own unreaped child returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) } as RawFd;
+    // SAFETY: a non-negative result is a fresh fd that nobody else owns.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sends `sig` to the process group led by `leader`. The caller must not
+/// have reaped the leader yet: until then its pid, the group id, cannot
+/// belong to anyone else.
+pub fn signal_group(leader: u32, sig: libc::c_int) {
+    // SAFETY: kill has no memory effects; a negative pid names a group.
+    unsafe {
+        libc::kill(-(leader as libc::pid_t), sig);
+    }
+}
+
+pub fn set_nonblocking(fd: BorrowedFd) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL on an fd we hold open; no memory is passed.
+    let ok = unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        flags >= 0 && libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Reads what is available on a raw fd, with no buffering in between (the
+/// caller's poll must see everything that is left).
+pub fn read_fd(fd: BorrowedFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: buf is valid for its length; the borrow keeps fd open.
+    let n = unsafe {
+        libc::read(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Keeps glibc from giving every thread its own malloc arena: with a thread
+/// per session and three per child, per-thread arenas cost megabytes of RSS
+/// for no gain at this server's allocation rate (small boards first). Call
+/// before other threads start.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Returns freed heap to the system, so a burst of sessions does not keep
+/// the server's resident size up once they are gone.
+pub fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wake_makes_fd_readable_and_drain_resets_it() {
+        let w = Wake::new().unwrap();
+        assert_eq!(poll_readable([w.fd()], 0).unwrap(), [false]);
+        w.wake();
+        w.wake();
+        assert_eq!(poll_readable([w.fd()], 0).unwrap(), [true]);
+        w.drain();
+        assert_eq!(poll_readable([w.fd()], 0).unwrap(), [false]);
+    }
+
+    #[test]
+    fn poll_timeouts_round_up_and_never_wait_for_a_past_deadline() {
+        use std::time::{Duration, Instant};
+        assert_eq!(poll_timeout(None), -1);
+        assert_eq!(
+            poll_timeout(Some(Instant::now() - Duration::from_secs(1))),
+            0
+        );
+        let t = poll_timeout(Some(Instant::now() + Duration::from_micros(1500)));
+        assert!((1..=2).contains(&t), "{t}");
+    }
+}

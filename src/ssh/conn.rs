@@ -1,0 +1,195 @@
+//! One SSH connection up to its MCP channel: key exchange and public-key
+//! authentication under one login deadline, then one session channel with a
+//! shell, exec or subsystem request. What follows belongs to the gateway.
+
+use super::sys::{Channel, Live, Request, Session};
+use crate::gateway::select::Start;
+use crate::keys::authorized::Authorized;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// How clients log in; shared by every connection.
+pub struct Login {
+    pub authorized: Authorized,
+    /// Time for key exchange and authentication together.
+    pub grace: Duration,
+    /// libssh's own log verbosity for connection threads (`M2M_LIBSSH_LOG`).
+    pub libssh_verbosity: i32,
+}
+
+const MAX_AUTH_ATTEMPTS: u32 = 20;
+
+/// A connection's place among those still in key exchange or authentication
+/// (`--max-startups`), given back when it logs in or ends.
+pub struct Startup(Option<Arc<AtomicUsize>>);
+
+impl Startup {
+    pub fn take(count: &Arc<AtomicUsize>) -> Startup {
+        count.fetch_add(1, Ordering::Relaxed);
+        Startup(Some(count.clone()))
+    }
+
+    fn release(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Startup {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// An authenticated connection with its MCP channel open.
+pub struct Established {
+    pub live: Live,
+    pub user: String,
+    pub start: Start,
+}
+
+/// Runs the handshake; None (after logging why) if the client did not get
+/// as far as an MCP channel.
+pub fn establish(
+    session: Session,
+    login: &Login,
+    id: u64,
+    mut startup: Startup,
+) -> Option<Established> {
+    // One deadline for key exchange and authentication together, so a client
+    // that trickles packets cannot hold a connection slot unauthenticated.
+    let deadline = Instant::now() + login.grace;
+    session.prepare(login.grace);
+    if let Err(e) = session.handle_key_exchange() {
+        // libssh leaves its message empty when the client went silent (the
+        // login deadline) or hung up.
+        match e {
+            crate::error::Error::Ssh { detail, .. } if !detail.is_empty() => {
+                log::info!("s{id}: key exchange failed: {detail}")
+            }
+            _ => log::info!(
+                "s{id}: key exchange failed: the client hung up or stayed silent until the login deadline"
+            ),
+        }
+        return None;
+    }
+    let Some(user) = authenticate(&session, &login.authorized, deadline, id) else {
+        session.disconnect();
+        return None;
+    };
+    startup.release();
+    // Channel setup gets its own bound per message, as key exchange had.
+    session.set_timeout(login.grace);
+    let Some((channel, start)) = open_channel(&session, id) else {
+        session.disconnect();
+        return None;
+    };
+    session.stop_queueing();
+    session.clear_timeout();
+    let channel = channel.into_raw();
+    let mut live = match Live::new(session, channel) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("s{id}: {e}");
+            return None;
+        }
+    };
+    live.take_early();
+    Some(Established { live, user, start })
+}
+
+/// Public-key auth only; every other method is refused. Returns the user.
+fn authenticate(
+    session: &Session,
+    authorized: &Authorized,
+    deadline: Instant,
+    id: u64,
+) -> Option<String> {
+    let mut attempts = 0;
+    while attempts < MAX_AUTH_ATTEMPTS {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        // Each wait gets only what is left of the deadline.
+        session.set_timeout(left);
+        let Some(msg) = session.next_message() else {
+            break; // timed out, or the client went away
+        };
+        match msg.request() {
+            Request::AuthPublicKey { signed } => {
+                attempts += 1;
+                let key = msg.auth_key();
+                let known = key
+                    .as_ref()
+                    .is_some_and(|(kind, blob)| authorized.allows(kind, blob));
+                match (known, signed) {
+                    (true, false) => msg.reply_pk_ok(),
+                    (true, true) => {
+                        msg.reply_auth_success();
+                        return Some(msg.auth_user());
+                    }
+                    (false, _) => {
+                        if let Some((kind, blob)) = key {
+                            log::info!(
+                                "s{id}: refused {kind} key {} (not authorized)",
+                                crate::keys::fingerprint(&blob)
+                            );
+                        }
+                        msg.reply_auth_denied()
+                    }
+                }
+            }
+            Request::AuthOther => {
+                attempts += 1;
+                msg.reply_auth_denied();
+            }
+            _ => msg.reply_default(),
+        }
+    }
+    log::info!("s{id}: authentication did not complete");
+    None
+}
+
+/// Accepts one session channel and its shell/exec/subsystem request.
+fn open_channel<'s>(session: &'s Session, id: u64) -> Option<(Channel<'s>, Start)> {
+    let mut channel: Option<Channel<'s>> = None;
+    loop {
+        let msg = session.next_message()?;
+        let start = match msg.request() {
+            Request::OpenSession if channel.is_none() => {
+                channel = Some(msg.accept_channel()?);
+                continue;
+            }
+            Request::Shell if channel.is_some() => Start::All,
+            Request::Subsystem(name) if channel.is_some() && name == "mcp" => Start::All,
+            Request::Exec(cmd) if channel.is_some() => Start::from_exec(&cmd),
+            other => {
+                log::debug!("s{id}: refused {other:?}");
+                msg.reply_default();
+                continue;
+            }
+        };
+        msg.reply_success();
+        return Some((channel?, start));
+    }
+}
+
+/// Ends the channel as OpenSSH expects (exit-status, EOF, close), then
+/// waits (200 ms at most) for the client's close, so OpenSSH sees a clean
+/// end instead of "closed by remote host".
+pub fn close_channel(live: &mut Live, status: i32) {
+    if !live.connected() || live.inbound().closed {
+        return;
+    }
+    live.finish(status);
+    let end = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < end && !live.inbound().closed && live.connected() {
+        let left = end.saturating_duration_since(Instant::now()).as_millis() as i32;
+        if live.poll(left.max(1)).is_err() {
+            break;
+        }
+    }
+}
