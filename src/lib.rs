@@ -20,6 +20,7 @@ pub mod keyapi;
 pub mod keys;
 pub mod logging;
 pub mod mcp;
+pub mod os;
 pub mod pool;
 pub mod server;
 pub mod ssh;
