@@ -2,6 +2,8 @@
 //! format (shared by server and client), and file-mode checks.
 
 pub mod authorized;
+pub mod options;
+pub mod pattern;
 pub mod registry;
 pub mod validate;
 

@@ -41,9 +41,11 @@ impl Registry {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(e),
         };
+        // Any line naming the key counts, even one whose options are
+        // refused: a plain copy must not bypass what that line restricts.
         if parse_file(&existing, &self.path)
             .iter()
-            .any(|k| k.kind == key.kind && k.blob == key.blob)
+            .any(|e| e.key.kind == key.kind && e.key.blob == key.blob)
         {
             return Ok(Added::AlreadyThere);
         }

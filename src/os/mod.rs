@@ -3,6 +3,8 @@
 //! malloc tunings. Together with the libssh binding (`ssh::sys`) this is the
 //! only `unsafe` in the crate; each block states the invariant it relies on.
 
+pub mod localtime;
+
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
