@@ -28,7 +28,7 @@ use crate::child::{self, Backlog, ChildEvent, ChildProc, Sink};
 use crate::config::ServerSpec;
 use crate::mcp::framing::{Frame, Framer};
 use crate::mcp::jsonrpc;
-use crate::mcp::router::{Action, ChildInfo, Options, Router};
+use crate::mcp::router::{Access, Action, ChildInfo, Options, Router};
 use crate::os::{self, Wake};
 use crate::pool::Pool;
 use crate::ssh::conn::{self, Login, Startup};
@@ -67,11 +67,12 @@ const BACKLOG_LIMIT: usize = 4 << 20;
 pub fn serve(session: Session, login: &Login, gw: &Gateway, conn: Conn, shutdown: &AtomicBool) {
     let id = conn.id;
     crate::ssh::sys::forward_logs(login.libssh_verbosity);
-    let Some(est) = conn::establish(session, login, id, conn.startup) else {
+    let Some(est) = conn::establish(session, login, id, conn.peer.ip(), conn.startup) else {
         return;
     };
     let mut live = est.live;
-    let servers = match select::servers(&gw.servers, &est.start) {
+    let grant = est.grant;
+    let servers = match select::servers(&gw.servers, &est.start, |s| grant.allows_server(s)) {
         Ok(s) => s,
         Err(msg) => {
             live.write_stderr(msg.as_bytes());
@@ -85,7 +86,14 @@ pub fn serve(session: Session, login: &Login, gw: &Gateway, conn: Conn, shutdown
         conn.peer.ip(),
         servers.len()
     );
-    Bridge::start(live, gw, &servers, conn.wake, id).run(shutdown);
+    let access = Access {
+        tools: Some(Box::new({
+            let g = grant.clone();
+            move |name: &str| g.allows_tool(name)
+        })),
+        prompts: Some(Box::new(move |name: &str| grant.allows_prompt(name))),
+    };
+    Bridge::start(live, gw, &servers, access, conn.wake, id).run(shutdown);
     log::info!("s{id}: session ended");
 }
 
@@ -125,7 +133,14 @@ struct Bridge {
 
 impl Bridge {
     /// Takes a warm spare or starts each server, and attaches it.
-    fn start(live: Live, gw: &Gateway, servers: &[ServerSpec], wake: Arc<Wake>, id: u64) -> Bridge {
+    fn start(
+        live: Live,
+        gw: &Gateway,
+        servers: &[ServerSpec],
+        access: Access,
+        wake: Arc<Wake>,
+        id: u64,
+    ) -> Bridge {
         let (tx, rx) = crossbeam_channel::unbounded();
         let backlog = Backlog::new(BACKLOG_LIMIT);
         let infos = servers
@@ -143,6 +158,7 @@ impl Bridge {
                 server_name: "m2m-mcp-server-ssh-server".into(),
                 server_version: env!("CARGO_PKG_VERSION").into(),
             },
+            access,
         );
         let mut children = Vec::with_capacity(servers.len());
         for (index, spec) in servers.iter().enumerate() {

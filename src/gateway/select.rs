@@ -30,10 +30,17 @@ impl Start {
 }
 
 /// The servers to start, in config order, or the line to show the client
-/// when it named a server that is not configured.
-pub fn servers(configured: &[ServerSpec], start: &Start) -> Result<Vec<ServerSpec>, String> {
+/// when it named a server that is not configured. Only servers that
+/// `allowed` admits (a key's `command=`) count as configured, so a key
+/// cannot tell a forbidden server from a missing one.
+pub fn servers(
+    configured: &[ServerSpec],
+    start: &Start,
+    allowed: impl Fn(&str) -> bool,
+) -> Result<Vec<ServerSpec>, String> {
+    let configured: Vec<&ServerSpec> = configured.iter().filter(|s| allowed(&s.name)).collect();
     let Start::Only(names) = start else {
-        return Ok(configured.to_vec());
+        return Ok(configured.into_iter().cloned().collect());
     };
     let unknown: Vec<&str> = names
         .iter()
@@ -49,7 +56,7 @@ pub fn servers(configured: &[ServerSpec], start: &Start) -> Result<Vec<ServerSpe
         ));
     }
     Ok(configured
-        .iter()
+        .into_iter()
         .filter(|s| names.contains(&s.name))
         .cloned()
         .collect())
@@ -79,13 +86,29 @@ mod tests {
     #[test]
     fn exec_strings_pick_servers_in_config_order() {
         let cfg = [spec("a"), spec("b"), spec("c")];
+        let any = |_: &str| true;
         assert_eq!(Start::from_exec(" , "), Start::All);
-        assert_eq!(names(&servers(&cfg, &Start::All).unwrap()), ["a", "b", "c"]);
-        let only = Start::from_exec("c, a");
-        assert_eq!(names(&servers(&cfg, &only).unwrap()), ["a", "c"]);
         assert_eq!(
-            servers(&cfg, &Start::from_exec("a,x,y")).unwrap_err(),
+            names(&servers(&cfg, &Start::All, any).unwrap()),
+            ["a", "b", "c"]
+        );
+        let only = Start::from_exec("c, a");
+        assert_eq!(names(&servers(&cfg, &only, any).unwrap()), ["a", "c"]);
+        assert_eq!(
+            servers(&cfg, &Start::from_exec("a,x,y"), any).unwrap_err(),
             "unknown MCP server(s): x, y; configured: a, b, c\n"
+        );
+    }
+
+    #[test]
+    fn a_keys_command_option_hides_the_other_servers() {
+        let cfg = [spec("a"), spec("b"), spec("c")];
+        let only_c = |n: &str| n == "c";
+        assert_eq!(names(&servers(&cfg, &Start::All, only_c).unwrap()), ["c"]);
+        assert_eq!(
+            servers(&cfg, &Start::from_exec("a"), only_c).unwrap_err(),
+            "unknown MCP server(s): a; configured: c\n",
+            "a forbidden server reads as a missing one"
         );
     }
 }

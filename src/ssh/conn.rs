@@ -4,10 +4,11 @@
 
 use super::sys::{Channel, Live, Request, Session};
 use crate::gateway::select::Start;
-use crate::keys::authorized::Authorized;
+use crate::keys::authorized::{Authorized, Grant};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How clients log in; shared by every connection.
 pub struct Login {
@@ -48,6 +49,8 @@ pub struct Established {
     pub live: Live,
     pub user: String,
     pub start: Start,
+    /// What the client's key may use (its authorized_keys options).
+    pub grant: Grant,
 }
 
 /// Runs the handshake; None (after logging why) if the client did not get
@@ -56,6 +59,7 @@ pub fn establish(
     session: Session,
     login: &Login,
     id: u64,
+    peer: IpAddr,
     mut startup: Startup,
 ) -> Option<Established> {
     // One deadline for key exchange and authentication together, so a client
@@ -75,7 +79,7 @@ pub fn establish(
         }
         return None;
     }
-    let Some(user) = authenticate(&session, &login.authorized, deadline, id) else {
+    let Some((user, grant)) = authenticate(&session, &login.authorized, deadline, id, peer) else {
         session.disconnect();
         return None;
     };
@@ -97,16 +101,24 @@ pub fn establish(
         }
     };
     live.take_early();
-    Some(Established { live, user, start })
+    Some(Established {
+        live,
+        user,
+        start,
+        grant,
+    })
 }
 
-/// Public-key auth only; every other method is refused. Returns the user.
+/// Public-key auth only; every other method is refused. A listed key is
+/// also checked against its `from=` and `expiry-time` options. Returns the
+/// user and what the key may use.
 fn authenticate(
     session: &Session,
     authorized: &Authorized,
     deadline: Instant,
     id: u64,
-) -> Option<String> {
+    peer: IpAddr,
+) -> Option<(String, Grant)> {
     let mut attempts = 0;
     while attempts < MAX_AUTH_ATTEMPTS {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -121,22 +133,28 @@ fn authenticate(
         match msg.request() {
             Request::AuthPublicKey { signed } => {
                 attempts += 1;
-                let key = msg.auth_key();
-                let known = key
-                    .as_ref()
-                    .is_some_and(|(kind, blob)| authorized.allows(kind, blob));
-                match (known, signed) {
-                    (true, false) => msg.reply_pk_ok(),
-                    (true, true) => {
+                let Some((kind, blob)) = msg.auth_key() else {
+                    msg.reply_auth_denied();
+                    continue;
+                };
+                let fp = crate::keys::fingerprint(&blob);
+                let verdict = match authorized.lookup(&kind, &blob) {
+                    None => Err("not authorized".to_owned()),
+                    Some(g) => match g.check_login(peer, SystemTime::now()) {
+                        Ok(()) => Ok(g),
+                        Err(why) => Err(why.to_string()),
+                    },
+                };
+                match (verdict, signed) {
+                    (Ok(_), false) => msg.reply_pk_ok(),
+                    (Ok(grant), true) => {
                         msg.reply_auth_success();
-                        return Some(msg.auth_user());
+                        return Some((msg.auth_user(), grant));
                     }
-                    (false, _) => {
-                        if let Some((kind, blob)) = key {
-                            log::info!(
-                                "s{id}: refused {kind} key {} (not authorized)",
-                                crate::keys::fingerprint(&blob)
-                            );
+                    (Err(why), _) => {
+                        // Logged once per key: clients probe before they sign.
+                        if !signed {
+                            log::info!("s{id}: refused {kind} key {fp} from {peer}: {why}");
                         }
                         msg.reply_auth_denied()
                     }

@@ -143,8 +143,10 @@ impl Router {
                         };
                         let exposed =
                             map.insert_prefixed(child, &self.children[child].info.prefix, name);
-                        item["name"] = Value::String(exposed);
-                        out.push(item);
+                        if self.access.allows(kind, &exposed) {
+                            item["name"] = Value::String(exposed);
+                            out.push(item);
+                        }
                     }
                 }
                 *self.name_map(kind) = Some(map);
@@ -257,7 +259,9 @@ impl Router {
                 format!("missing {field} for the {what}"),
             );
         };
-        let Some((child, orig)) = self.name_map(kind).as_ref().and_then(|m| m.get(name)) else {
+        let allowed = self.access.allows(kind, name);
+        let found = self.name_map(kind).as_ref().and_then(|m| m.get(name));
+        let Some((child, orig)) = found.filter(|_| allowed) else {
             return self.fail(id, INVALID_PARAMS, format!("unknown {what}: {name}"));
         };
         let orig = Value::String(orig.to_owned());

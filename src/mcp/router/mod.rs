@@ -60,6 +60,30 @@ pub struct Options {
     pub server_version: String,
 }
 
+/// A check on an exposed name.
+pub type NameCheck = Box<dyn Fn(&str) -> bool + Send>;
+
+/// Which exposed tool and prompt names this session may list and call (a
+/// key's `MCP_TOOLS` / `MCP_PROMPTS`); None allows all. A name it refuses
+/// is left out of lists and answered as unknown when called, byte for byte
+/// as a name that does not exist.
+#[derive(Default)]
+pub struct Access {
+    pub tools: Option<NameCheck>,
+    pub prompts: Option<NameCheck>,
+}
+
+impl Access {
+    fn allows(&self, kind: ListKind, name: &str) -> bool {
+        let check = match kind {
+            ListKind::Tools => &self.tools,
+            ListKind::Prompts => &self.prompts,
+            ListKind::Resources | ListKind::Templates => &None,
+        };
+        check.as_ref().is_none_or(|c| c(name))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
     /// Started, not yet asked to initialize.
@@ -97,6 +121,7 @@ struct Fanout {
 pub struct Router {
     children: Vec<Child>,
     opts: Options,
+    access: Access,
     ids: IdTable,
     fanouts: HashMap<u64, Fanout>,
     tools: Option<NameMap>,
@@ -113,7 +138,7 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(children: Vec<ChildInfo>, opts: Options) -> Router {
+    pub fn new(children: Vec<ChildInfo>, opts: Options, access: Access) -> Router {
         Router {
             children: children
                 .into_iter()
@@ -125,6 +150,7 @@ impl Router {
                 })
                 .collect(),
             opts,
+            access,
             ids: IdTable::default(),
             fanouts: HashMap::new(),
             tools: None,

@@ -18,6 +18,7 @@ fn router(n: usize) -> Router {
             server_name: "gw".into(),
             server_version: "0".into(),
         },
+        Access::default(),
     )
 }
 
@@ -444,4 +445,53 @@ fn every_way_a_request_ends_leaves_no_id_or_token_behind() {
     let a = r.child_closed(1, now);
     assert_eq!(to_client(&a)[0]["id"], 13);
     assert!(r.ids.is_empty(), "child gone");
+}
+
+#[test]
+fn a_filtered_tool_is_unlisted_and_refused_exactly_as_an_unknown_one() {
+    let now = Instant::now();
+    let mut r = Router::new(
+        vec![ChildInfo {
+            name: "s0".into(),
+            timeout: Duration::from_secs(10),
+            prefix: "time.".into(),
+        }],
+        Options {
+            max_total: Duration::from_secs(60),
+            server_name: "gw".into(),
+            server_version: "0".into(),
+        },
+        Access {
+            tools: Some(Box::new(|n: &str| n != "time.secret")),
+            prompts: None,
+        },
+    );
+    init(&mut r, json!({"tools":{}}), now);
+    let a = r.from_client(json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}), now);
+    let (_, m) = to_child(&a).remove(0);
+    let tools = json!([{"name":"now"},{"name":"secret"}]);
+    let a = r.from_child(
+        0,
+        json!({"jsonrpc":"2.0","id":m["id"],"result":{"tools":tools}}),
+        now,
+    );
+    assert_eq!(
+        to_client(&a)[0]["result"]["tools"],
+        json!([{"name":"time.now"}])
+    );
+    let call = |r: &mut Router, name: &str| {
+        let a = r.from_client(
+            json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":name}}),
+            now,
+        );
+        serde_json::to_string(&to_client(&a)[0]).unwrap()
+    };
+    let hidden = call(&mut r, "time.secret");
+    let missing = call(&mut r, "time.nothing");
+    assert_eq!(
+        hidden,
+        missing.replace("time.nothing", "time.secret"),
+        "no hint that it exists"
+    );
+    assert!(hidden.contains("unknown tool"), "{hidden}");
 }
