@@ -109,9 +109,20 @@ impl Server {
     }
 
     pub fn start_in(dir: TempDir, key: PathBuf, extra: &[&str]) -> Server {
+        Self::start_in_env(dir, key, extra, &[])
+    }
+
+    /// Like [`Server::start_in`], with extra environment for the server.
+    pub fn start_in_env(
+        dir: TempDir,
+        key: PathBuf,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let port = free_port();
         let d = dir.path();
         let mut child = Command::new(server_bin())
+            .envs(env.iter().copied())
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .arg("--authorized-clients")
             .arg(d.join("authorized_keys"))
