@@ -6,6 +6,7 @@
 //! and the field, so a user can fix it without reading code.
 
 use crate::error::Error;
+use crate::keys::pattern::NameFilter;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,10 @@ pub struct ServerSpec {
     pub warm_spares: Option<usize>,
     /// Put before this server's tool and prompt names (`namePrefix`), e.g. `time.`.
     pub name_prefix: String,
+    /// Which of this server's tools and prompts anyone may list and call
+    /// (`"tools"` / `"prompts"`: patterns on the server's own names).
+    pub tools: Option<NameFilter>,
+    pub prompts: Option<NameFilter>,
 }
 
 /// Reads and validates the config file. Disabled servers are left out.
@@ -128,6 +133,8 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<ServerSpec>, Error> {
                 ));
             }
         };
+        let tools = name_filter(obj, "tools").map_err(|w| err("tools", &w))?;
+        let prompts = name_filter(obj, "prompts").map_err(|w| err("prompts", &w))?;
         out.push(ServerSpec {
             name: name.clone(),
             command,
@@ -137,9 +144,33 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<ServerSpec>, Error> {
             request_timeout,
             warm_spares,
             name_prefix,
+            tools,
+            prompts,
         });
     }
     Ok(out)
+}
+
+/// `["pattern", "!pattern"]`: `*` and `?` wildcards, `!` excludes.
+fn name_filter(obj: &Map<String, Value>, key: &str) -> Result<Option<NameFilter>, String> {
+    const WHAT: &str = "must be an array of name patterns such as \"get_*\" or \"!delete_*\"";
+    let list = match obj.get(key) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(WHAT.into()),
+    };
+    let mut entries = Vec::with_capacity(list.len());
+    for v in list {
+        match v.as_str() {
+            Some(e) if !e.contains(',') => entries.push(e),
+            Some(e) => return Err(format!("entry {e:?} contains a comma")),
+            None => return Err(WHAT.into()),
+        }
+    }
+    if entries.is_empty() {
+        return Err("is empty: leave it out to allow every name".into());
+    }
+    NameFilter::parse(&entries.join(",")).map(Some)
 }
 
 fn get_bool(obj: &Map<String, Value>, key: &str) -> Result<bool, &'static str> {
@@ -226,5 +257,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("\"a b\""));
+    }
+
+    #[test]
+    fn tool_and_prompt_filters_are_pattern_lists() {
+        let s = parse(
+            r#"{"mcpServers": {"a": {"command": "x", "tools": ["get_*", "!get_secret"], "prompts": ["!*"]}}}"#,
+            "c.json",
+        )
+        .unwrap();
+        let t = s[0].tools.as_ref().unwrap();
+        assert!(t.allows("get_time") && !t.allows("get_secret") && !t.allows("delete"));
+        assert!(!s[0].prompts.as_ref().unwrap().allows("greet"));
+        for (bad, why) in [
+            (r#""tools": "get_*""#, "must be an array"),
+            (r#""tools": [1]"#, "must be an array"),
+            (r#""tools": []"#, "is empty"),
+            (r#""tools": ["a,b"]"#, "comma"),
+            (r#""prompts": ["!"]"#, "prompts"),
+        ] {
+            let e = parse(
+                &format!(r#"{{"mcpServers": {{"a": {{"command": "x", {bad}}}}}}}"#),
+                "c.json",
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.starts_with("c.json: server \"a\": field"), "{e}");
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 }

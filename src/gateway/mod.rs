@@ -149,6 +149,8 @@ impl Bridge {
                 name: s.name.clone(),
                 timeout: s.request_timeout.unwrap_or(gw.request_timeout),
                 prefix: s.name_prefix.clone(),
+                tools: s.tools.clone(),
+                prompts: s.prompts.clone(),
             })
             .collect();
         let mut router = Router::new(

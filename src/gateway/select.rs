@@ -76,6 +76,8 @@ mod tests {
             request_timeout: None,
             warm_spares: None,
             name_prefix: String::new(),
+            tools: None,
+            prompts: None,
         }
     }
 

@@ -206,7 +206,7 @@ pub struct NameFilter {
 }
 
 impl NameFilter {
-    pub(crate) fn parse(list: &str) -> Result<NameFilter, String> {
+    pub fn parse(list: &str) -> Result<NameFilter, String> {
         let (mut allow, mut deny) = (Vec::new(), Vec::new());
         for (negated, body) in entries(list, true)? {
             if body.starts_with(|c: char| c == '!' || c.is_whitespace()) {

@@ -141,6 +141,9 @@ impl Router {
                         let Some(name) = item.get("name").and_then(Value::as_str) else {
                             continue;
                         };
+                        if !self.children[child].info.offers(kind, name) {
+                            continue; // filtered in the config: never named, never routed
+                        }
                         let exposed =
                             map.insert_prefixed(child, &self.children[child].info.prefix, name);
                         if self.access.allows(kind, &exposed) {

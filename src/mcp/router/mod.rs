@@ -23,6 +23,7 @@ mod tests;
 
 use super::jsonrpc;
 use super::names::{NameMap, UriMap};
+use crate::keys::pattern::NameFilter;
 use catalog::ListKind;
 use ids::{IdTable, Pending};
 use serde_json::{Map, Value, json};
@@ -49,6 +50,21 @@ pub struct ChildInfo {
     pub timeout: Duration,
     /// Put before this server's tool and prompt names (`namePrefix`).
     pub prefix: String,
+    /// The config's filters on the server's own tool and prompt names.
+    pub tools: Option<NameFilter>,
+    pub prompts: Option<NameFilter>,
+}
+
+impl ChildInfo {
+    /// Whether the config lets anyone see this server's item `name`.
+    fn offers(&self, kind: ListKind, name: &str) -> bool {
+        let filter = match kind {
+            ListKind::Tools => &self.tools,
+            ListKind::Prompts => &self.prompts,
+            ListKind::Resources | ListKind::Templates => &None,
+        };
+        filter.as_ref().is_none_or(|f| f.allows(name))
+    }
 }
 
 /// Router-wide settings.

@@ -11,6 +11,8 @@ fn router(n: usize) -> Router {
                 name: format!("s{i}"),
                 timeout: Duration::from_secs(10),
                 prefix: String::new(),
+                tools: None,
+                prompts: None,
             })
             .collect(),
         Options {
@@ -455,6 +457,8 @@ fn a_filtered_tool_is_unlisted_and_refused_exactly_as_an_unknown_one() {
             name: "s0".into(),
             timeout: Duration::from_secs(10),
             prefix: "time.".into(),
+            tools: None,
+            prompts: None,
         }],
         Options {
             max_total: Duration::from_secs(60),
@@ -494,4 +498,55 @@ fn a_filtered_tool_is_unlisted_and_refused_exactly_as_an_unknown_one() {
         "no hint that it exists"
     );
     assert!(hidden.contains("unknown tool"), "{hidden}");
+}
+
+#[test]
+fn a_config_filter_hides_a_servers_tool_before_names_are_made_unique() {
+    let now = Instant::now();
+    let info = |name: &str, tools: Option<&str>| ChildInfo {
+        name: name.into(),
+        timeout: Duration::from_secs(10),
+        prefix: String::new(),
+        tools: tools.map(|t| crate::keys::pattern::NameFilter::parse(t).unwrap()),
+        prompts: None,
+    };
+    let opts = Options {
+        max_total: Duration::from_secs(60),
+        server_name: "gw".into(),
+        server_version: "0".into(),
+    };
+    let mut r = Router::new(
+        vec![info("s0", Some("!echo")), info("s1", None)],
+        opts,
+        Access::default(),
+    );
+    init(&mut r, json!({"tools":{}}), now);
+    let a = r.from_client(json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}), now);
+    let mut last = Vec::new();
+    for (i, m) in to_child(&a) {
+        let tools = json!([{"name":"echo"},{"name": format!("own{i}")}]);
+        last = r.from_child(
+            i,
+            json!({"jsonrpc":"2.0","id":m["id"],"result":{"tools":tools}}),
+            now,
+        );
+    }
+    // s0's echo is filtered out, so s1's echo keeps its own name.
+    let reply = to_client(&last).remove(0);
+    let names: Vec<&str> = reply["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["own0", "echo", "own1"]);
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo"}}),
+        now,
+    );
+    assert_eq!(
+        to_child(&a)[0].0,
+        1,
+        "echo routes to the server that offers it"
+    );
 }
