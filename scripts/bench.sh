@@ -37,52 +37,22 @@ cargo build --release --locked --quiet --bins --examples
 BIN=$ROOT/target/release
 DRV=$BIN/examples/mcp_bench
 
-T=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$T"; }
-trap cleanup EXIT
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
+bench_setup
 RES=$T/results.jsonl
 : > "$RES"
-fail() { echo "BENCH FAIL: $*" >&2; for f in "$T"/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -n 20 "$f" >&2; }; done; exit 1; }
-freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-waitport() { for _ in $(seq 1 150); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 record() { # child path metric json
   python3 -c 'import json,sys; d=json.loads(sys.argv[4]); d.update(child=sys.argv[1], path=sys.argv[2], metric=sys.argv[3]); print(json.dumps(d))' "$@" >> "$RES"
 }
-rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-tree_sum() { # PID rss|cpu: VmRSS KiB, or CPU ms (with reaped children), of the process and all its descendants
-  python3 - "$1" "$2" <<'PY'
-import os, sys
-root, what = int(sys.argv[1]), sys.argv[2]; kids = {}; hz = os.sysconf('SC_CLK_TCK')
-for p in os.listdir('/proc'):
-    if not p.isdigit(): continue
-    try:
-        st = open(f'/proc/{p}/stat').read(); ppid = int(st.rsplit(')', 1)[1].split()[1])
-        kids.setdefault(ppid, []).append(int(p))
-    except Exception: pass
-total, todo = 0, [root]
-while todo:
-    p = todo.pop(); todo += kids.get(p, [])
-    try:
-        if what == 'rss':
-            total += sum(int(l.split()[1]) for l in open(f'/proc/{p}/status') if l.startswith('VmRSS'))
-        else:  # utime stime cutime cstime
-            total += sum(int(x) for x in open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[11:15])
-    except Exception: pass
-print(total if what == 'rss' else total * 1000 // hz)
-PY
-}
-tree_rss_kb() { tree_sum "$1" rss; }
-tree_cpu_ms() { tree_sum "$1" cpu; }
 
-ssh-keygen -q -t ed25519 -N '' -f "$T/client"
+client_key
 ssh-keygen -q -t ed25519 -N '' -f "$T/sshd_host"
 mkdir -p /run/sshd 2>/dev/null || true
-SSHOPTS="-o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -i $T/client"
 
 for child in echo time; do
   case $child in
-    echo) CMD="$BIN/examples/echo_mcp"; TOOL=echo; ARGS='{"text":"hello"}'; TPN=$TP_CALLS_ECHO ;;
+    echo) CMD="$BIN/examples/echo_mcp"; TOOL="echo"; ARGS='{"text":"hello"}'; TPN=$TP_CALLS_ECHO ;;
     time) CMD="$ROOT/.venv/bin/mcp-server-time --local-timezone UTC"; TOOL=get_current_time; ARGS='{"timezone":"UTC"}'; TPN=$TP_CALLS ;;
   esac
   # (b) private sshd with ForceCommand.
@@ -102,16 +72,13 @@ PermitRootLogin prohibit-password
 ForceCommand $CMD
 EOF
   /usr/sbin/sshd -D -e -f "$T/sshd_config" 2>"$T/sshd-$child.log" &
-  SSHD=$!; PIDS+=($SSHD)
+  SSHD=$!; PIDS+=("$SSHD")
   # (c), (d) our server with this child only.
   OP=$(freeport)
   printf '{"mcpServers": {"%s": {"command": "sh", "args": ["-c", "exec %s"]}}}\n' "$child" "$CMD" > "$T/cfg-$child.json"
   start_ours() {
-    "$BIN/m2m-mcp-server-ssh-server" --port "$OP" --authorized-clients "$T/client.pub" --registered-clients "$T/none" \
-      --server-key "$T/ours_host" --servers-config "$T/cfg-$child.json" --log-level WARNING 2>>"$T/ours-$child.log" &
-    OURS=$!; PIDS+=($OURS)
-    waitport "$OP" || fail "our server did not start"
-    sleep 1 # let warm spares start, as they would on a long-running server
+    start_server "$BIN/m2m-mcp-server-ssh-server" "$OP" "$T/cfg-$child.json" "$T/ours_host" "$T/ours-$child.log"
+    OURS=$SERVER_PID
   }
   start_ours
   waitport "$SP" || fail "sshd did not start"
@@ -150,19 +117,7 @@ EOF
         case $p in b) SRV=$SSHD ;; c | d) SRV=$OURS ;; *) SRV= ;; esac
         if [ "$n" = 16 ] && [ -n "$SRV" ]; then
           # Server-side CPU over the calls alone (set-up and teardown excluded).
-          coproc TP { MCP_BENCH_SYNC=1 "$DRV" throughput "${P[$p]}" "$n" "$TPN" "$TOOL" "$ARGS"; }
-          read -r -t 300 line <&"${TP[0]}" && [ "$line" = ready ] || fail "$child $p throughput $n: ${line:-no answer}"
-          # Let one-off start-up work finish first (our server starts a
-          # replacement warm spare as each session takes one: half a second
-          # of CPU for a Python child), so the window holds the calls only.
-          sleep 1
-          before=$(tree_cpu_ms "$SRV"); echo go >&"${TP[1]}"
-          read -r -t 300 line <&"${TP[0]}" && [ "$line" = done ] || fail "$child $p throughput $n: ${line:-no answer}"
-          after=$(tree_cpu_ms "$SRV"); echo go >&"${TP[1]}"
-          read -r -t 120 r <&"${TP[0]}" || fail "$child $p throughput $n"
-          wait "$TP_PID" || fail "$child $p throughput $n"
-          r=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["server_cpu_ms_per_1000"]=(int(sys.argv[3])-int(sys.argv[2]))*1000/(16*int(sys.argv[4])); print(json.dumps(d))' \
-            "$r" "$before" "$after" "$TPN")
+          throughput_cpu "$DRV" "${P[$p]}" "$n" "$TPN" "$TOOL" "$ARGS" "$SRV"; r=$RESULT
         else
           r=$("$DRV" throughput "${P[$p]}" "$n" "$TPN" "$TOOL" "$ARGS") || fail "$child $p throughput $n"
         fi
@@ -173,18 +128,13 @@ EOF
   # RSS with 1 and $HOLD open sessions (through ssh -T), on a restarted
   # server: memory malloc kept from the throughput runs would otherwise
   # count in the first figure and not in the per-session difference.
-  kill "$OURS"; wait "$OURS" 2>/dev/null || true
+  stop_pids "$OURS"
   start_ours
   for n in 1 "$HOLD"; do
-    coproc H { "$DRV" hold "${P[c]}" "$n"; }
-    read -r -t 120 line <&"${H[0]}" || fail "hold $n sessions"
-    [ "$line" = ready ] || fail "hold: $line"
-    record "$child" c "hold$n" "{\"server_kb\": $(rss_kb "$OURS"), \"tree_kb\": $(tree_rss_kb "$OURS"), \"threads\": $(ls /proc/$OURS/task | wc -l)}"
-    exec {H[1]}>&-
-    wait "$H_PID" 2>/dev/null || true
+    hold_rss "$DRV" "${P[c]}" "$n" "$OURS"
+    record "$child" c "hold$n" "$RESULT"
   done
-  kill "$SSHD" "$OURS" 2>/dev/null || true
-  wait "$SSHD" "$OURS" 2>/dev/null || true
+  stop_pids "$SSHD" "$OURS"
   unset P
 done
 
