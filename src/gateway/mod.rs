@@ -59,6 +59,10 @@ pub struct Conn {
     pub startup: Startup,
 }
 
+/// How often an open session checks that its key is still trusted (a
+/// stat of the trust files; they are re-read only when they changed).
+const TRUST_CHECK: Duration = Duration::from_secs(2);
+
 /// Output a session holds for a slow client before its children are held
 /// back. Readers wait between lines, so a longer message still goes through.
 const BACKLOG_LIMIT: usize = 4 << 20;
@@ -93,7 +97,10 @@ pub fn serve(session: Session, login: &Login, gw: &Gateway, conn: Conn, shutdown
         })),
         prompts: Some(Box::new(move |name: &str| grant.allows_prompt(name))),
     };
-    Bridge::start(live, gw, &servers, access, conn.wake, id).run(shutdown);
+    let (kind, blob) = est.key;
+    let peer = conn.peer.ip();
+    let trusted = || conn::admit(&login.authorized, &kind, &blob, peer).map(|_| ());
+    Bridge::start(live, gw, &servers, access, conn.wake, id).run(shutdown, &trusted);
     log::info!("s{id}: session ended");
 }
 
@@ -206,9 +213,12 @@ impl Bridge {
     }
 
     /// The session loop: one poll over the socket and the wake fd, then a
-    /// turn, until the client or the server ends the session.
-    fn run(mut self, shutdown: &AtomicBool) {
+    /// turn, until the client or the server ends the session. Every
+    /// [`TRUST_CHECK`] the key must still be trusted (`trusted`), or the
+    /// session ends with a line to the client.
+    fn run(mut self, shutdown: &AtomicBool, trusted: &dyn Fn() -> Result<(), String>) {
         let mut socket_ready = true; // the first turn also handles early bytes
+        let mut next_check = Instant::now() + TRUST_CHECK;
         loop {
             if socket_ready && let Err(e) = self.live.poll(0) {
                 log::info!("s{}: {e}", self.id);
@@ -219,6 +229,21 @@ impl Bridge {
                 Flow::End => break,
                 Flow::Wait(d) => d,
             };
+            if Instant::now() >= next_check {
+                if let Err(why) = trusted() {
+                    log::warn!(
+                        "s{}: ending the session, its key lost its trust: {why}",
+                        self.id
+                    );
+                    let line =
+                        format!("the server no longer trusts this key ({why}); session ended\n");
+                    self.live.write_stderr(line.as_bytes());
+                    self.status = 1;
+                    break;
+                }
+                next_check = Instant::now() + TRUST_CHECK;
+            }
+            let deadline = Some(deadline.map_or(next_check, |d| d.min(next_check)));
             // A child's stdin backlog is full: leave the client's bytes in
             // the socket (flow control holds it back) and watch only for its
             // hang-up until the writer thread wakes us.

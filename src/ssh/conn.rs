@@ -51,6 +51,8 @@ pub struct Established {
     pub start: Start,
     /// What the client's key may use (its authorized_keys options).
     pub grant: Grant,
+    /// The key it logged in with: type and blob.
+    pub key: (String, Vec<u8>),
 }
 
 /// Runs the handshake; None (after logging why) if the client did not get
@@ -79,7 +81,8 @@ pub fn establish(
         }
         return None;
     }
-    let Some((user, grant)) = authenticate(&session, &login.authorized, deadline, id, peer) else {
+    let Some((user, grant, key)) = authenticate(&session, &login.authorized, deadline, id, peer)
+    else {
         session.disconnect();
         return None;
     };
@@ -106,19 +109,20 @@ pub fn establish(
         user,
         start,
         grant,
+        key,
     })
 }
 
 /// Public-key auth only; every other method is refused. A listed key is
 /// also checked against its `from=` and `expiry-time` options. Returns the
-/// user and what the key may use.
+/// user, what the key may use, and the key.
 fn authenticate(
     session: &Session,
     authorized: &Authorized,
     deadline: Instant,
     id: u64,
     peer: IpAddr,
-) -> Option<(String, Grant)> {
+) -> Option<(String, Grant, (String, Vec<u8>))> {
     let mut attempts = 0;
     while attempts < MAX_AUTH_ATTEMPTS {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -138,18 +142,12 @@ fn authenticate(
                     continue;
                 };
                 let fp = crate::keys::fingerprint(&blob);
-                let verdict = match authorized.lookup(&kind, &blob) {
-                    None => Err("not authorized".to_owned()),
-                    Some(g) => match g.check_login(peer, SystemTime::now()) {
-                        Ok(()) => Ok(g),
-                        Err(why) => Err(why.to_string()),
-                    },
-                };
+                let verdict = admit(authorized, &kind, &blob, peer);
                 match (verdict, signed) {
                     (Ok(_), false) => msg.reply_pk_ok(),
                     (Ok(grant), true) => {
                         msg.reply_auth_success();
-                        return Some((msg.auth_user(), grant));
+                        return Some((msg.auth_user(), grant, (kind, blob)));
                     }
                     (Err(why), _) => {
                         // Logged once per key: clients probe before they sign.
@@ -169,6 +167,24 @@ fn authenticate(
     }
     log::info!("s{id}: authentication did not complete");
     None
+}
+
+/// Whether `authorized` lets this key in from `peer` now: its grant, or why
+/// not. Asked at login and again while the session lasts, so a key removed
+/// or expired loses its open sessions too.
+pub fn admit(
+    authorized: &Authorized,
+    kind: &str,
+    blob: &[u8],
+    peer: IpAddr,
+) -> Result<Grant, String> {
+    match authorized.lookup(kind, blob) {
+        None => Err("not authorized".to_owned()),
+        Some(g) => match g.check_login(peer, SystemTime::now()) {
+            Ok(()) => Ok(g),
+            Err(why) => Err(why.to_string()),
+        },
+    }
 }
 
 /// Accepts one session channel and its shell/exec/subsystem request.
