@@ -17,8 +17,10 @@
 //! - [`server`]: wires the parts together for the server binary.
 //! - [`os`]: eventfd, poll, signals, process groups: with `ssh::sys`, the
 //!   only `unsafe` in the crate.
+//! - [`audit`]: the audit log (`--audit-log`).
 //! - [`error`]: the one error type.
 
+pub mod audit;
 pub mod child;
 pub mod client;
 pub mod config;

@@ -1,6 +1,7 @@
 //! The server binary's work: load config and keys, start the key API if
 //! asked, then serve SSH until SIGINT/SIGTERM.
 
+use crate::audit::AuditLog;
 use crate::config;
 use crate::error::Error;
 use crate::gateway::{self, Gateway};
@@ -37,6 +38,8 @@ pub struct ServerOptions {
     pub login_grace: Duration,
     /// Default warm spares per server (`warmSpares` in the config overrides).
     pub warm_spares: usize,
+    /// `--audit-log`.
+    pub audit_log: Option<PathBuf>,
     pub key_server: Option<KeyServerOptions>,
 }
 
@@ -116,7 +119,15 @@ pub fn run(opts: &ServerOptions) -> Result<(), Error> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(1),
     };
+    let audit = match &opts.audit_log {
+        Some(p) => {
+            log::info!("audit log: {}", p.display());
+            Some(Arc::new(AuditLog::open(p)?))
+        }
+        None => None,
+    };
     let gw = Gateway {
+        audit: audit.clone(),
         servers,
         pool: pool.clone(),
         max_line: opts.max_line,
@@ -128,7 +139,15 @@ pub fn run(opts: &ServerOptions) -> Result<(), Error> {
         None => None,
     };
     let stop = Wake::new().map_err(|e| Error::io("cannot create an eventfd", e))?;
+    let hangup = Wake::new().map_err(|e| Error::io("cannot create an eventfd", e))?;
     os::install_signal_handlers(&stop);
+    os::install_hangup_handler(&hangup);
+    let on_hangup = || {
+        log::info!("SIGHUP: reopening the audit log");
+        if let Some(a) = &audit {
+            a.reopen();
+        }
+    };
     let served = Bind::listen(BindConfig {
         addr: &opts.host,
         port: opts.port,
@@ -145,6 +164,7 @@ pub fn run(opts: &ServerOptions) -> Result<(), Error> {
                 max_startups: opts.max_startups,
             },
             &stop,
+            (&hangup, &on_hangup),
             &shutdown,
             Arc::new(move |session, conn| gateway::serve(session, &login, &gw, conn, &flag)),
         )

@@ -53,6 +53,9 @@ struct Args {
     /// seconds a client has to finish key exchange and authentication, in all (default: 10)
     #[argh(option, default = "10")]
     login_grace_time: u64,
+    /// append one JSON line per session and per tool call, prompt or resource read to this file (reopened on SIGHUP)
+    #[argh(option)]
+    audit_log: Option<String>,
     /// run the HTTP key-management API beside the SSH server
     #[argh(switch)]
     run_key_server: bool,
@@ -98,6 +101,7 @@ fn main() {
         max_startups: args.max_startups,
         login_grace: Duration::from_secs(args.login_grace_time),
         warm_spares: args.warm_spares,
+        audit_log: args.audit_log.as_deref().map(expand_home),
         key_server: args.run_key_server.then(|| KeyServerOptions {
             host: args.key_server_host,
             port: args.key_server_port,

@@ -24,17 +24,19 @@
 pub mod outbox;
 pub mod select;
 
+use crate::audit::{AuditLog, SessionAudit};
 use crate::child::{self, Backlog, ChildEvent, ChildProc, Sink};
 use crate::config::ServerSpec;
 use crate::mcp::framing::{Frame, Framer};
 use crate::mcp::jsonrpc;
-use crate::mcp::router::{Access, Action, ChildInfo, Options, Router};
+use crate::mcp::router::{Access, Action, ChildInfo, Options, Outcome, Record, Router};
 use crate::os::{self, Wake};
 use crate::pool::Pool;
 use crate::ssh::conn::{self, Login, Startup};
 use crate::ssh::sys::{Live, Session};
 use crossbeam_channel::Receiver;
 use outbox::Outbox;
+use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -47,6 +49,8 @@ pub struct Gateway {
     pub request_timeout: Duration,
     /// Longest a request may run in total, progress notwithstanding.
     pub max_total: Duration,
+    /// `--audit-log`.
+    pub audit: Option<Arc<AuditLog>>,
 }
 
 /// One accepted connection, as the listener hands it over.
@@ -76,14 +80,30 @@ pub fn serve(session: Session, login: &Login, gw: &Gateway, conn: Conn, shutdown
     };
     let mut live = est.live;
     let grant = est.grant;
+    let audit = gw.audit.as_ref().map(|log| {
+        let who = json!({
+            "client": conn.peer.ip().to_string(),
+            "user": est.user,
+            "key": crate::keys::fingerprint(&est.key.1),
+            "comment": grant.comment(),
+        });
+        SessionAudit::new(log.clone(), id, who)
+    });
     let servers = match select::servers(&gw.servers, &est.start, |s| grant.allows_server(s)) {
         Ok(s) => s,
         Err(msg) => {
+            if let Some(a) = &audit {
+                a.event("session_refused", json!({"reason": msg.trim_end()}));
+            }
             live.write_stderr(msg.as_bytes());
             conn::close_channel(&mut live, 1);
             return;
         }
     };
+    if let Some(a) = &audit {
+        let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
+        a.event("session_start", json!({ "servers": names }));
+    }
     log::info!(
         "s{id}: user {:?} from {} authenticated; serving {} MCP server(s)",
         est.user,
@@ -100,7 +120,10 @@ pub fn serve(session: Session, login: &Login, gw: &Gateway, conn: Conn, shutdown
     let (kind, blob) = est.key;
     let peer = conn.peer.ip();
     let trusted = || conn::admit(&login.authorized, &kind, &blob, peer).map(|_| ());
-    Bridge::start(live, gw, &servers, access, conn.wake, id).run(shutdown, &trusted);
+    let started = Instant::now();
+    let mut bridge = Bridge::start(live, gw, &servers, access, conn.wake, id);
+    bridge.audit = audit;
+    bridge.run(shutdown, &trusted, started);
     log::info!("s{id}: session ended");
 }
 
@@ -135,6 +158,8 @@ struct Bridge {
     write_pending: bool,
     /// A child's stdin backlog is full: the client's bytes stay in the socket.
     paused: bool,
+    /// Where this session's records go (`--audit-log`).
+    audit: Option<SessionAudit>,
     id: u64,
 }
 
@@ -166,6 +191,7 @@ impl Bridge {
                 max_total: gw.max_total,
                 server_name: "m2m-mcp-server-ssh-server".into(),
                 server_version: env!("CARGO_PKG_VERSION").into(),
+                audit: gw.audit.is_some(),
             },
             access,
         );
@@ -208,6 +234,7 @@ impl Bridge {
             status: 0,
             write_pending: false,
             paused: false,
+            audit: None,
             id,
         }
     }
@@ -216,7 +243,12 @@ impl Bridge {
     /// turn, until the client or the server ends the session. Every
     /// [`TRUST_CHECK`] the key must still be trusted (`trusted`), or the
     /// session ends with a line to the client.
-    fn run(mut self, shutdown: &AtomicBool, trusted: &dyn Fn() -> Result<(), String>) {
+    fn run(
+        mut self,
+        shutdown: &AtomicBool,
+        trusted: &dyn Fn() -> Result<(), String>,
+        started: Instant,
+    ) {
         let mut socket_ready = true; // the first turn also handles early bytes
         let mut next_check = Instant::now() + TRUST_CHECK;
         loop {
@@ -270,6 +302,13 @@ impl Bridge {
             }
         }
         self.finish();
+        if let Some(a) = &self.audit {
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            a.event(
+                "session_end",
+                json!({ "duration_ms": ms, "status": self.status }),
+            );
+        }
     }
 
     /// Handles everything that has arrived: client bytes that libssh's
@@ -377,6 +416,11 @@ impl Bridge {
                         c.send(jsonrpc::to_line(&v));
                     }
                 }
+                Action::Audit(r) => {
+                    if let Some(a) = &self.audit {
+                        a.event("request", record_fields(&r));
+                    }
+                }
                 Action::ChildFailed(i, why) => {
                     if let Some(Some(c)) = self.children.get(i) {
                         log::error!(
@@ -407,6 +451,28 @@ impl Drop for Bridge {
     fn drop(&mut self) {
         self.backlog.close();
     }
+}
+
+/// A request's audit fields.
+fn record_fields(r: &Record) -> serde_json::Value {
+    let mut v = json!({
+        "server": r.server,
+        "method": r.method,
+        "duration_ms": r.duration.as_secs_f64() * 1000.0,
+        "outcome": r.outcome.as_str(),
+        "bytes_in": r.bytes_in,
+        "bytes_out": r.bytes_out,
+    });
+    let what = if r.method == "resources/read" {
+        "uri"
+    } else {
+        "name"
+    };
+    v[what] = json!(r.target);
+    if let Outcome::Error(code) = r.outcome {
+        v["code"] = json!(code);
+    }
+    v
 }
 
 fn truncate(s: &str, n: usize) -> &str {

@@ -99,11 +99,18 @@ pub fn poll_timeout(deadline: Option<std::time::Instant>) -> i32 {
     }
 }
 
-/// The eventfd that the signal handler writes to (-1 until installed).
+/// The eventfds that the signal handler writes to (-1 until installed):
+/// one for SIGINT and SIGTERM, one for SIGHUP.
 static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
+static HANGUP_FD: AtomicI32 = AtomicI32::new(-1);
 
-extern "C" fn on_signal(_sig: libc::c_int) {
-    let fd = SIGNAL_FD.load(Ordering::Relaxed);
+extern "C" fn on_signal(sig: libc::c_int) {
+    let slot = if sig == libc::SIGHUP {
+        &HANGUP_FD
+    } else {
+        &SIGNAL_FD
+    };
+    let fd = slot.load(Ordering::Relaxed);
     if fd >= 0 {
         write_one(fd);
     }
@@ -118,6 +125,17 @@ pub fn install_signal_handlers(wake: &Wake) {
         let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
         libc::signal(libc::SIGINT, handler);
         libc::signal(libc::SIGTERM, handler);
+    }
+}
+
+/// Routes SIGHUP to `wake` (reopen logs, as logrotate expects) instead of
+/// ending the process. `wake` must outlive the process's interest in it.
+pub fn install_hangup_handler(wake: &Wake) {
+    HANGUP_FD.store(wake.fd(), Ordering::Relaxed);
+    // SAFETY: as in install_signal_handlers.
+    unsafe {
+        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::signal(libc::SIGHUP, handler);
     }
 }
 

@@ -38,11 +38,13 @@ struct Running {
 }
 
 /// Serves until `stop` is woken, then sets `shutdown`, wakes every session
-/// and returns once all have ended.
+/// and returns once all have ended. `on_hangup` runs on this thread each
+/// time `hangup` is woken (SIGHUP).
 pub fn serve(
     bind: Bind,
     limits: Limits,
     stop: &Wake,
+    (hangup, on_hangup): (&Wake, &dyn Fn()),
     shutdown: &AtomicBool,
     handler: Handler,
 ) -> Result<(), Error> {
@@ -66,12 +68,16 @@ pub fn serve(
             bind.fd()
         };
         let ready = os::poll_readable(
-            [listen_fd, stop.fd(), reap.fd()],
+            [listen_fd, stop.fd(), reap.fd(), hangup.fd()],
             os::poll_timeout(accept_pause),
         )
         .map_err(|e| Error::io("poll on the listener", e))?;
         if ready[1] {
             break;
+        }
+        if ready[3] {
+            hangup.drain();
+            on_hangup();
         }
         if accept_pause.is_some_and(|t| t <= Instant::now()) {
             accept_pause = None;

@@ -3,6 +3,7 @@
 //! the end, merged in config order with unique names, and the maps that
 //! route a call by name or URI back to its child.
 
+use super::audit::Outcome;
 use super::{FanKind, NameMap, Router, UriMap};
 use crate::mcp::jsonrpc::INVALID_PARAMS;
 use serde_json::{Value, json};
@@ -256,16 +257,21 @@ impl Router {
         let what = kind.item();
         let Some(name) = msg.pointer(at).and_then(Value::as_str) else {
             let field = at.trim_start_matches('/').replace('/', ".");
-            return self.fail(
-                id,
-                INVALID_PARAMS,
-                format!("missing {field} for the {what}"),
-            );
+            let why = format!("missing {field} for the {what}");
+            return self.refuse(id, INVALID_PARAMS, why, Outcome::Error(INVALID_PARAMS), now);
         };
         let allowed = self.access.allows(kind, name);
         let found = self.name_map(kind).as_ref().and_then(|m| m.get(name));
         let Some((child, orig)) = found.filter(|_| allowed) else {
-            return self.fail(id, INVALID_PARAMS, format!("unknown {what}: {name}"));
+            // A name the key may not use reads as an unknown one; only the
+            // audit log tells them apart.
+            let outcome = if allowed {
+                Outcome::Error(INVALID_PARAMS)
+            } else {
+                Outcome::Denied
+            };
+            let why = format!("unknown {what}: {name}");
+            return self.refuse(id, INVALID_PARAMS, why, outcome, now);
         };
         let orig = Value::String(orig.to_owned());
         if let Some(slot) = msg.pointer_mut(at) {
@@ -286,7 +292,10 @@ impl Router {
             .or_else(|| self.templates.as_ref().and_then(|t| t.route(uri)));
         match child {
             Some(c) => self.forward(c, id, msg, now),
-            None => self.fail(id, INVALID_PARAMS, format!("unknown resource: {uri}")),
+            None => {
+                let why = format!("unknown resource: {uri}");
+                self.refuse(id, INVALID_PARAMS, why, Outcome::Error(INVALID_PARAMS), now)
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 //! and fan-out parts), its own requests and notifications for the client,
 //! and its exit; plus the deadlines of everything in flight.
 
+use super::audit::{self, Outcome};
 use super::catalog::ListKind;
 use super::ids::Pending;
 use super::{Action, FanKind, Router, Status};
@@ -39,10 +40,16 @@ impl Router {
             };
             return self.from_child(child, v, now);
         }
-        if let Some(Pending::Forward { client_id, .. }) = cid.and_then(|c| self.ids.take(c)) {
-            self.out.push(Action::ToClientRaw(jsonrpc::response_line(
-                &client_id, is_error, &payload,
-            )));
+        if let Some(Pending::Forward {
+            client_id, audit, ..
+        }) = cid.and_then(|c| self.ids.take(c))
+        {
+            let line = jsonrpc::response_line(&client_id, is_error, &payload);
+            if audit.is_some() {
+                let outcome = audit::outcome_of(is_error, payload.get());
+                self.record(audit, child, outcome, line.len(), now);
+            }
+            self.out.push(Action::ToClientRaw(line));
         }
         self.take()
     }
@@ -116,8 +123,19 @@ impl Router {
             return;
         }
         match self.ids.take(cid) {
-            Some(Pending::Forward { client_id, .. }) => {
+            Some(Pending::Forward {
+                client_id, audit, ..
+            }) => {
                 msg["id"] = client_id;
+                if audit.is_some() {
+                    let outcome = match msg.pointer("/error/code") {
+                        Some(c) => Outcome::Error(c.as_i64().unwrap_or(0)),
+                        None if msg.get("error").is_some() => Outcome::Error(0),
+                        None => Outcome::Ok,
+                    };
+                    let bytes = serde_json::to_vec(&msg).map_or(0, |b| b.len() + 1);
+                    self.record(audit, child, outcome, bytes, now);
+                }
                 self.out.push(Action::ToClient(msg));
             }
             Some(Pending::Part { fanout, pages, .. }) => {
@@ -164,7 +182,20 @@ impl Router {
     /// Ends a pending child request with an error (timeout or child gone).
     fn abandon(&mut self, cid: u64, why: &str, code: i64, now: Instant) {
         match self.ids.take(cid) {
-            Some(Pending::Forward { client_id, .. }) => self.fail(client_id, code, why),
+            Some(Pending::Forward {
+                child,
+                client_id,
+                audit,
+                ..
+            }) => {
+                self.fail(client_id, code, why);
+                let outcome = if code == jsonrpc::REQUEST_TIMEOUT {
+                    Outcome::Timeout
+                } else {
+                    Outcome::Error(code)
+                };
+                self.record(audit, child, outcome, 0, now);
+            }
             Some(Pending::Part { child, fanout, .. }) => {
                 if let Some(f) = self.fanouts.get_mut(&fanout) {
                     f.waiting -= 1;

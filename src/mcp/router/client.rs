@@ -2,6 +2,7 @@
 //! child that serves the tool, prompt or resource; notifications and
 //! answers to children's requests go back to the child they concern.
 
+use super::audit::{Open, Outcome};
 use super::catalog::ListKind;
 use super::ids::{Pending, token_key};
 use super::{Action, Router, Status};
@@ -77,7 +78,7 @@ impl Router {
             }
             (Some(method), None) => {
                 let method = method.to_owned();
-                self.client_notification(&method, msg)
+                self.client_notification(&method, msg, now)
             }
             (None, Some(id)) if obj.contains_key("result") || obj.contains_key("error") => {
                 self.client_response(id, msg)
@@ -103,7 +104,7 @@ impl Router {
         }
     }
 
-    fn client_notification(&mut self, method: &str, msg: Value) {
+    fn client_notification(&mut self, method: &str, msg: Value, now: Instant) {
         match method {
             "notifications/initialized" | "notifications/roots/list_changed" => {
                 for i in self.ready() {
@@ -115,7 +116,9 @@ impl Router {
                     return;
                 };
                 if let Some((cid, child)) = self.ids.find_forward(rid) {
-                    self.ids.take(cid);
+                    if let Some(Pending::Forward { audit, .. }) = self.ids.take(cid) {
+                        self.record(audit, child, Outcome::Cancelled, 0, now);
+                    }
                     let mut m = msg.clone();
                     m["params"]["requestId"] = json!(cid);
                     self.out.push(Action::ToChild(child, m));
@@ -150,6 +153,14 @@ impl Router {
             self.deferred.push(msg);
             return;
         }
+        if self.opts.audit {
+            self.opening = Open::start(method, &msg, now);
+        }
+        self.route_request(method, id, msg, now);
+        self.opening = None; // deferred for a name map: tracked when retried
+    }
+
+    fn route_request(&mut self, method: &str, id: Value, msg: Value, now: Instant) {
         if let Some(kind) = ListKind::from_method(method) {
             if msg.pointer("/params/cursor").is_some_and(|c| !c.is_null()) {
                 return self.fail(
@@ -169,7 +180,13 @@ impl Router {
                         let uri = uri.to_owned();
                         self.route_uri(&uri, id, msg, now)
                     }
-                    None => self.fail(id, INVALID_PARAMS, format!("{method}: missing params.uri")),
+                    None => self.refuse(
+                        id,
+                        INVALID_PARAMS,
+                        format!("{method}: missing params.uri"),
+                        Outcome::Error(INVALID_PARAMS),
+                        now,
+                    ),
                 }
             }
             "completion/complete" => self.route_completion(id, msg, now),
@@ -199,17 +216,16 @@ impl Router {
     pub(super) fn forward(&mut self, child: usize, id: Value, mut msg: Value, now: Instant) {
         if self.children[child].status != Status::Ready {
             let name = self.children[child].info.name.clone();
-            return self.fail(
-                id,
-                jsonrpc::SERVER_UNAVAILABLE,
-                format!("server {name} is not available"),
-            );
+            let code = jsonrpc::SERVER_UNAVAILABLE;
+            let msg = format!("server {name} is not available");
+            return self.refuse(id, code, msg, Outcome::Error(code), now);
         }
         let token = msg.pointer("/params/_meta/progressToken").map(token_key);
         let pending = Pending::Forward {
             child,
             client_id: id,
             token,
+            audit: self.opening.take().map(Box::new),
         };
         let cid = self
             .ids

@@ -16,6 +16,8 @@ pub enum Pending {
         client_id: Value,
         /// Its progress token, so the child's progress extends its deadline.
         token: Option<String>,
+        /// Tracked for the audit log.
+        audit: Option<Box<super::audit::Open>>,
     },
     /// One child's part of a fan-out (initialize, a list, setLevel).
     Part {
@@ -229,6 +231,7 @@ mod tests {
             child: 1,
             client_id: json!("c"),
             token: Some(tok.into()),
+            audit: None,
         };
         let a = t.insert(fwd("\"p\""), T, now);
         assert_eq!(t.find_forward(&json!("c")), Some((a, 1)));

@@ -13,6 +13,7 @@
 //! - `init.rs`: `initialize` and `logging/setLevel`, fanned out.
 //! - `ids.rs`: every id in flight either way, and its progress token.
 
+mod audit;
 mod catalog;
 mod child;
 mod client;
@@ -30,6 +31,7 @@ use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+pub use audit::{Outcome, Record};
 pub use init::SUPPORTED_VERSIONS;
 
 /// What the session must do.
@@ -41,6 +43,8 @@ pub enum Action {
     ToChild(usize, Value),
     /// The child failed (start-up, initialize): log it and leave it out.
     ChildFailed(usize, String),
+    /// A tracked request ended (only with [`Options::audit`]).
+    Audit(Record),
 }
 
 /// Per-child settings the router needs.
@@ -74,6 +78,9 @@ pub struct Options {
     pub max_total: Duration,
     pub server_name: String,
     pub server_version: String,
+    /// Report how each `tools/call`, `prompts/get` and `resources/read`
+    /// ends ([`Action::Audit`]).
+    pub audit: bool,
 }
 
 /// A check on an exposed name.
@@ -150,6 +157,9 @@ pub struct Router {
     deferred: Vec<Value>,
     /// The client's `initialize` params, passed on to every child.
     init_params: Option<Value>,
+    /// The tracked client request being routed (audit), until it is sent
+    /// to a child or refused.
+    opening: Option<audit::Open>,
     out: Vec<Action>,
 }
 
@@ -176,6 +186,7 @@ impl Router {
             refreshing: Vec::new(),
             deferred: Vec::new(),
             init_params: None,
+            opening: None,
             out: Vec::new(),
         }
     }
@@ -210,6 +221,43 @@ impl Router {
     fn fail(&mut self, id: Value, code: i64, msg: impl Into<String>) {
         self.out
             .push(Action::ToClient(jsonrpc::error(id, code, msg)));
+    }
+
+    /// Answers a client request with an error; a tracked one is recorded
+    /// as refused by the gateway.
+    fn refuse(
+        &mut self,
+        id: Value,
+        code: i64,
+        msg: impl Into<String>,
+        outcome: Outcome,
+        now: Instant,
+    ) {
+        self.fail(id, code, msg);
+        if let Some(open) = self.opening.take() {
+            let bytes = match self.out.last() {
+                Some(Action::ToClient(v)) => serde_json::to_vec(v).map_or(0, |b| b.len() + 1),
+                _ => 0,
+            };
+            self.out
+                .push(Action::Audit(open.end(None, outcome, bytes, now)));
+        }
+    }
+
+    /// Records the end of a forwarded request that was tracked.
+    fn record(
+        &mut self,
+        open: Option<Box<audit::Open>>,
+        child: usize,
+        outcome: Outcome,
+        bytes_out: usize,
+        now: Instant,
+    ) {
+        if let Some(open) = open {
+            let server = Some(self.children[child].info.name.as_str());
+            let r = open.end(server, outcome, bytes_out, now);
+            self.out.push(Action::Audit(r));
+        }
     }
 
     fn ready(&self) -> Vec<usize> {

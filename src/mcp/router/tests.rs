@@ -19,6 +19,7 @@ fn router(n: usize) -> Router {
             max_total: Duration::from_secs(60),
             server_name: "gw".into(),
             server_version: "0".into(),
+            audit: false,
         },
         Access::default(),
     )
@@ -464,6 +465,7 @@ fn a_filtered_tool_is_unlisted_and_refused_exactly_as_an_unknown_one() {
             max_total: Duration::from_secs(60),
             server_name: "gw".into(),
             server_version: "0".into(),
+            audit: false,
         },
         Access {
             tools: Some(Box::new(|n: &str| n != "time.secret")),
@@ -514,6 +516,7 @@ fn a_config_filter_hides_a_servers_tool_before_names_are_made_unique() {
         max_total: Duration::from_secs(60),
         server_name: "gw".into(),
         server_version: "0".into(),
+        audit: false,
     };
     let mut r = Router::new(
         vec![info("s0", Some("!echo")), info("s1", None)],
@@ -549,4 +552,127 @@ fn a_config_filter_hides_a_servers_tool_before_names_are_made_unique() {
         1,
         "echo routes to the server that offers it"
     );
+}
+
+fn audits(a: &[Action]) -> Vec<Record> {
+    a.iter()
+        .filter_map(|x| match x {
+            Action::Audit(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn each_tracked_request_is_recorded_once_with_how_it_ended() {
+    let now = Instant::now();
+    let mut r = router(2);
+    r.opts.audit = true;
+    init(&mut r, json!({"tools":{}, "resources":{}}), now);
+    let a = r.from_client(json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}), now);
+    for (i, m) in to_child(&a) {
+        let tools = json!([{"name": format!("t{i}")}]);
+        r.from_child(
+            i,
+            json!({"jsonrpc":"2.0","id":m["id"],"result":{"tools":tools}}),
+            now,
+        );
+    }
+    let call = |r: &mut Router, id: u64, tool: &str| {
+        r.from_client(
+            json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":{"secret":"x"}}}),
+            now,
+        )
+    };
+    // Ok, through the raw pass-through path.
+    let a = call(&mut r, 10, "t1");
+    assert!(audits(&a).is_empty(), "nothing until it ends");
+    let (i, m) = to_child(&a).remove(0);
+    let line = format!(
+        r#"{{"jsonrpc":"2.0","id":{},"result":{{"content":[]}}}}"#,
+        m["id"]
+    );
+    let later = now + Duration::from_millis(30);
+    let a = r.from_child_incoming(
+        i,
+        crate::mcp::jsonrpc::parse_child_line(line.as_bytes()).unwrap(),
+        later,
+    );
+    let rec = audits(&a).remove(0);
+    assert_eq!(rec.method, "tools/call");
+    assert_eq!(rec.server.as_deref(), Some("s1"));
+    assert_eq!(rec.target.as_deref(), Some("t1"));
+    assert_eq!(
+        (rec.outcome, rec.duration),
+        (Outcome::Ok, Duration::from_millis(30))
+    );
+    assert!(rec.bytes_in > 50 && rec.bytes_out > 30, "{rec:?}");
+    // An error from the child, with its code.
+    let (i, m) = to_child(&call(&mut r, 11, "t0")).remove(0);
+    let line = format!(
+        r#"{{"jsonrpc":"2.0","id":{},"error":{{"code":-32000,"message":"no"}}}}"#,
+        m["id"]
+    );
+    let a = r.from_child_incoming(
+        i,
+        crate::mcp::jsonrpc::parse_child_line(line.as_bytes()).unwrap(),
+        now,
+    );
+    assert_eq!(audits(&a)[0].outcome, Outcome::Error(-32000));
+    // Unknown: refused by the gateway, no server.
+    let rec = audits(&call(&mut r, 12, "nope")).remove(0);
+    assert_eq!(
+        (rec.outcome, rec.server),
+        (Outcome::Error(INVALID_PARAMS), None)
+    );
+    // Cancelled by the client, and timed out.
+    call(&mut r, 13, "t0");
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":13}}),
+        now,
+    );
+    assert_eq!(audits(&a)[0].outcome, Outcome::Cancelled);
+    call(&mut r, 14, "t0");
+    let a = r.tick(now + Duration::from_secs(11));
+    assert_eq!(audits(&a)[0].outcome, Outcome::Timeout);
+    // Lists and pings are not tracked.
+    let a = r.from_client(json!({"jsonrpc":"2.0","id":15,"method":"ping"}), now);
+    assert!(audits(&a).is_empty());
+}
+
+#[test]
+fn a_tool_the_key_may_not_use_is_recorded_as_denied() {
+    let now = Instant::now();
+    let mut r = Router::new(
+        vec![ChildInfo {
+            name: "s0".into(),
+            timeout: Duration::from_secs(10),
+            prefix: String::new(),
+            tools: None,
+            prompts: None,
+        }],
+        Options {
+            max_total: Duration::from_secs(60),
+            server_name: "gw".into(),
+            server_version: "0".into(),
+            audit: true,
+        },
+        Access {
+            tools: Some(Box::new(|n: &str| n != "secret")),
+            prompts: None,
+        },
+    );
+    init(&mut r, json!({"tools":{}}), now);
+    let a = r.from_client(json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}), now);
+    let (_, m) = to_child(&a).remove(0);
+    r.from_child(
+        0,
+        json!({"jsonrpc":"2.0","id":m["id"],"result":{"tools":[{"name":"secret"}]}}),
+        now,
+    );
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"secret"}}),
+        now,
+    );
+    assert_eq!(audits(&a)[0].outcome, Outcome::Denied);
 }
