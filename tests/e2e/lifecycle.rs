@@ -32,6 +32,13 @@ fn a_server_out_of_fds_pauses_accepting_instead_of_spinning() {
     let pid = srv.pid();
     let mut c = srv.connect();
     c.initialize();
+    // Idle first (the replacement spare started, no fd coming or going), so
+    // that no lower fd number frees up after the limit is set.
+    assert!(
+        eventually(|| children_of(pid).len() == 2),
+        "no replacement spare"
+    );
+    settled_counts(pid);
     // RLIMIT_NOFILE bounds fd numbers: at the lowest free one, every new fd
     // (the next accept's among them) fails with EMFILE.
     let old = set_nofile_soft_limit(pid, lowest_free_fd(pid));

@@ -8,6 +8,7 @@
 
 mod common;
 
+mod access;
 mod channels;
 mod cli;
 mod client;
