@@ -14,6 +14,7 @@ mod cli;
 mod client;
 mod flow;
 mod gateway;
+mod isolation;
 mod keyapi;
 mod lifecycle;
 mod login;

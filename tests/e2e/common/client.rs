@@ -152,6 +152,15 @@ impl Mcp {
     }
 }
 
+impl Mcp {
+    /// Whether the server ends the connection (EOF or a reset) within two
+    /// reads, that is: at once, or after what it had already sent.
+    pub fn ended_by_server(&mut self) -> bool {
+        let mut buf = [0u8; 256];
+        (0..2).any(|_| matches!(self.wire.ch.read(&mut buf), Ok(0) | Err(_)))
+    }
+}
+
 impl Wire for SshChannel {
     fn write(&mut self, bytes: &[u8]) {
         self.ch.write_all(bytes).unwrap();

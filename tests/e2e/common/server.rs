@@ -101,13 +101,19 @@ impl Server {
         let mut args = vec!["--run-key-server", "--key-server-port", &p];
         args.extend_from_slice(extra);
         let (dir, key) = Self::files(servers);
-        (Self::launch(dir, key, &args, Some(api)), api)
+        (Self::launch(dir, key, &args, Some(api), &[]), api)
+    }
+
+    /// Like [`Server::start`], with `env` added to the server's environment.
+    pub fn start_with_env(servers: Value, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let (dir, key) = Self::files(servers);
+        Self::launch(dir, key, extra, None, env)
     }
 
     /// Starts the server on the files in `dir` (authorized_keys,
     /// servers_config.json, hostkey/) with `key` as the test's client key.
     pub fn start_in(dir: TempDir, key: PathBuf, extra: &[&str]) -> Server {
-        Self::launch(dir, key, extra, None)
+        Self::launch(dir, key, extra, None, &[])
     }
 
     /// A temp dir with a client key, its authorized_keys and a config with
@@ -124,12 +130,19 @@ impl Server {
         (dir, key)
     }
 
-    /// Spawns the binary and waits until it listens on its port (and on
-    /// `api`, the key API's).
-    fn launch(dir: TempDir, key: PathBuf, extra: &[&str], api: Option<u16>) -> Server {
+    /// Spawns the binary with `env` added and waits until it listens on its
+    /// port (and on `api`, the key API's).
+    fn launch(
+        dir: TempDir,
+        key: PathBuf,
+        extra: &[&str],
+        api: Option<u16>,
+        env: &[(&str, &str)],
+    ) -> Server {
         let port = free_port();
         let d = dir.path();
         let mut child = Command::new(server_bin())
+            .envs(env.iter().copied())
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .arg("--authorized-clients")
             .arg(d.join("authorized_keys"))
