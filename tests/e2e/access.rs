@@ -2,35 +2,28 @@
 //! OpenSSH's `ssh`: `from=`, `expiry-time=`, `command=`,
 //! `environment="MCP_TOOLS=..."`, and an option the server does not know.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
+use std::process::Output;
 
 /// Servers `a` and `b` (fixtures, tools under `a.` and `b.`), and one key
 /// listed with `options`.
 fn start(options: &str) -> Server {
-    let dir = TempDir::new("access");
-    let (key, public) = client_key(dir.path(), "client");
-    let line = format!("{options} {public}\n");
-    std::fs::write(dir.path().join("authorized_keys"), line.trim_start()).unwrap();
     let mut a = fixture("a", &[]);
     a["namePrefix"] = json!("a.");
     let mut b = fixture("b", &[]);
     b["namePrefix"] = json!("b.");
-    let cfg = json!({"mcpServers": {"a": a, "b": b}});
-    std::fs::write(dir.path().join("servers_config.json"), cfg.to_string()).unwrap();
+    let (dir, key) = Server::files(json!({"a": a, "b": b}));
+    let public = std::fs::read_to_string(format!("{}.pub", key.display())).unwrap();
+    let line = format!("{options} {public}");
+    std::fs::write(dir.path().join("authorized_keys"), line.trim_start()).unwrap();
     Server::start_in(dir, key, &["--warm-spares", "0"])
 }
 
 const INIT: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
 
-/// `ssh -T` with these requests after initialize; the answers by id.
-fn session(
-    srv: &Server,
-    ssh_extra: &[&str],
-    requests: &[Value],
-) -> (std::process::Output, Vec<Value>) {
+/// `ssh -T` with these requests after initialize; the answers.
+fn session(srv: &Server, ssh_extra: &[&str], requests: &[Value]) -> (Output, Vec<Value>) {
     let mut input = format!("{INIT}\n");
     for r in requests {
         input.push_str(&format!("{r}\n"));
@@ -45,24 +38,19 @@ fn session(
     (out, answers)
 }
 
-fn tool_names(answers: &[Value], id: u64) -> Vec<String> {
-    let list = answers
+/// The answer with `id`.
+fn answer(answers: &[Value], id: u64) -> &Value {
+    answers
         .iter()
         .find(|a| a["id"] == id)
-        .expect("tools/list answer");
-    list["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap().to_owned())
-        .collect()
+        .unwrap_or_else(|| panic!("no answer {id} in {answers:?}"))
 }
 
 fn list(id: u64) -> Value {
     json!({"jsonrpc":"2.0","id":id,"method":"tools/list"})
 }
 
-fn denied(out: &std::process::Output) -> bool {
+fn denied(out: &Output) -> bool {
     !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Permission denied")
 }
 
@@ -75,11 +63,15 @@ fn from_admits_the_listed_address_and_refuses_another() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(tool_names(&answers, 1).len(), 14);
+    assert_eq!(names(answer(&answers, 1), "tools").len(), 14);
     let (out, answers) = session(&srv, &["-b", "127.0.0.2"], &[list(1)]);
     assert!(denied(&out), "{out:?}");
-    assert!(answers.is_empty());
-    // A negated CIDR list: everything on loopback but 127.0.0.2.
+    assert!(answers.is_empty(), "{answers:?}");
+}
+
+#[test]
+fn a_negated_address_in_a_from_cidr_list_is_refused_and_the_rest_admitted() {
+    // Everything on loopback but 127.0.0.2.
     let srv = start(r#"from="127.0.0.0/8,!127.0.0.2""#);
     assert!(session(&srv, &["-b", "127.0.0.1"], &[]).0.status.success());
     assert!(denied(&session(&srv, &["-b", "127.0.0.2"], &[]).0));
@@ -98,10 +90,14 @@ fn command_limits_a_key_to_its_servers_whatever_it_asks_for() {
     let srv = start(r#"command="b""#);
     let (out, answers) = session(&srv, &[], &[list(1)]);
     assert!(out.status.success());
-    let names = tool_names(&answers, 1);
+    let names = names(answer(&answers, 1), "tools");
     assert_eq!(names.len(), 7);
     assert!(names.iter().all(|n| n.starts_with("b.")), "{names:?}");
-    // Naming a forbidden server reads exactly as naming a missing one.
+}
+
+#[test]
+fn naming_a_server_the_key_may_not_use_reads_exactly_as_naming_a_missing_one() {
+    let srv = start(r#"command="b""#);
     let forbidden = openssh(srv.port, &srv.key, &["mcp@127.0.0.1", "a"], "");
     let missing = openssh(srv.port, &srv.key, &["mcp@127.0.0.1", "zz"], "");
     assert_eq!(forbidden.status.code(), Some(1));
@@ -130,7 +126,7 @@ fn mcp_tools_hides_and_refuses_tools_by_their_exposed_names() {
         ],
     );
     assert!(out.status.success());
-    let mut names = tool_names(&answers, 1);
+    let mut names = names(answer(&answers, 1), "tools");
     names.sort();
     assert_eq!(
         names,
@@ -144,10 +140,12 @@ fn mcp_tools_hides_and_refuses_tools_by_their_exposed_names() {
             "b.echo"
         ]
     );
-    let by_id = |id: u64| answers.iter().find(|a| a["id"] == id).unwrap().clone();
-    assert!(by_id(2)["result"].is_object(), "{}", by_id(2));
-    let hidden = by_id(3)["error"].to_string();
-    let unknown = by_id(4)["error"].to_string().replace("a.nope", "a.crash");
+    let allowed = answer(&answers, 2);
+    assert!(allowed["result"].is_object(), "{allowed}");
+    let hidden = answer(&answers, 3)["error"].to_string();
+    let unknown = answer(&answers, 4)["error"]
+        .to_string()
+        .replace("a.nope", "a.crash");
     assert_eq!(
         hidden, unknown,
         "a filtered tool's error is an unknown tool's"
@@ -158,6 +156,14 @@ fn mcp_tools_hides_and_refuses_tools_by_their_exposed_names() {
 fn an_unknown_option_leaves_the_key_out() {
     let srv = start(r#"frobnicate="1""#);
     assert!(denied(&session(&srv, &[], &[]).0));
+}
+
+/// The operator's warning is the behaviour: the client only sees a refusal.
+#[test]
+fn an_unknown_option_is_warned_about_with_its_file_and_line() {
+    let srv = start(r#"frobnicate="1""#);
+    // authorized_keys is read on every login.
+    session(&srv, &[], &[]);
     assert!(
         srv.wait_log("authorized_keys:1"),
         "the warning names file and line: {}",

@@ -1,13 +1,12 @@
 //! The server binary's flags, config errors and host-key handling.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
-use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
+use std::path::PathBuf;
+use std::process::{Command, Output};
 
-fn run_server(args: &[&str]) -> std::process::Output {
+/// The server binary with `args`, bounded at 20 s.
+fn run_server(args: &[&str]) -> Output {
     Command::new("timeout")
         .arg("20")
         .arg(server_bin())
@@ -16,18 +15,22 @@ fn run_server(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn mode(p: &std::path::Path) -> u32 {
-    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]
-fn version_and_help() {
+fn version_prints_the_binary_name_and_version() {
     let out = run_server(&["--version"]);
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("m2m-mcp-server-ssh-server {}", env!("CARGO_PKG_VERSION"))
     );
+}
+
+#[test]
+fn help_lists_every_flag() {
     let out = run_server(&["--help"]);
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
@@ -67,9 +70,15 @@ fn out_of_range_flags_are_refused_with_exit_2() {
             value,
         ]);
         assert_eq!(out.status.code(), Some(2), "{flag} {value}");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = stderr(&out);
         assert!(err.contains(flag), "{flag} {value}: {err}");
     }
+}
+
+#[test]
+fn an_unknown_log_level_is_refused_with_exit_2() {
+    let out = run_server(&["--log-level", "LOUD"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
 
 #[test]
@@ -110,80 +119,59 @@ fn config_errors_name_file_server_and_field_and_exit_2() {
             p.to_str().unwrap(),
         ]);
         assert_eq!(out.status.code(), Some(2), "{name}");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = stderr(&out);
         for n in needles {
             assert!(err.contains(n), "{name}: {n:?} not in {err}");
         }
     }
-    let out = run_server(&["--log-level", "LOUD"]);
-    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
-fn host_key_is_generated_with_safe_modes() {
+fn the_host_key_is_generated_with_safe_modes() {
     let srv = Server::start(json!({}), &[]);
-    let key = srv.dir.path().join("hostkey/host_ed25519");
-    assert_eq!(mode(&key), 0o600);
-    assert_eq!(
-        mode(&srv.dir.path().join("hostkey/host_ed25519.pub")),
-        0o644
-    );
-    assert_eq!(mode(&srv.dir.path().join("hostkey")), 0o700);
-    let pub_line =
-        std::fs::read_to_string(srv.dir.path().join("hostkey/host_ed25519.pub")).unwrap();
-    assert!(pub_line.starts_with("ssh-ed25519 AAAA"));
-    // The server presents exactly that key.
+    assert_eq!(mode(&srv.path("hostkey/host_ed25519")), 0o600);
+    assert_eq!(mode(&srv.path("hostkey/host_ed25519.pub")), 0o644);
+    assert_eq!(mode(&srv.path("hostkey")), 0o700);
+}
+
+#[test]
+fn the_generated_host_key_is_the_one_presented_and_ssh_keygen_reads_it() {
+    let srv = Server::start(json!({}), &[]);
+    let pub_line = srv.host_pub();
+    assert!(pub_line.starts_with("ssh-ed25519 AAAA"), "{pub_line}");
     let sess = srv.ssh2();
     let (blob, _) = sess.host_key().unwrap();
     let (k, _) = m2m_mcp_server_ssh_server::keys::parse_line(&pub_line).unwrap();
     assert_eq!(blob, k.blob.as_slice());
-    // ssh-keygen accepts the generated private key.
-    let out = Command::new("ssh-keygen")
-        .arg("-y")
-        .arg("-f")
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let key = srv.path("hostkey/host_ed25519");
+    let derived = ssh_keygen(&["-y", "-f", key.to_str().unwrap()]);
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .nth(1),
+        derived.split_whitespace().nth(1),
         pub_line.split_whitespace().nth(1)
     );
 }
 
 /// A temp dir with a client key, its authorized_keys, an empty config and a
 /// host key made by `ssh-keygen` with `passphrase`: (dir, client key, host key).
-fn keygen_setup(tag: &str, passphrase: &str) -> (TempDir, std::path::PathBuf, std::path::PathBuf) {
-    let dir = TempDir::new(tag);
-    let (ckey, public) = client_key(dir.path(), "client");
-    std::fs::write(dir.path().join("authorized_keys"), format!("{public}\n")).unwrap();
-    std::fs::write(
-        dir.path().join("servers_config.json"),
-        r#"{"mcpServers": {}}"#,
-    )
-    .unwrap();
+fn keygen_setup(passphrase: &str) -> (TempDir, PathBuf, PathBuf) {
+    let (dir, ckey) = Server::files(json!({}));
     std::fs::create_dir_all(dir.path().join("hostkey")).unwrap();
     let hk = dir.path().join("hostkey/host_ed25519");
-    let ok = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", passphrase, "-f"])
-        .arg(&hk)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "ssh-keygen failed");
+    ssh_keygen(&[
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        passphrase,
+        "-f",
+        hk.to_str().unwrap(),
+    ]);
     (dir, ckey, hk)
 }
 
 #[test]
-fn ssh_keygen_host_keys_load_plain_and_encrypted() {
-    let (dir, ckey, hk) = keygen_setup("kgp", "sekrit");
-    // Encrypted without --passphrase: a clear error, exit 2.
+fn an_encrypted_host_key_without_its_passphrase_exits_2_saying_so() {
+    let (dir, _, hk) = keygen_setup("sekrit");
     let out = run_server(&[
         "--port",
         "0",
@@ -193,33 +181,40 @@ fn ssh_keygen_host_keys_load_plain_and_encrypted() {
         dir.path().join("servers_config.json").to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("passphrase"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // With it: serves, and a group-readable key is warned about.
-    std::fs::set_permissions(&hk, std::fs::Permissions::from_mode(0o640)).unwrap();
-    let srv = Server::start_in(dir, ckey, &["--passphrase", "sekrit"]);
-    assert!(srv.log().contains("readable by others"), "{}", srv.log());
-    let mut c = srv.connect();
-    assert!(c.initialize()["result"].is_object());
+    assert!(stderr(&out).contains("passphrase"), "{}", stderr(&out));
 }
 
 #[test]
-fn plain_ssh_keygen_host_key_loads() {
-    let (dir, ckey, hk) = keygen_setup("kgplain", "");
+fn an_encrypted_ssh_keygen_host_key_loads_with_its_passphrase() {
+    let (dir, ckey, _) = keygen_setup("sekrit");
+    let srv = Server::start_in(dir, ckey, &["--passphrase", "sekrit"]);
+    assert!(srv.connect().initialize()["result"].is_object());
+}
+
+/// The warning is the behaviour: the log is the only place it shows.
+#[test]
+fn a_host_key_readable_by_others_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, ckey, hk) = keygen_setup("");
+    std::fs::set_permissions(&hk, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let srv = Server::start_in(dir, ckey, &[]);
+    assert!(srv.wait_log("readable by others"), "{}", srv.log());
+}
+
+#[test]
+fn a_plain_ssh_keygen_host_key_loads_and_is_never_rewritten() {
+    let (dir, ckey, hk) = keygen_setup("");
     let before = std::fs::read(&hk).unwrap();
     let srv = Server::start_in(dir, ckey, &[]);
-    let mut c = srv.connect();
-    assert!(c.initialize()["result"].is_object());
+    assert!(srv.connect().initialize()["result"].is_object());
     assert_eq!(
-        std::fs::read(srv.dir.path().join("hostkey/host_ed25519")).unwrap(),
+        std::fs::read(srv.path("hostkey/host_ed25519")).unwrap(),
         before,
         "an existing key is never rewritten"
     );
 }
 
+/// The warning on the server's stderr is the behaviour here.
 #[test]
 fn a_non_loopback_host_is_warned_about_loudly() {
     // 192.0.2.1 (TEST-NET-1) is not on this machine: the bind fails after the
@@ -238,7 +233,7 @@ fn a_non_loopback_host_is_warned_about_loudly() {
         "--authorized-clients",
         dir.path().join("none").to_str().unwrap(),
     ]);
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr(&out);
     assert!(err.contains("NOT a loopback address"), "{err}");
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("cannot listen on 192.0.2.1"), "{err}");

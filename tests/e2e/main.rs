@@ -1,0 +1,20 @@
+//! The end-to-end tests: the real server and client binaries, real SSH
+//! clients (the ssh2 crate and OpenSSH), real child processes (the fixture
+//! MCP server, `examples/fixture_mcp.rs`).
+//!
+//! One test binary, not one per file: the shared fixtures in [`common`]
+//! compile once (with no unused-code warnings, since every helper has a
+//! user here) and every test shares the same pool of test threads.
+
+mod common;
+
+mod access;
+mod channels;
+mod cli;
+mod client;
+mod flow;
+mod gateway;
+mod isolation;
+mod keyapi;
+mod lifecycle;
+mod login;
