@@ -164,7 +164,7 @@ cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.start
 print('# A/B benchmark\n')
 print(f'`scripts/ab.sh {argv}` on {datetime.date.today()}: A = {a_name}, B = {b_name}. '
       f'Machine: {os.cpu_count()} cores ({cpu}), Linux {platform.release()}.\n')
-print(f'{rounds} interleaved rounds, A then B each time. Echo child behind each server, reached with OpenSSH `ssh -T`; '
+print(f'{rounds} interleaved round{"s" if rounds > 1 else ""}, A then B each time. Echo child behind each server, reached with OpenSSH `ssh -T`; '
       f'latency over {calls} sequential `tools/call` per run, each run a second after the last; '
       f'16 sessions x {tp_calls} calls, timed from a second after they are set up; '
       f'memory on both servers restarted, the server process alone unless said. '
