@@ -2,7 +2,7 @@
 //! asked, then serve SSH until SIGINT/SIGTERM.
 
 use crate::audit::AuditLog;
-use crate::config;
+use crate::config::{self, ServerSpec};
 use crate::error::Error;
 use crate::gateway::{self, Gateway};
 use crate::keyapi::{self, KeyApi, RateLimiter};
@@ -14,8 +14,8 @@ use crate::ssh::conn::Login;
 use crate::ssh::listener::{self, Limits};
 use crate::ssh::sys::{Bind, BindConfig, Key};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Everything the server needs, resolved from flags.
@@ -105,11 +105,6 @@ pub fn run(opts: &ServerOptions) -> Result<(), Error> {
             opts.authorized_clients.display()
         );
     }
-    let targets = servers
-        .iter()
-        .map(|s| s.warm_spares.unwrap_or(opts.warm_spares))
-        .collect();
-    let pool = Pool::start(servers.clone(), targets, opts.max_line);
     let login = Login {
         authorized,
         grace: opts.login_grace,
@@ -126,14 +121,8 @@ pub fn run(opts: &ServerOptions) -> Result<(), Error> {
         }
         None => None,
     };
-    let gw = Gateway {
-        audit: audit.clone(),
-        servers,
-        pool: pool.clone(),
-        max_line: opts.max_line,
-        request_timeout: opts.request_timeout,
-        max_total: opts.request_timeout.max(Duration::from_secs(3600)),
-    };
+    // New sessions take the current gateway; SIGHUP swaps in a new one.
+    let current = Arc::new(Mutex::new(Arc::new(gateway_for(opts, servers, &audit))));
     let key_api = match &opts.key_server {
         Some(k) => Some(start_key_api(k, &public, &opts.registered_clients)?),
         None => None,
@@ -143,10 +132,10 @@ pub fn run(opts: &ServerOptions) -> Result<(), Error> {
     os::install_signal_handlers(&stop);
     os::install_hangup_handler(&hangup);
     let on_hangup = || {
-        log::info!("SIGHUP: reopening the audit log");
         if let Some(a) = &audit {
             a.reopen();
         }
+        reload(opts, &current, &audit);
     };
     let served = Bind::listen(BindConfig {
         addr: &opts.host,
@@ -156,7 +145,7 @@ pub fn run(opts: &ServerOptions) -> Result<(), Error> {
     .and_then(|bind| {
         log::info!("SSH server listening on {}:{}", opts.host, opts.port);
         let shutdown = Arc::new(AtomicBool::new(false));
-        let (login, gw, flag) = (Arc::new(login), Arc::new(gw), shutdown.clone());
+        let (login, gw, flag) = (Arc::new(login), current.clone(), shutdown.clone());
         listener::serve(
             bind,
             Limits {
@@ -166,16 +155,66 @@ pub fn run(opts: &ServerOptions) -> Result<(), Error> {
             &stop,
             (&hangup, &on_hangup),
             &shutdown,
-            Arc::new(move |session, conn| gateway::serve(session, &login, &gw, conn, &flag)),
+            Arc::new(move |session, conn| {
+                let gw = gw.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                gateway::serve(session, &login, &gw, conn, &flag)
+            }),
         )
     });
     if let Some(k) = key_api {
         k.stop();
     }
-    pool.shutdown();
+    current
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .pool
+        .shutdown();
     served?;
     log::info!("stopped");
     Ok(())
+}
+
+/// The gateway for a config, with its warm spares starting.
+fn gateway_for(
+    opts: &ServerOptions,
+    servers: Vec<ServerSpec>,
+    audit: &Option<Arc<AuditLog>>,
+) -> Gateway {
+    let targets = servers
+        .iter()
+        .map(|s| s.warm_spares.unwrap_or(opts.warm_spares))
+        .collect();
+    Gateway {
+        pool: Pool::start(servers.clone(), targets, opts.max_line),
+        servers,
+        audit: audit.clone(),
+        max_line: opts.max_line,
+        request_timeout: opts.request_timeout,
+        max_total: opts.request_timeout.max(Duration::from_secs(3600)),
+    }
+}
+
+/// SIGHUP: re-reads the servers config. New sessions get the new set;
+/// open sessions keep theirs until they end. A broken config is refused
+/// with the usual message and the old one keeps serving.
+fn reload(opts: &ServerOptions, current: &Mutex<Arc<Gateway>>, audit: &Option<Arc<AuditLog>>) {
+    let path = opts.servers_config.display();
+    match config::load(&opts.servers_config) {
+        Ok(servers) => {
+            let names: Vec<String> = servers.iter().map(|s| s.name.clone()).collect();
+            let new = Arc::new(gateway_for(opts, servers, audit));
+            let old =
+                std::mem::replace(&mut *current.lock().unwrap_or_else(|p| p.into_inner()), new);
+            log::info!(
+                "SIGHUP: reloaded {path}: new sessions get [{}]; open sessions keep theirs",
+                names.join(", ")
+            );
+            // Sessions already running own their children; only the old
+            // warm spares go.
+            old.pool.shutdown();
+        }
+        Err(e) => log::error!("SIGHUP: {e}; still serving the previous config"),
+    }
 }
 
 fn start_key_api(

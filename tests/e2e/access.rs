@@ -170,3 +170,55 @@ fn an_unknown_option_is_warned_about_with_its_file_and_line() {
         srv.log()
     );
 }
+
+#[test]
+fn a_key_removed_by_hand_loses_its_open_session_with_a_line_to_the_client() {
+    let srv = start("");
+    let mut ssh = openssh_command(srv.port, &srv.key, &["mcp@127.0.0.1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = ssh.stdin.take().unwrap();
+    use std::io::{BufRead, Write};
+    writeln!(stdin, "{INIT}").unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(ssh.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("\"result\""), "the session is up: {first}");
+    std::fs::write(srv.path("authorized_keys"), "").unwrap();
+    // stdin stays open: only the server can end this session (ssh runs
+    // under `timeout 30`, which would exit 124).
+    let out = ssh.wait_with_output().unwrap();
+    drop(stdin);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the server no longer trusts this key (not authorized); session ended"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_config_tool_filter_hides_and_refuses_for_every_key() {
+    let mut a = fixture("a", &[]);
+    a["namePrefix"] = json!("a.");
+    a["tools"] = json!(["*", "!crash", "!sl?w"]);
+    let srv = Server::start(json!({ "a": a }), &["--warm-spares", "0"]);
+    let mut c = srv.connect();
+    c.initialize();
+    let mut names = names(&c.request("tools/list", json!({})), "tools");
+    names.sort();
+    assert_eq!(
+        names,
+        ["a.add", "a.echo", "a.progress", "a.sample", "a.whoami"]
+    );
+    let hidden = c.call("a.crash", json!({}));
+    let missing = c.call("a.nothing", json!({}));
+    assert_eq!(
+        hidden["error"].to_string(),
+        missing["error"].to_string().replace("a.nothing", "a.crash")
+    );
+}

@@ -9,6 +9,7 @@
 mod common;
 
 mod access;
+mod audit;
 mod channels;
 mod cli;
 mod client;
@@ -18,3 +19,4 @@ mod isolation;
 mod keyapi;
 mod lifecycle;
 mod login;
+mod reload;

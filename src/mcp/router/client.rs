@@ -115,6 +115,16 @@ impl Router {
                 let Some(rid) = msg.pointer("/params/requestId") else {
                     return;
                 };
+                // Still waiting for a name map or for initialize: drop it.
+                if let Some(at) = self.deferred.iter().position(|m| m.get("id") == Some(rid)) {
+                    let m = self.deferred.remove(at);
+                    let method = m.get("method").and_then(Value::as_str).unwrap_or("");
+                    if let Some(open) = Open::start(method, &m, now).filter(|_| self.opts.audit) {
+                        let r = open.end(None, Outcome::Cancelled, 0, now);
+                        self.out.push(Action::Audit(r));
+                    }
+                    return;
+                }
                 if let Some((cid, child)) = self.ids.find_forward(rid) {
                     if let Some(Pending::Forward { audit, .. }) = self.ids.take(cid) {
                         self.record(audit, child, Outcome::Cancelled, 0, now);

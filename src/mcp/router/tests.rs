@@ -676,3 +676,30 @@ fn a_tool_the_key_may_not_use_is_recorded_as_denied() {
     );
     assert_eq!(audits(&a)[0].outcome, Outcome::Denied);
 }
+
+#[test]
+fn a_request_cancelled_while_it_waits_for_a_name_map_is_never_sent() {
+    let now = Instant::now();
+    let mut r = router(1);
+    init(&mut r, json!({"tools":{}}), now);
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"t"}}),
+        now,
+    );
+    let (_, list) = to_child(&a).remove(0);
+    assert_eq!(list["method"], "tools/list", "the call waits for the map");
+    r.from_client(
+        json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"x"}}),
+        now,
+    );
+    let a = r.from_child(
+        0,
+        json!({"jsonrpc":"2.0","id":list["id"],"result":{"tools":[{"name":"t"}]}}),
+        now,
+    );
+    assert!(
+        to_child(&a).is_empty(),
+        "cancelled before it was sent: {a:?}"
+    );
+    assert!(to_client(&a).is_empty());
+}
