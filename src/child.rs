@@ -491,18 +491,7 @@ mod tests {
     }
 
     fn spec(command: &str, args: &[&str]) -> ServerSpec {
-        ServerSpec {
-            name: "t".into(),
-            command: command.into(),
-            args: args.iter().map(|s| s.to_string()).collect(),
-            env: Default::default(),
-            cwd: None,
-            request_timeout: None,
-            warm_spares: None,
-            name_prefix: String::new(),
-            tools: None,
-            prompts: None,
-        }
+        ServerSpec::new("t", command, args)
     }
 
     /// Alive and not a zombie.

@@ -33,6 +33,24 @@ pub struct ServerSpec {
     pub prompts: Option<NameFilter>,
 }
 
+impl ServerSpec {
+    /// A server that runs `command` with `args`, every option at its default.
+    pub fn new(name: &str, command: &str, args: &[&str]) -> ServerSpec {
+        ServerSpec {
+            name: name.to_owned(),
+            command: command.to_owned(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: BTreeMap::new(),
+            cwd: None,
+            request_timeout: None,
+            warm_spares: None,
+            name_prefix: String::new(),
+            tools: None,
+            prompts: None,
+        }
+    }
+}
+
 /// Reads and validates the config file. Disabled servers are left out.
 pub fn load(path: &Path) -> Result<Vec<ServerSpec>, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| {

@@ -67,18 +67,7 @@ mod tests {
     use super::*;
 
     fn spec(name: &str) -> ServerSpec {
-        ServerSpec {
-            name: name.into(),
-            command: "true".into(),
-            args: vec![],
-            env: Default::default(),
-            cwd: None,
-            request_timeout: None,
-            warm_spares: None,
-            name_prefix: String::new(),
-            tools: None,
-            prompts: None,
-        }
+        ServerSpec::new(name, "true", &[])
     }
 
     fn names(v: &[ServerSpec]) -> Vec<&str> {

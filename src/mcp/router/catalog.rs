@@ -57,6 +57,16 @@ impl ListKind {
         }
     }
 
+    /// The one of a tools/prompts pair that applies to this kind; None for
+    /// resources and templates, which are routed by URI, not name.
+    pub fn named<'a, T>(self, tools: &'a Option<T>, prompts: &'a Option<T>) -> Option<&'a T> {
+        match self {
+            ListKind::Tools => tools.as_ref(),
+            ListKind::Prompts => prompts.as_ref(),
+            ListKind::Resources | ListKind::Templates => None,
+        }
+    }
+
     pub fn from_method(m: &str) -> Option<ListKind> {
         Some(match m {
             "tools/list" => ListKind::Tools,

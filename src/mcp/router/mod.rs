@@ -60,14 +60,21 @@ pub struct ChildInfo {
 }
 
 impl ChildInfo {
+    /// A server with no prefix and no filters.
+    pub fn new(name: &str, timeout: Duration) -> ChildInfo {
+        ChildInfo {
+            name: name.to_owned(),
+            timeout,
+            prefix: String::new(),
+            tools: None,
+            prompts: None,
+        }
+    }
+
     /// Whether the config lets anyone see this server's item `name`.
     fn offers(&self, kind: ListKind, name: &str) -> bool {
-        let filter = match kind {
-            ListKind::Tools => &self.tools,
-            ListKind::Prompts => &self.prompts,
-            ListKind::Resources | ListKind::Templates => &None,
-        };
-        filter.as_ref().is_none_or(|f| f.allows(name))
+        kind.named(&self.tools, &self.prompts)
+            .is_none_or(|f| f.allows(name))
     }
 }
 
@@ -98,12 +105,8 @@ pub struct Access {
 
 impl Access {
     fn allows(&self, kind: ListKind, name: &str) -> bool {
-        let check = match kind {
-            ListKind::Tools => &self.tools,
-            ListKind::Prompts => &self.prompts,
-            ListKind::Resources | ListKind::Templates => &None,
-        };
-        check.as_ref().is_none_or(|c| c(name))
+        kind.named(&self.tools, &self.prompts)
+            .is_none_or(|c| c(name))
     }
 }
 

@@ -7,13 +7,7 @@ use serde_json::json;
 fn router(n: usize) -> Router {
     Router::new(
         (0..n)
-            .map(|i| ChildInfo {
-                name: format!("s{i}"),
-                timeout: Duration::from_secs(10),
-                prefix: String::new(),
-                tools: None,
-                prompts: None,
-            })
+            .map(|i| ChildInfo::new(&format!("s{i}"), Duration::from_secs(10)))
             .collect(),
         Options {
             max_total: Duration::from_secs(60),
@@ -23,6 +17,42 @@ fn router(n: usize) -> Router {
         },
         Access::default(),
     )
+}
+
+/// One child `s0` with `prefix`, the key's tool filter, audit on or off.
+fn one_child(prefix: &str, tools: Option<NameCheck>, audit: bool) -> Router {
+    let mut info = ChildInfo::new("s0", Duration::from_secs(10));
+    info.prefix = prefix.into();
+    let opts = Options {
+        max_total: Duration::from_secs(60),
+        server_name: "gw".into(),
+        server_version: "0".into(),
+        audit,
+    };
+    let access = Access {
+        tools,
+        prompts: None,
+    };
+    Router::new(vec![info], opts, access)
+}
+
+/// Lists tools, child `i` answering `tools(i)`; the last actions (the
+/// merged list for the client).
+fn list_tools(r: &mut Router, now: Instant, tools: impl Fn(usize) -> Value) -> Vec<Action> {
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":"list","method":"tools/list"}),
+        now,
+    );
+    let mut last = Vec::new();
+    for (i, m) in to_child(&a) {
+        let result = json!({"tools": tools(i)});
+        last = r.from_child(
+            i,
+            json!({"jsonrpc":"2.0","id":m["id"],"result":result}),
+            now,
+        );
+    }
+    last
 }
 
 fn to_child(a: &[Action]) -> Vec<(usize, Value)> {
@@ -396,15 +426,7 @@ fn every_way_a_request_ends_leaves_no_id_or_token_behind() {
     let now = Instant::now();
     let mut r = router(2);
     init(&mut r, json!({"tools":{}}), now);
-    let a = r.from_client(json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}), now);
-    for (i, m) in to_child(&a) {
-        let tools = json!([{"name": format!("t{i}")}]);
-        r.from_child(
-            i,
-            json!({"jsonrpc":"2.0","id":m["id"],"result":{"tools":tools}}),
-            now,
-        );
-    }
+    list_tools(&mut r, now, |i| json!([{"name": format!("t{i}")}]));
     assert!(r.ids.is_empty());
     let call = |r: &mut Router, id: u64, tool: &str| {
         let a = r.from_client(
@@ -453,34 +475,9 @@ fn every_way_a_request_ends_leaves_no_id_or_token_behind() {
 #[test]
 fn a_filtered_tool_is_unlisted_and_refused_exactly_as_an_unknown_one() {
     let now = Instant::now();
-    let mut r = Router::new(
-        vec![ChildInfo {
-            name: "s0".into(),
-            timeout: Duration::from_secs(10),
-            prefix: "time.".into(),
-            tools: None,
-            prompts: None,
-        }],
-        Options {
-            max_total: Duration::from_secs(60),
-            server_name: "gw".into(),
-            server_version: "0".into(),
-            audit: false,
-        },
-        Access {
-            tools: Some(Box::new(|n: &str| n != "time.secret")),
-            prompts: None,
-        },
-    );
+    let mut r = one_child("time.", Some(Box::new(|n: &str| n != "time.secret")), false);
     init(&mut r, json!({"tools":{}}), now);
-    let a = r.from_client(json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}), now);
-    let (_, m) = to_child(&a).remove(0);
-    let tools = json!([{"name":"now"},{"name":"secret"}]);
-    let a = r.from_child(
-        0,
-        json!({"jsonrpc":"2.0","id":m["id"],"result":{"tools":tools}}),
-        now,
-    );
+    let a = list_tools(&mut r, now, |_| json!([{"name":"now"},{"name":"secret"}]));
     assert_eq!(
         to_client(&a)[0]["result"]["tools"],
         json!([{"name":"time.now"}])
@@ -506,11 +503,8 @@ fn a_filtered_tool_is_unlisted_and_refused_exactly_as_an_unknown_one() {
 fn a_config_filter_hides_a_servers_tool_before_names_are_made_unique() {
     let now = Instant::now();
     let info = |name: &str, tools: Option<&str>| ChildInfo {
-        name: name.into(),
-        timeout: Duration::from_secs(10),
-        prefix: String::new(),
         tools: tools.map(|t| crate::keys::pattern::NameFilter::parse(t).unwrap()),
-        prompts: None,
+        ..ChildInfo::new(name, Duration::from_secs(10))
     };
     let opts = Options {
         max_total: Duration::from_secs(60),
@@ -524,16 +518,11 @@ fn a_config_filter_hides_a_servers_tool_before_names_are_made_unique() {
         Access::default(),
     );
     init(&mut r, json!({"tools":{}}), now);
-    let a = r.from_client(json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}), now);
-    let mut last = Vec::new();
-    for (i, m) in to_child(&a) {
-        let tools = json!([{"name":"echo"},{"name": format!("own{i}")}]);
-        last = r.from_child(
-            i,
-            json!({"jsonrpc":"2.0","id":m["id"],"result":{"tools":tools}}),
-            now,
-        );
-    }
+    let last = list_tools(
+        &mut r,
+        now,
+        |i| json!([{"name":"echo"},{"name": format!("own{i}")}]),
+    );
     // s0's echo is filtered out, so s1's echo keeps its own name.
     let reply = to_client(&last).remove(0);
     let names: Vec<&str> = reply["result"]["tools"]
@@ -569,15 +558,7 @@ fn each_tracked_request_is_recorded_once_with_how_it_ended() {
     let mut r = router(2);
     r.opts.audit = true;
     init(&mut r, json!({"tools":{}, "resources":{}}), now);
-    let a = r.from_client(json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}), now);
-    for (i, m) in to_child(&a) {
-        let tools = json!([{"name": format!("t{i}")}]);
-        r.from_child(
-            i,
-            json!({"jsonrpc":"2.0","id":m["id"],"result":{"tools":tools}}),
-            now,
-        );
-    }
+    list_tools(&mut r, now, |i| json!([{"name": format!("t{i}")}]));
     let call = |r: &mut Router, id: u64, tool: &str| {
         r.from_client(
             json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":{"secret":"x"}}}),
@@ -643,33 +624,9 @@ fn each_tracked_request_is_recorded_once_with_how_it_ended() {
 #[test]
 fn a_tool_the_key_may_not_use_is_recorded_as_denied() {
     let now = Instant::now();
-    let mut r = Router::new(
-        vec![ChildInfo {
-            name: "s0".into(),
-            timeout: Duration::from_secs(10),
-            prefix: String::new(),
-            tools: None,
-            prompts: None,
-        }],
-        Options {
-            max_total: Duration::from_secs(60),
-            server_name: "gw".into(),
-            server_version: "0".into(),
-            audit: true,
-        },
-        Access {
-            tools: Some(Box::new(|n: &str| n != "secret")),
-            prompts: None,
-        },
-    );
+    let mut r = one_child("", Some(Box::new(|n: &str| n != "secret")), true);
     init(&mut r, json!({"tools":{}}), now);
-    let a = r.from_client(json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}), now);
-    let (_, m) = to_child(&a).remove(0);
-    r.from_child(
-        0,
-        json!({"jsonrpc":"2.0","id":m["id"],"result":{"tools":[{"name":"secret"}]}}),
-        now,
-    );
+    list_tools(&mut r, now, |_| json!([{"name":"secret"}]));
     let a = r.from_client(
         json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"secret"}}),
         now,
