@@ -190,7 +190,7 @@ fn a_key_removed_by_hand_loses_its_open_session_with_a_line_to_the_client() {
     assert!(first.contains("\"result\""), "the session is up: {first}");
     std::fs::write(srv.path("authorized_keys"), "").unwrap();
     // stdin stays open: only the server can end this session (ssh runs
-    // under `timeout 30`, which would exit 124).
+    // under `timeout 60`, which would exit 124).
     let out = ssh.wait_with_output().unwrap();
     drop(stdin);
     assert_eq!(out.status.code(), Some(1), "{out:?}");

@@ -188,7 +188,7 @@ fn a_child_that_stops_reading_holds_back_the_client_not_server_memory() {
         grown < RSS_BOUND_KIB,
         "server RSS grew by {grown} KiB while the child was stuck"
     );
-    // Bounded: ssh runs under `timeout 30`.
+    // Bounded: ssh runs under `timeout 60`.
     assert!(ssh.wait().unwrap().success());
     let out = std::fs::read(dir.path().join("out")).unwrap();
     let lines = json_lines(&out);

@@ -50,11 +50,12 @@ pub fn ssh2_session(port: u16, key: &Path) -> ssh2::Session {
     try_login(port, key).expect("public-key auth")
 }
 
-/// `ssh -T` to the test server with `key`, under a 30 s bound; `extra`
-/// ends with the destination (and any command).
+/// `ssh -T` to the test server with `key`, under a 60 s bound (the 40 MB
+/// flow-control runs take 13 s on an idle two-CPU machine, up to twice that
+/// under load); `extra` ends with the destination (and any command).
 pub fn openssh_command(port: u16, key: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new("timeout");
-    cmd.arg("30")
+    cmd.arg("60")
         .arg("ssh")
         .args(["-T", "-p", &port.to_string()])
         .args([
