@@ -74,14 +74,18 @@ impl RateLimiter {
     }
 }
 
+/// Gives the names of the MCP servers currently configured.
+pub type ServerNames = Box<dyn Fn() -> Vec<String> + Send + Sync>;
+
 /// Everything the handler needs.
 pub struct KeyApi {
     pub server_pub_key: String,
     pub registry: Registry,
     /// `--authorized-clients`: listed by `GET /clients`, never written.
     pub authorized: PathBuf,
-    /// The configured MCP servers, the names a scoped registration may use.
-    pub servers: Vec<String>,
+    /// The configured MCP servers now (a SIGHUP may change them): the
+    /// names a scoped registration may use.
+    pub servers: ServerNames,
     pub limiter: RateLimiter,
     pub token: Option<String>,
 }
@@ -279,7 +283,7 @@ impl KeyApi {
                 Some(_) => Err(not_strings()),
             }
         };
-        Scope::new(list("servers")?, list("tools")?, &self.servers)
+        Scope::new(list("servers")?, list("tools")?, &(self.servers)())
     }
 
     /// `GET /clients`: every key line of both trust files.

@@ -320,13 +320,24 @@ fn cli_revoke_ends_an_open_openssh_session() {
 }
 
 #[test]
-fn removing_a_key_from_authorized_clients_by_hand_ends_its_session() {
-    let (srv, _api) = start();
-    let mcp = session(&srv, &srv.key);
-    std::fs::write(srv.path("authorized_keys"), "# nobody\n").unwrap();
-    let (status, err) = ended(mcp);
-    assert_eq!(status, 1);
-    assert!(err.contains(ENDED), "{err}");
+fn a_scoped_registration_names_the_servers_of_the_config_in_force() {
+    let (srv, api) = start();
+    let cfg = json!({"mcpServers": {"c": fixture("c", &[])}});
+    std::fs::write(srv.path("servers_config.json"), cfg.to_string()).unwrap();
+    signal(srv.pid(), libc::SIGHUP);
+    let (_, public) = client_key(srv.dir.path(), "k");
+    let body = |server: &str| json!({"client_pub_key": public, "servers": [server]});
+    assert!(
+        eventually(|| register_with(api, body("c")).0 == 200),
+        "the reloaded config's server is never accepted"
+    );
+    let (st, v) = register_with(api, body("a"));
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("configured: c"),
+        "{v}"
+    );
+    assert_eq!(key_lines(&srv), [format!(r#"command="c" {public}"#)]);
 }
 
 #[test]
