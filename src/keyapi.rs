@@ -4,18 +4,24 @@
 //! that never carry paths or internals.
 //!
 //! - `GET /server_pub_key` -> `{"server_pub_key": "ssh-ed25519 AAAA..."}`
-//! - `POST /register` `{"client_pub_key": "..."}` -> `{"status": "success"}`
+//! - `POST /register` `{"client_pub_key": "..."}` -> `{"status": "success"}`;
+//!   with a token it may add `"servers": [...]` and `"tools": [...]`
+//! - `GET /clients` (token only) -> `{"clients": [...]}`, every trusted key line
+//! - `DELETE /clients/SHA256:...` (token only) -> the key leaves `--registered-clients`
 //! - `GET /health` -> `{"status": "healthy"}` (not rate limited)
 //! - `GET /` -> a short HTML page describing the API
 
 use crate::error::Error;
+use crate::keys::clients::{self, Client, Revocation};
 use crate::keys::registry::{Added, Registry};
+use crate::keys::scope::Scope;
 use crate::keys::validate;
 use rouille::{Request, Response};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -68,10 +74,18 @@ impl RateLimiter {
     }
 }
 
+/// Gives the names of the MCP servers currently configured.
+pub type ServerNames = Box<dyn Fn() -> Vec<String> + Send + Sync>;
+
 /// Everything the handler needs.
 pub struct KeyApi {
     pub server_pub_key: String,
     pub registry: Registry,
+    /// `--authorized-clients`: listed by `GET /clients`, never written.
+    pub authorized: PathBuf,
+    /// The configured MCP servers now (a SIGHUP may change them): the
+    /// names a scoped registration may use.
+    pub servers: ServerNames,
     pub limiter: RateLimiter,
     pub token: Option<String>,
 }
@@ -92,7 +106,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 const INDEX: &str = "<!doctype html><html><head><meta charset=\"utf-8\"><title>m2m-mcp-server-ssh key API</title></head>\
 <body><h1>MCP SSH server: key API</h1><ul>\
 <li><code>GET /server_pub_key</code>: the SSH host key, <code>{\"server_pub_key\": \"ssh-ed25519 ...\"}</code></li>\
-<li><code>POST /register</code> with <code>Content-Type: application/json</code> and <code>{\"client_pub_key\": \"ssh-ed25519 ... comment\"}</code>: trust a client key</li>\
+<li><code>POST /register</code> with <code>Content-Type: application/json</code> and <code>{\"client_pub_key\": \"ssh-ed25519 ... comment\"}</code>: trust a client key \
+(with the token, <code>\"servers\"</code> and <code>\"tools\"</code> lists limit it)</li>\
+<li><code>GET /clients</code> (token): every trusted key; <code>DELETE /clients/SHA256:...</code> (token): revoke a registered key</li>\
 <li><code>GET /health</code>: <code>{\"status\": \"healthy\"}</code></li></ul></body></html>";
 
 impl KeyApi {
@@ -101,8 +117,9 @@ impl KeyApi {
         let path = req.url();
         let method = req.method();
         let allowed = match path.as_str() {
-            "/" | "/health" | "/server_pub_key" => "GET",
+            "/" | "/health" | "/server_pub_key" | "/clients" => "GET",
             "/register" => "POST",
+            p if p.starts_with(REVOKE) => "DELETE",
             _ => return error(404, "not found"),
         };
         if method != allowed && !(allowed == "GET" && method == "HEAD") {
@@ -118,20 +135,45 @@ impl KeyApi {
             "/" => Response::html(INDEX),
             "/health" => Response::json(&json!({"status": "healthy"})),
             "/server_pub_key" => Response::json(&json!({"server_pub_key": self.server_pub_key})),
-            _ => self.register(req),
+            "/register" => self.register(req),
+            "/clients" => self.clients(req),
+            p => self.revoke(req, &p[REVOKE.len()..]),
         }
     }
 
+    /// `Err` with the answer unless the request carries the bearer token;
+    /// `Ok` when the API runs without one.
+    fn check_token(&self, req: &Request) -> Result<(), Response> {
+        let Some(token) = &self.token else {
+            return Ok(());
+        };
+        let given = req
+            .header("Authorization")
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
+            Ok(())
+        } else {
+            Err(error(401, "a valid bearer token is required")
+                .with_additional_header("WWW-Authenticate", "Bearer"))
+        }
+    }
+
+    /// Like [`KeyApi::check_token`], for the endpoints that exist only
+    /// with a token: without one they are forbidden to everyone.
+    fn check_admin(&self, req: &Request) -> Result<(), Response> {
+        if self.token.is_none() {
+            return Err(error(
+                403,
+                "this endpoint needs the key API to run with --key-server-token-file",
+            ));
+        }
+        self.check_token(req)
+    }
+
     fn register(&self, req: &Request) -> Response {
-        if let Some(token) = &self.token {
-            let given = req
-                .header("Authorization")
-                .and_then(|h| h.strip_prefix("Bearer "))
-                .unwrap_or("");
-            if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
-                return error(401, "a valid bearer token is required")
-                    .with_additional_header("WWW-Authenticate", "Bearer");
-            }
+        if let Err(r) = self.check_token(req) {
+            return r;
         }
         let ctype = req.header("Content-Type").unwrap_or("");
         let mime = ctype.split(';').next().unwrap_or("").trim();
@@ -159,29 +201,43 @@ impl KeyApi {
         if buf.len() > MAX_BODY {
             return error(413, "request body too large");
         }
-        let v: Value = match serde_json::from_slice(&buf) {
-            Ok(v) => v,
-            Err(_) => return error(400, "body is not valid JSON"),
+        let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&buf) else {
+            return error(400, "body is not a JSON object");
         };
-        let key = match v.get("client_pub_key") {
+        if let Some(f) = body.keys().find(|f| !REGISTER_FIELDS.contains(&f.as_str())) {
+            // A misspelt "servers" must not register an unrestricted key.
+            let f: String = f.chars().take(64).collect();
+            return error(400, &format!("unknown field {f:?}"));
+        }
+        let key = match body.get("client_pub_key") {
             Some(Value::String(s)) => s,
             Some(_) => return error(400, "client_pub_key must be a string"),
             None => return error(400, "missing field client_pub_key"),
         };
-        let key = match validate::validate(key) {
-            Ok(k) => k,
+        let ip = req.remote_addr().ip();
+        let line = validate::validate(key)
+            .map_err(|why| format!("invalid key: {why}"))
+            .and_then(|key| self.scope(&body)?.line(&key));
+        let line = match line {
+            Ok(l) => l,
             Err(why) => {
-                log::info!(
-                    "key API: refused a key from {}: {why}",
-                    req.remote_addr().ip()
-                );
-                return error(400, &format!("invalid key: {why}"));
+                log::info!("key API: refused a registration from {ip}: {why}");
+                return error(400, &why);
             }
         };
-        match self.registry.add(&key) {
+        let (key, options) = (line.key(), line.options_text());
+        match self.registry.add(&line) {
+            Ok(Added::OtherOptions) => error(
+                409,
+                &format!(
+                    "this key is registered already, with other options: revoke it first \
+                     (DELETE /clients/{})",
+                    key.fingerprint()
+                ),
+            ),
             Ok(added) => {
                 log::info!(
-                    "key API: {} {} key {} from {}",
+                    "key API: {} {} key {}{} from {ip}",
                     if added == Added::New {
                         "registered"
                     } else {
@@ -189,7 +245,11 @@ impl KeyApi {
                     },
                     key.kind,
                     key.fingerprint(),
-                    req.remote_addr().ip()
+                    if options.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" with {options}")
+                    },
                 );
                 Response::json(&json!({"status": "success"}))
             }
@@ -202,7 +262,100 @@ impl KeyApi {
             }
         }
     }
+
+    /// The `"servers"` and `"tools"` of a registration body, checked; only
+    /// with a token (without one, options stay refused).
+    fn scope(&self, body: &Map<String, Value>) -> Result<Scope, String> {
+        if self.token.is_none() && (body.contains_key("servers") || body.contains_key("tools")) {
+            return Err(
+                "servers and tools need the key API to run with --key-server-token-file".into(),
+            );
+        }
+        let list = |field: &str| -> Result<Option<Vec<String>>, String> {
+            let not_strings = || format!("{field} must be an array of strings");
+            match body.get(field) {
+                None => Ok(None),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_owned).ok_or_else(not_strings))
+                    .collect::<Result<_, _>>()
+                    .map(Some),
+                Some(_) => Err(not_strings()),
+            }
+        };
+        Scope::new(list("servers")?, list("tools")?, &(self.servers)())
+    }
+
+    /// `GET /clients`: every key line of both trust files.
+    fn clients(&self, req: &Request) -> Response {
+        if let Err(r) = self.check_admin(req) {
+            return r;
+        }
+        match clients::list(&self.authorized, self.registry.path()) {
+            Ok(all) => {
+                let all: Vec<Value> = all.iter().map(Client::to_json).collect();
+                Response::json(&json!({ "clients": all }))
+            }
+            Err(e) => {
+                log::error!("key API: cannot read the trust files: {e}");
+                error(500, "internal error")
+            }
+        }
+    }
+
+    /// `DELETE /clients/SHA256:...`: the key leaves `--registered-clients`;
+    /// one in `--authorized-clients` is reported, never edited.
+    fn revoke(&self, req: &Request, fingerprint: &str) -> Response {
+        if let Err(r) = self.check_admin(req) {
+            return r;
+        }
+        if !clients::is_fingerprint(fingerprint) {
+            return error(
+                400,
+                "not a key fingerprint: write SHA256: and 43 base64 characters, as ssh-keygen -l prints it",
+            );
+        }
+        let ip = req.remote_addr().ip();
+        match clients::revoke(&self.registry, &self.authorized, fingerprint) {
+            Ok(Revocation::Removed {
+                lines,
+                also_authorized,
+            }) => {
+                log::info!(
+                    "key API: revoked key {fingerprint} ({lines} line(s)) for {ip}{}",
+                    if also_authorized {
+                        "; --authorized-clients still trusts it"
+                    } else {
+                        ""
+                    }
+                );
+                Response::json(&json!({
+                    "status": "success",
+                    "removed": lines,
+                    "in_authorized_clients": also_authorized,
+                }))
+            }
+            Ok(Revocation::OnlyAuthorized) => error(
+                409,
+                "this key is in --authorized-clients, which the key API never edits: remove it there by hand",
+            ),
+            Ok(Revocation::NotFound) => error(404, "no trusted key has this fingerprint"),
+            Err(e) => {
+                log::error!(
+                    "key API: cannot revoke {fingerprint} from {}: {e}",
+                    self.registry.path().display()
+                );
+                error(500, "internal error")
+            }
+        }
+    }
 }
+
+/// The fields a registration body may have.
+const REGISTER_FIELDS: [&str; 3] = ["client_pub_key", "servers", "tools"];
+
+/// Where a revocation's fingerprint starts.
+const REVOKE: &str = "/clients/";
 
 /// A running key API server.
 pub struct Running {

@@ -124,7 +124,15 @@ pub fn run(opts: &ServerOptions) -> Result<(), Error> {
     // New sessions take the current gateway; SIGHUP swaps in a new one.
     let current = Arc::new(Mutex::new(Arc::new(gateway_for(opts, servers, &audit))));
     let key_api = match &opts.key_server {
-        Some(k) => Some(start_key_api(k, &public, &opts.registered_clients)?),
+        Some(k) => {
+            // Scoped registrations name the servers of the config in force.
+            let current = current.clone();
+            let names = move || {
+                let gw = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                gw.servers.iter().map(|s| s.name.clone()).collect()
+            };
+            Some(start_key_api(k, &public, opts, Box::new(names))?)
+        }
         None => None,
     };
     let stop = Wake::new().map_err(|e| Error::io("cannot create an eventfd", e))?;
@@ -220,7 +228,8 @@ fn reload(opts: &ServerOptions, current: &Mutex<Arc<Gateway>>, audit: &Option<Ar
 fn start_key_api(
     k: &KeyServerOptions,
     public: &str,
-    registered: &std::path::Path,
+    opts: &ServerOptions,
+    servers: keyapi::ServerNames,
 ) -> Result<keyapi::Running, Error> {
     let token = match &k.token_file {
         None => None,
@@ -253,7 +262,9 @@ fn start_key_api(
         k.port,
         KeyApi {
             server_pub_key: public.to_owned(),
-            registry: Registry::new(registered.to_path_buf()),
+            registry: Registry::new(opts.registered_clients.clone()),
+            authorized: opts.authorized_clients.clone(),
+            servers,
             limiter: RateLimiter::new(k.per_minute),
             token,
         },

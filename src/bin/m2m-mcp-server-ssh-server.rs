@@ -1,8 +1,11 @@
 //! `m2m-mcp-server-ssh-server`: serve MCP servers over SSH.
 
 use argh::FromArgs;
+use m2m_mcp_server_ssh_server::keys::clients::{self, Revocation};
+use m2m_mcp_server_ssh_server::keys::registry::Registry;
 use m2m_mcp_server_ssh_server::logging::{self, expand_home};
 use m2m_mcp_server_ssh_server::server::{self, KeyServerOptions, ServerOptions};
+use std::path::Path;
 use std::time::Duration;
 
 /// MCP SSH server: runs the MCP servers in servers_config.json and serves them, merged, over SSH.
@@ -65,7 +68,7 @@ struct Args {
     /// port of the key API (default: 8000)
     #[argh(option, default = "8000")]
     key_server_port: u16,
-    /// file holding a bearer token that POST /register must present
+    /// file holding a bearer token that POST /register (and GET /clients, DELETE /clients/...) must present
     #[argh(option)]
     key_server_token_file: Option<String>,
     /// key API requests allowed per client IP per minute (default: 10)
@@ -74,6 +77,47 @@ struct Args {
     /// print the version and exit
     #[argh(switch)]
     version: bool,
+    #[argh(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Command {
+    Clients(Clients),
+}
+
+/// See or revoke the trusted client keys, in the files of --authorized-clients and --registered-clients (give them before "clients"); the server need not be stopped.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "clients")]
+struct Clients {
+    #[argh(subcommand)]
+    action: ClientsAction,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum ClientsAction {
+    List(List),
+    Revoke(Revoke),
+}
+
+/// Print every trusted key line of both files: a table, or JSON lines with --json.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "list")]
+struct List {
+    /// one JSON object per line, as the key API's GET /clients gives them
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Remove a key from --registered-clients (exit 0; 1 if no such key there, 2 on a malformed fingerprint or a file error); a key in --authorized-clients is reported, never edited.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "revoke")]
+struct Revoke {
+    /// the key's fingerprint, SHA256:..., as ssh-keygen -l prints it
+    #[argh(positional)]
+    fingerprint: String,
 }
 
 fn main() {
@@ -81,6 +125,11 @@ fn main() {
     if args.version {
         println!("m2m-mcp-server-ssh-server {}", env!("CARGO_PKG_VERSION"));
         return;
+    }
+    if let Some(Command::Clients(c)) = &args.command {
+        let authorized = expand_home(&args.authorized_clients);
+        let registered = expand_home(&args.registered_clients);
+        std::process::exit(clients_command(&c.action, &authorized, &registered));
     }
     logging::init_from_flag(&args.log_level);
     if let Err(e) = check_ranges(&args) {
@@ -113,6 +162,75 @@ fn main() {
         log::error!("{e}");
         eprintln!("error: {e}");
         std::process::exit(e.exit_code());
+    }
+}
+
+/// `clients list` / `clients revoke`, on the trust files themselves (the
+/// registry's lock keeps a revocation and the key API's writes apart);
+/// returns the exit code.
+fn clients_command(action: &ClientsAction, authorized: &Path, registered: &Path) -> i32 {
+    let failed = |e: std::io::Error| {
+        eprintln!("error: {e}");
+        2
+    };
+    match action {
+        ClientsAction::List(l) => match clients::list(authorized, registered) {
+            Ok(all) if l.json => {
+                for c in &all {
+                    println!("{}", c.to_json());
+                }
+                0
+            }
+            Ok(all) => {
+                print!("{}", clients::table(&all));
+                0
+            }
+            Err(e) => failed(e),
+        },
+        ClientsAction::Revoke(r) => {
+            let fp = r.fingerprint.as_str();
+            if !clients::is_fingerprint(fp) {
+                eprintln!(
+                    "error: {fp:?} is not a key fingerprint: write SHA256: and 43 base64 characters, as ssh-keygen -l prints it"
+                );
+                return 2;
+            }
+            let registry = Registry::new(registered.to_path_buf());
+            let kept = || {
+                format!(
+                    "{fp} is in {}, which this command never edits: it stays trusted until removed there by hand",
+                    authorized.display()
+                )
+            };
+            match clients::revoke(&registry, authorized, fp) {
+                Ok(Revocation::Removed {
+                    lines,
+                    also_authorized,
+                }) => {
+                    println!(
+                        "revoked {fp}: {lines} line(s) removed from {}",
+                        registered.display()
+                    );
+                    if also_authorized {
+                        println!("{}", kept());
+                    }
+                    0
+                }
+                Ok(Revocation::OnlyAuthorized) => {
+                    eprintln!("{}", kept());
+                    1
+                }
+                Ok(Revocation::NotFound) => {
+                    eprintln!(
+                        "{fp} is in neither {} nor {}",
+                        registered.display(),
+                        authorized.display()
+                    );
+                    1
+                }
+                Err(e) => failed(e),
+            }
+        }
     }
 }
 

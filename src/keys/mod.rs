@@ -2,9 +2,11 @@
 //! format (shared by server and client), and file-mode checks.
 
 pub mod authorized;
+pub mod clients;
 pub mod options;
 pub mod pattern;
 pub mod registry;
+pub mod scope;
 pub mod validate;
 
 use crate::error::Error;

@@ -234,6 +234,22 @@ pub fn give_back_memory() {
     }
 }
 
+/// Waits for an exclusive advisory lock (`flock`) on `file`, held until the
+/// file is closed. Each open of a file is a lock holder of its own, so
+/// writers in one process (each opening it) and in several serialize alike.
+pub fn lock_exclusive(file: &std::fs::File) -> io::Result<()> {
+    loop {
+        // SAFETY: flock on an fd that the borrow keeps open; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

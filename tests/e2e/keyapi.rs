@@ -5,8 +5,18 @@ use crate::common::*;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
-fn keys_file(srv: &Server) -> PathBuf {
+pub fn keys_file(srv: &Server) -> PathBuf {
     srv.path("registered_clients")
+}
+
+/// The key lines of the registered-clients file, without the `# added`
+/// line before each.
+pub fn key_lines(srv: &Server) -> Vec<String> {
+    let text = std::fs::read_to_string(keys_file(srv)).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A key API with the rate limit out of the way.
@@ -71,8 +81,12 @@ fn a_key_registered_twice_is_stored_once_with_mode_0600() {
     let (st, _, body) = register(api, &public, &[]);
     assert_eq!((st, body.as_str()), (200, r#"{"status":"success"}"#));
     assert_eq!(register(api, &public, &[]).0, 200);
+    assert_eq!(key_lines(&srv), [public]);
     let text = std::fs::read_to_string(keys_file(&srv)).unwrap();
-    assert_eq!(text, format!("{public}\n"));
+    assert!(
+        text.starts_with("# added 20"),
+        "the time added comes first: {text}"
+    );
     assert_eq!(mode(&keys_file(&srv)), 0o600);
 }
 
@@ -107,10 +121,10 @@ fn fifty_concurrent_registrations_all_land_once() {
     for t in threads {
         assert_eq!(t.join().unwrap(), 200);
     }
-    let text = std::fs::read_to_string(keys_file(&srv)).unwrap();
-    assert_eq!(text.lines().count(), 50);
+    let lines = key_lines(&srv);
+    assert_eq!(lines.len(), 50);
     for p in &publics {
-        assert_eq!(text.lines().filter(|l| *l == p).count(), 1, "{p}");
+        assert_eq!(lines.iter().filter(|l| *l == p).count(), 1, "{p}");
     }
 }
 

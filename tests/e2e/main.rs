@@ -13,6 +13,7 @@ mod audit;
 mod channels;
 mod cli;
 mod client;
+mod clients;
 mod flow;
 mod gateway;
 mod isolation;
