@@ -31,6 +31,17 @@ pub struct ServerSpec {
     /// (`"tools"` / `"prompts"`: patterns on the server's own names).
     pub tools: Option<NameFilter>,
     pub prompts: Option<NameFilter>,
+    /// One process set per session, or processes shared by every session.
+    pub scope: Scope,
+}
+
+/// `"scope"`: who a server's processes belong to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Each session starts its own process (the default).
+    Session,
+    /// `processes` processes, started once, serve every session.
+    Shared { processes: usize },
 }
 
 impl ServerSpec {
@@ -47,6 +58,7 @@ impl ServerSpec {
             name_prefix: String::new(),
             tools: None,
             prompts: None,
+            scope: Scope::Session,
         }
     }
 }
@@ -151,6 +163,10 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<ServerSpec>, Error> {
                 ));
             }
         };
+        let scope = scope(obj).map_err(|(field, w)| err(field, &w))?;
+        if scope != Scope::Session && warm_spares.is_some() {
+            return Err(err("warmSpares", "applies to \"scope\": \"session\" only"));
+        }
         let tools = name_filter(obj, "tools").map_err(|w| err("tools", &w))?;
         let prompts = name_filter(obj, "prompts").map_err(|w| err("prompts", &w))?;
         out.push(ServerSpec {
@@ -164,9 +180,38 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<ServerSpec>, Error> {
             name_prefix,
             tools,
             prompts,
+            scope,
         });
     }
     Ok(out)
+}
+
+/// `"scope"` and `"processes"`; the error names the field.
+fn scope(obj: &Map<String, Value>) -> Result<Scope, (&'static str, String)> {
+    let processes = match obj.get("processes") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(n @ 1..=64) => Some(n as usize),
+            _ => return Err(("processes", "must be a whole number from 1 to 64".into())),
+        },
+    };
+    match obj.get("scope") {
+        None | Some(Value::Null) => match processes {
+            None => Ok(Scope::Session),
+            Some(_) => Err(("processes", "needs \"scope\": \"shared\"".into())),
+        },
+        Some(Value::String(s)) if s == "session" => match processes {
+            None => Ok(Scope::Session),
+            Some(_) => Err(("processes", "needs \"scope\": \"shared\"".into())),
+        },
+        Some(Value::String(s)) if s == "shared" => Ok(Scope::Shared {
+            processes: processes.unwrap_or(1),
+        }),
+        Some(other) => Err((
+            "scope",
+            format!("must be \"session\" or \"shared\", not {other}"),
+        )),
+    }
 }
 
 /// `["pattern", "!pattern"]`: `*` and `?` wildcards, `!` excludes.
@@ -302,6 +347,36 @@ mod tests {
             .to_string();
             assert!(e.starts_with("c.json: server \"a\": field"), "{e}");
             assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn scope_and_processes_are_checked() {
+        let one = |extra: &str| {
+            parse(
+                &format!(r#"{{"mcpServers": {{"a": {{"command": "x"{extra}}}}}}}"#),
+                "c.json",
+            )
+        };
+        assert_eq!(one("").unwrap()[0].scope, Scope::Session);
+        assert_eq!(
+            one(r#", "scope": "shared""#).unwrap()[0].scope,
+            Scope::Shared { processes: 1 }
+        );
+        assert_eq!(
+            one(r#", "scope": "shared", "processes": 2"#).unwrap()[0].scope,
+            Scope::Shared { processes: 2 }
+        );
+        for (bad, field) in [
+            (r#", "scope": "shared", "processes": 0"#, "processes"),
+            (r#", "scope": "global""#, "scope"),
+            (r#", "processes": 2"#, "processes"),
+            (r#", "scope": "session", "processes": 2"#, "processes"),
+            (r#", "scope": "shared", "warmSpares": 1"#, "warmSpares"),
+        ] {
+            let e = one(bad).unwrap_err().to_string();
+            let want = format!("c.json: server \"a\": field \"{field}\"");
+            assert!(e.starts_with(&want), "{bad}: {e}");
         }
     }
 }

@@ -2,7 +2,7 @@
 //! asked, then serve SSH until SIGINT/SIGTERM.
 
 use crate::audit::AuditLog;
-use crate::config::{self, ServerSpec};
+use crate::config::{self, Scope, ServerSpec};
 use crate::error::Error;
 use crate::gateway::{self, Gateway};
 use crate::keyapi::{self, KeyApi, RateLimiter};
@@ -10,9 +10,11 @@ use crate::keys::registry::Registry;
 use crate::keys::{self, authorized::Authorized};
 use crate::os::{self, Wake};
 use crate::pool::Pool;
+use crate::shared::SharedServer;
 use crate::ssh::conn::Login;
 use crate::ssh::listener::{self, Limits};
 use crate::ssh::sys::{Bind, BindConfig, Key};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -122,7 +124,9 @@ pub fn run(opts: &ServerOptions) -> Result<(), Error> {
         None => None,
     };
     // New sessions take the current gateway; SIGHUP swaps in a new one.
-    let current = Arc::new(Mutex::new(Arc::new(gateway_for(opts, servers, &audit))));
+    let current = Arc::new(Mutex::new(Arc::new(gateway_for(
+        opts, servers, &audit, None,
+    ))));
     let key_api = match &opts.key_server {
         Some(k) => {
             // Scoped registrations name the servers of the config in force.
@@ -182,19 +186,48 @@ pub fn run(opts: &ServerOptions) -> Result<(), Error> {
     Ok(())
 }
 
-/// The gateway for a config, with its warm spares starting.
+/// The gateway for a config, with its warm spares and shared servers
+/// starting. A shared server whose spec did not change is kept from
+/// `previous` (a reload does not restart it).
 fn gateway_for(
     opts: &ServerOptions,
     servers: Vec<ServerSpec>,
     audit: &Option<Arc<AuditLog>>,
+    previous: Option<&Gateway>,
 ) -> Gateway {
     let targets = servers
         .iter()
-        .map(|s| s.warm_spares.unwrap_or(opts.warm_spares))
+        .map(|s| match s.scope {
+            Scope::Session => s.warm_spares.unwrap_or(opts.warm_spares),
+            Scope::Shared { .. } => 0,
+        })
         .collect();
+    let mut shared = HashMap::new();
+    for s in &servers {
+        let Scope::Shared { processes } = s.scope else {
+            continue;
+        };
+        let kept = previous.and_then(|g| {
+            let old = g.servers.iter().find(|o| o.name == s.name)?;
+            (old == s).then(|| g.shared.get(&s.name).cloned()).flatten()
+        });
+        let timeout = s.request_timeout.unwrap_or(opts.request_timeout);
+        let server = match kept {
+            Some(k) => k,
+            None => match SharedServer::start(s.clone(), processes, timeout, opts.max_line) {
+                Ok(new) => Arc::new(new),
+                Err(e) => {
+                    log::error!("{e}; server {} left out", s.name);
+                    continue;
+                }
+            },
+        };
+        shared.insert(s.name.clone(), server);
+    }
     Gateway {
         pool: Pool::start(servers.clone(), targets, opts.max_line),
         servers,
+        shared,
         audit: audit.clone(),
         max_line: opts.max_line,
         request_timeout: opts.request_timeout,
@@ -210,9 +243,10 @@ fn reload(opts: &ServerOptions, current: &Mutex<Arc<Gateway>>, audit: &Option<Ar
     match config::load(&opts.servers_config) {
         Ok(servers) => {
             let names: Vec<String> = servers.iter().map(|s| s.name.clone()).collect();
-            let new = Arc::new(gateway_for(opts, servers, audit));
-            let old =
-                std::mem::replace(&mut *current.lock().unwrap_or_else(|p| p.into_inner()), new);
+            let mut cur = current.lock().unwrap_or_else(|p| p.into_inner());
+            let new = Arc::new(gateway_for(opts, servers, audit, Some(&cur)));
+            let old = std::mem::replace(&mut *cur, new);
+            drop(cur);
             log::info!(
                 "SIGHUP: reloaded {path}: new sessions get [{}]; open sessions keep theirs",
                 names.join(", ")

@@ -26,17 +26,19 @@ pub mod select;
 
 use crate::audit::{AuditLog, SessionAudit};
 use crate::child::{self, Backlog, ChildEvent, ChildProc, Sink};
-use crate::config::ServerSpec;
+use crate::config::{Scope, ServerSpec};
 use crate::mcp::framing::{Frame, Framer};
 use crate::mcp::jsonrpc;
 use crate::mcp::router::{Access, Action, ChildInfo, Options, Outcome, Record, Router};
 use crate::os::{self, Wake};
 use crate::pool::Pool;
+use crate::shared::{SharedLink, SharedServer};
 use crate::ssh::conn::{self, Login, Startup};
 use crate::ssh::sys::{Live, Session};
 use crossbeam_channel::Receiver;
 use outbox::Outbox;
 use serde_json::json;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -51,6 +53,45 @@ pub struct Gateway {
     pub max_total: Duration,
     /// `--audit-log`.
     pub audit: Option<Arc<AuditLog>>,
+    /// The running `"scope": "shared"` servers, by name.
+    pub shared: HashMap<String, Arc<SharedServer>>,
+}
+
+/// A session's connection to one configured server: a process of its own,
+/// or its link to a shared server. Both take the router's messages and
+/// answer on the session's event queue.
+enum Endpoint {
+    Own(ChildProc),
+    Shared(SharedLink),
+}
+
+impl Endpoint {
+    fn name(&self) -> &str {
+        match self {
+            Endpoint::Own(c) => &c.name,
+            Endpoint::Shared(l) => l.server().name(),
+        }
+    }
+
+    fn send(&self, msg: serde_json::Value) {
+        match self {
+            Endpoint::Own(c) => c.send(jsonrpc::to_line(&msg)),
+            Endpoint::Shared(l) => l.send(msg),
+        }
+    }
+
+    /// Its stdin holds more than the limit (shared servers: the mux's queue
+    /// is not counted per session).
+    fn stdin_full(&self) -> bool {
+        matches!(self, Endpoint::Own(c) if c.stdin_full())
+    }
+
+    fn stderr_tail(&self) -> String {
+        match self {
+            Endpoint::Own(c) => c.stderr_tail(),
+            Endpoint::Shared(l) => l.server().stderr_tail(),
+        }
+    }
 }
 
 /// One accepted connection, as the listener hands it over.
@@ -140,7 +181,7 @@ struct Bridge {
     live: Live,
     router: Router,
     /// By config index; None for a server that failed to start.
-    children: Vec<Option<ChildProc>>,
+    children: Vec<Option<Endpoint>>,
     rx: Receiver<(usize, ChildEvent)>,
     wake: Arc<Wake>,
     framer: Framer,
@@ -197,6 +238,17 @@ impl Bridge {
         );
         let mut children = Vec::with_capacity(servers.len());
         for (index, spec) in servers.iter().enumerate() {
+            if spec.scope != Scope::Session {
+                let link = gw
+                    .shared
+                    .get(&spec.name)
+                    .map(|s| Endpoint::Shared(s.attach(id, index, tx.clone(), wake.clone())));
+                if link.is_none() {
+                    router.child_unavailable(index);
+                }
+                children.push(link);
+                continue;
+            }
             let started = match gw.pool.take(&spec.name) {
                 Some(c) => Ok(c),
                 None => ChildProc::spawn(spec, gw.max_line),
@@ -210,7 +262,7 @@ impl Bridge {
                         backlog: backlog.clone(),
                     });
                     log::debug!("s{id}: started {} (pid {})", spec.name, c.pid());
-                    children.push(Some(c));
+                    children.push(Some(Endpoint::Own(c)));
                 }
                 Err(e) => {
                     log::error!("s{id}: {e}; left out");
@@ -378,7 +430,7 @@ impl Bridge {
     fn child_events(&mut self, now: Instant) {
         while let Ok((index, event)) = self.rx.try_recv() {
             let name = match self.children.get(index) {
-                Some(Some(c)) => c.name.as_str(),
+                Some(Some(c)) => c.name(),
                 _ => continue,
             };
             let actions = match event {
@@ -413,7 +465,7 @@ impl Bridge {
                 Action::ToClientRaw(line) => self.out.push(&line),
                 Action::ToChild(i, v) => {
                     if let Some(Some(c)) = self.children.get(i) {
-                        c.send(jsonrpc::to_line(&v));
+                        c.send(v);
                     }
                 }
                 Action::Audit(r) => {
@@ -426,7 +478,7 @@ impl Bridge {
                         log::error!(
                             "s{}: server {} left out: {why}; stderr: {}",
                             self.id,
-                            c.name,
+                            c.name(),
                             c.stderr_tail()
                         );
                     }
@@ -439,8 +491,14 @@ impl Bridge {
     fn finish(&mut self) {
         self.backlog.close();
         conn::close_channel(&mut self.live, self.status);
-        let children = std::mem::take(&mut self.children);
-        child::stop_all(children.into_iter().flatten().collect());
+        let own = std::mem::take(&mut self.children)
+            .into_iter()
+            .filter_map(|c| match c {
+                Some(Endpoint::Own(c)) => Some(c),
+                _ => None, // a shared link detaches as it drops
+            })
+            .collect();
+        child::stop_all(own);
     }
 }
 

@@ -21,3 +21,4 @@ mod keyapi;
 mod lifecycle;
 mod login;
 mod reload;
+mod shared;

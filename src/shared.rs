@@ -1,0 +1,925 @@
+//! `"scope": "shared"` servers: `processes` processes started once,
+//! initialized once, and serving every session, so fifty sessions of a
+//! Python server cost one or two interpreters instead of fifty.
+//!
+//! To a session a shared server looks like a child of its own: its router
+//! sends it lines and gets lines back on its event queue. In between sits
+//! one thread per shared server, the mux, which keeps sessions apart:
+//! - request ids and progress tokens are rewritten to the mux's own, so no
+//!   session can see, answer or cancel another's request;
+//! - `initialize` is answered from the one initialization the mux made;
+//!   `logging/setLevel` is answered locally (the server's log messages go
+//!   to the gateway's log, never to a client);
+//! - `resources/subscribe` is counted per URI across sessions, and
+//!   `notifications/resources/updated` goes only to the sessions that
+//!   subscribed; list-changed notifications go to every session;
+//! - a request from the server to a client (sampling, elicitation, roots)
+//!   goes to the one session with a call in flight on that process, else
+//!   the server gets an error;
+//! - a session that ends has its calls cancelled and its subscriptions
+//!   dropped.
+//!
+//! Supervision: a process that exits is restarted with a backoff of 1 s
+//! doubling to 60 s (back to 1 s after a minute of health); after 5 exits
+//! in 60 s the server is marked failed and retried only every 60 s. Calls
+//! in flight on it fail at once with -32002 naming the server; when it is
+//! back, every session gets the list-changed notifications. A process that
+//! lets three calls in a row run past their timeout is killed and
+//! restarted the same way.
+
+use crate::child::{Backlog, ChildEvent, ChildProc, Sink};
+use crate::config::ServerSpec;
+use crate::error::Error;
+use crate::mcp::jsonrpc::{self, Incoming};
+use crate::os::Wake;
+use crossbeam_channel::{Receiver, Sender};
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Healthy this long after a restart: the backoff starts over.
+const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+/// This many exits within [`CRASH_WINDOW`] mark the server failed.
+const CRASH_LIMIT: usize = 5;
+const CRASH_WINDOW: Duration = Duration::from_secs(60);
+/// Calls in a row past their timeout after which a process is replaced.
+const HUNG_AFTER: u32 = 3;
+
+/// What a session (or the gateway) tells a mux.
+enum Cmd {
+    Attach(u64, Link),
+    Line(u64, Value),
+    Detach(u64),
+    Stop,
+}
+
+/// Where a session's messages from a shared server go: its own event
+/// queue, exactly as from a child of its own.
+struct Link {
+    index: usize,
+    tx: Sender<(usize, ChildEvent)>,
+    wake: Arc<Wake>,
+}
+
+impl Link {
+    fn send(&self, e: ChildEvent) {
+        if self.tx.send((self.index, e)).is_ok() {
+            self.wake.wake();
+        }
+    }
+}
+
+/// A shared server's state, for `/health` and the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    pub name: String,
+    /// starting, ready, restarting or failed.
+    pub state: &'static str,
+    pub processes: usize,
+    pub restarts: u64,
+}
+
+/// A running shared server; dropping it stops its processes.
+pub struct SharedServer {
+    name: String,
+    tx: Sender<Cmd>,
+    thread: Option<JoinHandle<()>>,
+    status: Arc<Mutex<Status>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl SharedServer {
+    /// Starts the mux and its processes.
+    pub fn start(
+        spec: ServerSpec,
+        processes: usize,
+        timeout: Duration,
+        max_line: usize,
+    ) -> Result<SharedServer, Error> {
+        let wake = Arc::new(Wake::new().map_err(|e| Error::io("cannot create an eventfd", e))?);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let status = Arc::new(Mutex::new(Status {
+            name: spec.name.clone(),
+            state: "starting",
+            processes: 0,
+            restarts: 0,
+        }));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let name = spec.name.clone();
+        let mux = Mux::new(
+            spec,
+            processes,
+            timeout,
+            max_line,
+            wake,
+            status.clone(),
+            stderr.clone(),
+        );
+        let thread = std::thread::Builder::new()
+            .name(format!("shared:{name}"))
+            .stack_size(256 * 1024)
+            .spawn(move || mux.run(rx))
+            .map_err(|e| Error::io(format!("cannot start a thread for server {name}"), e))?;
+        Ok(SharedServer {
+            name,
+            tx,
+            thread: Some(thread),
+            status,
+            stderr,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn status(&self) -> Status {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The last lines its processes wrote to stderr.
+    pub fn stderr_tail(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Connects session `session`, whose events for this server carry
+    /// `index`; the link detaches when dropped.
+    pub fn attach(
+        self: &Arc<Self>,
+        session: u64,
+        index: usize,
+        tx: Sender<(usize, ChildEvent)>,
+        wake: Arc<Wake>,
+    ) -> SharedLink {
+        let _ = self.tx.send(Cmd::Attach(session, Link { index, tx, wake }));
+        SharedLink {
+            server: self.clone(),
+            session,
+        }
+    }
+}
+
+impl Drop for SharedServer {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Cmd::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One session's end of a shared server.
+pub struct SharedLink {
+    server: Arc<SharedServer>,
+    session: u64,
+}
+
+impl SharedLink {
+    pub fn send(&self, msg: Value) {
+        let _ = self.server.tx.send(Cmd::Line(self.session, msg));
+    }
+
+    pub fn server(&self) -> &SharedServer {
+        &self.server
+    }
+}
+
+impl Drop for SharedLink {
+    fn drop(&mut self) {
+        let _ = self.server.tx.send(Cmd::Detach(self.session));
+    }
+}
+
+/// When to start a process again after it went down: 1 s doubling to 60 s,
+/// back to 1 s after a minute of health; 5 exits within 60 s mark the
+/// server failed, retried every 60 s until it holds.
+#[derive(Debug)]
+struct Backoff {
+    exits: VecDeque<Instant>,
+    next: Duration,
+    failed: bool,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff {
+            exits: VecDeque::new(),
+            next: BACKOFF_FIRST,
+            failed: false,
+        }
+    }
+
+    /// A process went down at `now`, after running healthy since
+    /// `healthy_since` (if it ever got ready): the delay before its restart.
+    fn exited(&mut self, now: Instant, healthy_since: Option<Instant>) -> Duration {
+        if healthy_since.is_some_and(|t| now.duration_since(t) >= HEALTHY_AFTER) {
+            self.next = BACKOFF_FIRST;
+            self.exits.clear();
+        }
+        self.exits.push_back(now);
+        while self
+            .exits
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
+        {
+            self.exits.pop_front();
+        }
+        self.failed = self.exits.len() >= CRASH_LIMIT;
+        let delay = if self.failed { BACKOFF_MAX } else { self.next };
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        delay
+    }
+}
+
+/// A session's call in flight on a process.
+struct Call {
+    session: u64,
+    id: Value,
+    proc_: usize,
+    /// The mux's progress token, when the call carried one.
+    token: Option<String>,
+    started: Instant,
+}
+
+/// A process's request to a client, under the mux id the session sees.
+struct Ask {
+    proc_: usize,
+    id: Value,
+    session: u64,
+}
+
+enum State {
+    /// Waiting for its `initialize` answer (that request's mux id).
+    Starting(u64),
+    Ready {
+        since: Instant,
+    },
+    /// Not running; started again at this time.
+    Down(Instant),
+}
+
+struct Proc {
+    child: Option<ChildProc>,
+    state: State,
+    inflight: usize,
+    /// Calls in a row that ran past their timeout.
+    overdue: u32,
+}
+
+struct Mux {
+    spec: ServerSpec,
+    timeout: Duration,
+    max_line: usize,
+    procs: Vec<Proc>,
+    events_tx: Sender<(usize, ChildEvent)>,
+    events_rx: Receiver<(usize, ChildEvent)>,
+    /// The readers' wake-up and output room: the mux reads its channel
+    /// instead, so neither is waited on.
+    wake: Arc<Wake>,
+    backlog: Arc<Backlog>,
+    sessions: HashMap<u64, Link>,
+    next: u64,
+    calls: HashMap<u64, Call>,
+    /// Mux progress token -> (session, the session's own token).
+    tokens: HashMap<String, (u64, Value)>,
+    asks: HashMap<u64, Ask>,
+    /// URI -> sessions subscribed to it.
+    subs: HashMap<String, HashSet<u64>>,
+    /// Ids of the mux's own requests whose answers are dropped.
+    internal: HashSet<u64>,
+    /// The first process's `initialize` result, answered to every session.
+    init: Option<Value>,
+    /// Lines of sessions that arrived before any process was ready.
+    waiting: VecDeque<(u64, Value)>,
+    backoff: Backoff,
+    restarts: u64,
+    status: Arc<Mutex<Status>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Mux {
+    fn new(
+        spec: ServerSpec,
+        processes: usize,
+        timeout: Duration,
+        max_line: usize,
+        wake: Arc<Wake>,
+        status: Arc<Mutex<Status>>,
+        stderr: Arc<Mutex<String>>,
+    ) -> Mux {
+        let (events_tx, events_rx) = crossbeam_channel::unbounded();
+        let now = Instant::now();
+        Mux {
+            spec,
+            timeout,
+            max_line,
+            procs: (0..processes)
+                .map(|_| Proc {
+                    child: None,
+                    state: State::Down(now),
+                    inflight: 0,
+                    overdue: 0,
+                })
+                .collect(),
+            events_tx,
+            events_rx,
+            wake,
+            backlog: Backlog::new(usize::MAX),
+            sessions: HashMap::new(),
+            next: 0,
+            calls: HashMap::new(),
+            tokens: HashMap::new(),
+            asks: HashMap::new(),
+            subs: HashMap::new(),
+            internal: HashSet::new(),
+            init: None,
+            waiting: VecDeque::new(),
+            backoff: Backoff::new(),
+            restarts: 0,
+            status,
+            stderr,
+        }
+    }
+
+    fn fresh(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+
+    fn run(mut self, rx: Receiver<Cmd>) {
+        loop {
+            self.start_due();
+            let wait = self
+                .next_timer()
+                .map(|t| t.saturating_duration_since(Instant::now()));
+            crossbeam_channel::select! {
+                recv(rx) -> c => match c {
+                    Ok(Cmd::Attach(s, link)) => { self.sessions.insert(s, link); }
+                    Ok(Cmd::Line(s, msg)) => self.session_line(s, msg),
+                    Ok(Cmd::Detach(s)) => self.detach(s),
+                    Ok(Cmd::Stop) | Err(_) => break,
+                },
+                recv(self.events_rx) -> e => if let Ok((p, e)) = e {
+                    self.wake.drain();
+                    self.process_event(p, e);
+                },
+                default(wait.unwrap_or(Duration::from_secs(3600))) => {}
+            }
+            self.check_overdue();
+        }
+        let children: Vec<ChildProc> = self
+            .procs
+            .iter_mut()
+            .filter_map(|p| p.child.take())
+            .collect();
+        crate::child::stop_all(children);
+    }
+
+    /// The next restart or overdue check.
+    fn next_timer(&self) -> Option<Instant> {
+        let restart = self.procs.iter().filter_map(|p| match p.state {
+            State::Down(t) => Some(t),
+            _ => None,
+        });
+        let overdue = self.calls.values().map(|c| c.started + self.timeout);
+        restart.chain(overdue).min()
+    }
+
+    fn publish(&self) {
+        let ready = self
+            .procs
+            .iter()
+            .filter(|p| matches!(p.state, State::Ready { .. }))
+            .count();
+        let state = if self.backoff.failed {
+            "failed"
+        } else if ready == self.procs.len() {
+            "ready"
+        } else if self.restarts > 0 {
+            "restarting"
+        } else {
+            "starting"
+        };
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = s.state != state || s.processes != ready;
+        s.state = state;
+        s.processes = ready;
+        s.restarts = self.restarts;
+        if changed {
+            log::info!(
+                "[{}] shared: {state}, {ready} of {} process(es) ready, {} restart(s)",
+                self.spec.name,
+                self.procs.len(),
+                self.restarts
+            );
+        }
+    }
+
+    /// Starts the processes whose time has come.
+    fn start_due(&mut self) {
+        let now = Instant::now();
+        for p in 0..self.procs.len() {
+            if !matches!(self.procs[p].state, State::Down(t) if t <= now) {
+                continue;
+            }
+            match ChildProc::spawn(&self.spec, self.max_line) {
+                Ok(mut c) => {
+                    c.attach(Sink {
+                        index: p,
+                        tx: self.events_tx.clone(),
+                        wake: self.wake.clone(),
+                        backlog: self.backlog.clone(),
+                    });
+                    let id = self.fresh();
+                    let init = json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
+                        "protocolVersion": crate::mcp::router::SUPPORTED_VERSIONS[0],
+                        "capabilities": {"sampling": {}, "elicitation": {}, "roots": {"listChanged": true}},
+                        "clientInfo": {"name": "m2m-mcp-server-ssh-server", "version": env!("CARGO_PKG_VERSION")},
+                    }});
+                    c.send(jsonrpc::to_line(&init));
+                    log::debug!(
+                        "[{}] shared process {p} started (pid {})",
+                        self.spec.name,
+                        c.pid()
+                    );
+                    self.procs[p].child = Some(c);
+                    self.procs[p].state = State::Starting(id);
+                }
+                Err(e) => {
+                    log::error!("{e}");
+                    self.went_down(p, now);
+                }
+            }
+        }
+        self.publish();
+    }
+
+    /// Process `p` is gone (or failed to start or to initialize): schedule
+    /// its restart by the backoff rules.
+    fn went_down(&mut self, p: usize, now: Instant) {
+        let healthy_since = match self.procs[p].state {
+            State::Ready { since } => Some(since),
+            _ => None,
+        };
+        let was_failed = self.backoff.failed;
+        let delay = self.backoff.exited(now, healthy_since);
+        if self.backoff.failed && !was_failed {
+            log::error!(
+                "[{}] exited {CRASH_LIMIT} times within {} s: marked failed, retried every {} s",
+                self.spec.name,
+                CRASH_WINDOW.as_secs(),
+                BACKOFF_MAX.as_secs()
+            );
+        }
+        self.restarts += 1;
+        self.procs[p].state = State::Down(now + delay);
+        self.procs[p].inflight = 0;
+        self.procs[p].overdue = 0;
+        if let Some(c) = self.procs[p].child.take() {
+            let tail = c.stderr_tail();
+            log::warn!(
+                "[{}] shared process pid {} ended; restart in {} s; stderr: {tail}",
+                self.spec.name,
+                c.pid(),
+                delay.as_secs_f64()
+            );
+            *self.stderr.lock().unwrap_or_else(|p| p.into_inner()) = tail;
+            drop(c); // stopped and reaped
+        }
+        // Its calls fail now, not at their timeout.
+        let lost: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.proc_ == p)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            if let Some(c) = self.end_call(id) {
+                let err = jsonrpc::error(
+                    c.id,
+                    jsonrpc::SERVER_UNAVAILABLE,
+                    format!("server {} exited; it is being restarted", self.spec.name),
+                );
+                self.to_session(c.session, err);
+            }
+        }
+        self.asks.retain(|_, a| a.proc_ != p);
+        self.publish();
+    }
+
+    fn to_session(&self, session: u64, msg: Value) {
+        if let Some(l) = self.sessions.get(&session) {
+            l.send(ChildEvent::Message(Incoming::Other(msg)));
+        }
+    }
+
+    fn broadcast(&self, msg: &Value) {
+        for l in self.sessions.values() {
+            l.send(ChildEvent::Message(Incoming::Other(msg.clone())));
+        }
+    }
+
+    fn send(&mut self, p: usize, msg: &Value) {
+        if let Some(c) = &self.procs[p].child {
+            c.send(jsonrpc::to_line(msg));
+        }
+    }
+
+    /// Removes a finished call and its token.
+    fn end_call(&mut self, id: u64) -> Option<Call> {
+        let c = self.calls.remove(&id)?;
+        if let Some(t) = &c.token {
+            self.tokens.remove(t);
+        }
+        let p = &mut self.procs[c.proc_];
+        p.inflight = p.inflight.saturating_sub(1);
+        Some(c)
+    }
+
+    fn session_line(&mut self, s: u64, mut msg: Value) {
+        let method = msg.get("method").and_then(Value::as_str).map(str::to_owned);
+        let id = msg.get("id").cloned();
+        match (method.as_deref(), id) {
+            (Some("initialize"), Some(id)) => match &self.init {
+                Some(r) => self.to_session(s, jsonrpc::result(id, r.clone())),
+                None => self.waiting.push_back((s, msg)),
+            },
+            (Some("logging/setLevel"), Some(id)) => {
+                self.to_session(s, jsonrpc::result(id, json!({})))
+            }
+            (Some("resources/subscribe"), Some(id)) => {
+                let uri = msg
+                    .pointer("/params/uri")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                let first = self.subs.get(&uri).is_none_or(HashSet::is_empty);
+                self.subs.entry(uri).or_default().insert(s);
+                if first {
+                    self.call(s, msg);
+                } else {
+                    self.to_session(s, jsonrpc::result(id, json!({})));
+                }
+            }
+            (Some("resources/unsubscribe"), Some(id)) => {
+                let uri = msg
+                    .pointer("/params/uri")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                let was = self.subs.get_mut(&uri).is_some_and(|set| set.remove(&s));
+                let last = was && self.subs.get(&uri).is_some_and(HashSet::is_empty);
+                if last {
+                    self.subs.remove(&uri);
+                    self.call(s, msg);
+                } else {
+                    self.to_session(s, jsonrpc::result(id, json!({})));
+                }
+            }
+            (Some(_), Some(_)) => self.call(s, msg),
+            (Some("notifications/cancelled"), None) => {
+                let rid = msg.pointer("/params/requestId").cloned();
+                let found = self
+                    .calls
+                    .iter()
+                    .find(|(_, c)| c.session == s && Some(&c.id) == rid.as_ref())
+                    .map(|(g, c)| (*g, c.proc_, now_overdue(c, self.timeout)));
+                if let Some((g, p, overdue)) = found {
+                    self.end_call(g);
+                    if overdue {
+                        self.note_overdue(p);
+                    }
+                    msg["params"]["requestId"] = json!(g);
+                    self.send(p, &msg);
+                }
+            }
+            (Some(_), None) => {} // initialized, roots changes: the mux is the client
+            (None, Some(id)) => {
+                // A session answers a process's request.
+                if let Some(a) = id.as_u64().and_then(|m| self.asks.remove(&m))
+                    && a.session == s
+                {
+                    msg["id"] = a.id;
+                    self.send(a.proc_, &msg);
+                }
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Forwards a session's request to the least busy ready process.
+    fn call(&mut self, s: u64, mut msg: Value) {
+        let ready = (0..self.procs.len())
+            .filter(|&p| matches!(self.procs[p].state, State::Ready { .. }))
+            .min_by_key(|&p| self.procs[p].inflight);
+        let Some(p) = ready else {
+            if self.backoff.failed
+                || self.init.is_some()
+                    && self.procs.iter().all(|p| matches!(p.state, State::Down(_)))
+            {
+                if let Some(id) = msg.get("id").cloned() {
+                    let why = format!("server {} is not available (restarting)", self.spec.name);
+                    self.to_session(s, jsonrpc::error(id, jsonrpc::SERVER_UNAVAILABLE, why));
+                }
+            } else {
+                self.waiting.push_back((s, msg));
+            }
+            return;
+        };
+        let g = self.fresh();
+        let id = msg.get("id").cloned().unwrap_or(Value::Null);
+        let token = msg
+            .pointer("/params/_meta/progressToken")
+            .cloned()
+            .map(|t| {
+                let mine = format!("m{g}");
+                self.tokens.insert(mine.clone(), (s, t));
+                mine
+            });
+        if let Some(t) = &token {
+            msg["params"]["_meta"]["progressToken"] = json!(t);
+        }
+        msg["id"] = json!(g);
+        self.calls.insert(
+            g,
+            Call {
+                session: s,
+                id,
+                proc_: p,
+                token,
+                started: Instant::now(),
+            },
+        );
+        self.procs[p].inflight += 1;
+        self.send(p, &msg);
+    }
+
+    fn process_event(&mut self, p: usize, e: ChildEvent) {
+        match e {
+            ChildEvent::Message(Incoming::Response {
+                id,
+                is_error,
+                payload,
+            }) => {
+                let Some(g) = id.as_u64() else { return };
+                if let Some(c) = self.end_call(g) {
+                    self.procs[p].overdue = 0;
+                    if let Some(l) = self.sessions.get(&c.session) {
+                        l.send(ChildEvent::Message(Incoming::Response {
+                            id: c.id,
+                            is_error,
+                            payload,
+                        }));
+                    }
+                } else if matches!(self.procs[p].state, State::Starting(i) if i == g) {
+                    let v = serde_json::from_str::<Value>(payload.get()).unwrap_or(Value::Null);
+                    self.initialized(p, is_error, v);
+                } else {
+                    self.internal.remove(&g);
+                }
+            }
+            ChildEvent::Message(Incoming::Other(msg)) => self.process_message(p, msg),
+            ChildEvent::BadLine(l) => {
+                log::warn!(
+                    "[{}] wrote a non-JSON line to stdout: {l:.200}",
+                    self.spec.name
+                )
+            }
+            ChildEvent::Closed => {
+                if self.procs[p].child.is_some() {
+                    self.went_down(p, Instant::now());
+                }
+            }
+        }
+    }
+
+    fn initialized(&mut self, p: usize, is_error: bool, result: Value) {
+        if is_error {
+            log::error!(
+                "[{}] shared process refused initialize: {result}",
+                self.spec.name
+            );
+            return self.went_down(p, Instant::now());
+        }
+        self.send(
+            p,
+            &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        );
+        let back = self.init.is_some();
+        self.init.get_or_insert(result);
+        self.procs[p].state = State::Ready {
+            since: Instant::now(),
+        };
+        self.publish();
+        if back {
+            // Its lists may have changed while it was away.
+            for kind in ["tools", "prompts", "resources"] {
+                self.broadcast(&json!({"jsonrpc": "2.0", "method": format!("notifications/{kind}/list_changed")}));
+            }
+        }
+        for (s, msg) in std::mem::take(&mut self.waiting) {
+            self.session_line(s, msg);
+        }
+    }
+
+    fn process_message(&mut self, p: usize, mut msg: Value) {
+        let method = msg
+            .get("method")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        if let Some(id) = msg.get("id").cloned() {
+            // A request for a client: the one session with a call here.
+            let mut on_it: Vec<u64> = self
+                .calls
+                .values()
+                .filter(|c| c.proc_ == p)
+                .map(|c| c.session)
+                .collect();
+            on_it.sort_unstable();
+            on_it.dedup();
+            let [s] = on_it[..] else {
+                let why = format!(
+                    "{method}: this shared server serves {} session(s) with calls in flight, so the gateway cannot tell whom to ask",
+                    on_it.len()
+                );
+                return self.send(p, &jsonrpc::error(id, jsonrpc::INTERNAL_ERROR, why));
+            };
+            let m = self.fresh();
+            self.asks.insert(
+                m,
+                Ask {
+                    proc_: p,
+                    id,
+                    session: s,
+                },
+            );
+            msg["id"] = json!(m);
+            return self.to_session(s, msg);
+        }
+        match method.as_str() {
+            "notifications/progress" => {
+                let tok = msg
+                    .pointer("/params/progressToken")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                if let Some((s, orig)) = self.tokens.get(tok).cloned() {
+                    msg["params"]["progressToken"] = orig;
+                    self.to_session(s, msg);
+                }
+            }
+            "notifications/tools/list_changed"
+            | "notifications/prompts/list_changed"
+            | "notifications/resources/list_changed" => self.broadcast(&msg),
+            "notifications/resources/updated" => {
+                let uri = msg
+                    .pointer("/params/uri")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                for s in self.subs.get(uri).into_iter().flatten() {
+                    self.to_session(*s, msg.clone());
+                }
+            }
+            "notifications/message" => {
+                log::info!(
+                    "[{}] {}",
+                    self.spec.name,
+                    msg.get("params").unwrap_or(&Value::Null)
+                );
+            }
+            "notifications/cancelled" => {
+                let rid = msg.pointer("/params/requestId").cloned();
+                let m = self
+                    .asks
+                    .iter()
+                    .find(|(_, a)| a.proc_ == p && Some(&a.id) == rid.as_ref())
+                    .map(|(m, a)| (*m, a.session));
+                if let Some((m, s)) = m {
+                    self.asks.remove(&m);
+                    msg["params"]["requestId"] = json!(m);
+                    self.to_session(s, msg);
+                }
+            }
+            _ => log::debug!("[{}] notification {method} not routed", self.spec.name),
+        }
+    }
+
+    /// A session is gone: cancel its calls, drop its subscriptions.
+    fn detach(&mut self, s: u64) {
+        self.sessions.remove(&s);
+        self.waiting.retain(|(w, _)| *w != s);
+        self.asks.retain(|_, a| a.session != s);
+        let mine: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.session == s)
+            .map(|(g, _)| *g)
+            .collect();
+        for g in mine {
+            if let Some(c) = self.end_call(g) {
+                let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                    "params": {"requestId": g, "reason": "the session ended"}});
+                self.send(c.proc_, &cancel);
+            }
+        }
+        let emptied: Vec<String> = self
+            .subs
+            .iter_mut()
+            .filter_map(|(uri, set)| (set.remove(&s) && set.is_empty()).then(|| uri.clone()))
+            .collect();
+        for uri in emptied {
+            self.subs.remove(&uri);
+            let ready =
+                (0..self.procs.len()).find(|&p| matches!(self.procs[p].state, State::Ready { .. }));
+            if let Some(p) = ready {
+                let id = self.fresh();
+                self.internal.insert(id);
+                let un = json!({"jsonrpc": "2.0", "id": id, "method": "resources/unsubscribe", "params": {"uri": uri}});
+                self.send(p, &un);
+            }
+        }
+    }
+
+    /// A call ran past its timeout without an answer: after three in a row
+    /// the process counts as hung.
+    fn note_overdue(&mut self, p: usize) {
+        self.procs[p].overdue += 1;
+        if self.procs[p].overdue >= HUNG_AFTER {
+            log::warn!(
+                "[{}] shared process left {HUNG_AFTER} calls in a row unanswered past {} s: replacing it",
+                self.spec.name,
+                self.timeout.as_secs_f64()
+            );
+            self.went_down(p, Instant::now());
+        }
+    }
+
+    /// Calls past their timeout that no session cancelled (a session that
+    /// ended first): counted here, once each.
+    fn check_overdue(&mut self) {
+        let now = Instant::now();
+        let late: Vec<(u64, usize)> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| now.duration_since(c.started) >= self.timeout + Duration::from_secs(1))
+            .map(|(g, c)| (*g, c.proc_))
+            .collect();
+        for (g, p) in late {
+            if let Some(c) = self.end_call(g) {
+                let why = format!("request to server {} timed out", self.spec.name);
+                self.to_session(
+                    c.session,
+                    jsonrpc::error(c.id, jsonrpc::REQUEST_TIMEOUT, why),
+                );
+                self.note_overdue(p);
+            }
+        }
+    }
+}
+
+fn now_overdue(c: &Call, timeout: Duration) -> bool {
+    c.started.elapsed() >= timeout
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_back_off_to_a_minute_and_five_quick_exits_mark_the_server_failed() {
+        let t0 = Instant::now();
+        let mut b = Backoff::new();
+        let s = |n: u64| Duration::from_secs(n);
+        assert_eq!(b.exited(t0, None), s(1));
+        assert_eq!(b.exited(t0 + s(2), None), s(2));
+        assert_eq!(b.exited(t0 + s(5), None), s(4));
+        assert_eq!(b.exited(t0 + s(10), None), s(8));
+        assert!(!b.failed);
+        assert_eq!(
+            b.exited(t0 + s(19), None),
+            s(60),
+            "the fifth exit within 60 s"
+        );
+        assert!(b.failed);
+        // Healthy for a minute after a restart: the count starts over.
+        let later = t0 + s(200);
+        assert_eq!(b.exited(later, Some(later - s(61))), s(1));
+        assert!(!b.failed);
+        // Doubling stops at a minute.
+        let mut b = Backoff::new();
+        let delays: Vec<u64> = (0..9)
+            .map(|i| b.exited(t0 + s(100 * i), None).as_secs())
+            .collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    }
+}

@@ -1,0 +1,185 @@
+//! `"scope": "shared"`: one process (or a few) for every session, with
+//! each session's ids, progress tokens, cancellations and subscriptions kept
+//! apart, and a process that dies or hangs replaced.
+
+use crate::common::*;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+fn shared(name: &str, processes: u64) -> Value {
+    let mut s = fixture(name, &[]);
+    s["scope"] = json!("shared");
+    s["processes"] = json!(processes);
+    s
+}
+
+/// Reads until the response to `id`, collecting progress notifications.
+fn answer_and_progress(c: &mut Mcp, id: &Value) -> (Value, Vec<Value>) {
+    let mut progress = Vec::new();
+    loop {
+        let m = c.recv();
+        if m["method"] == "notifications/progress" {
+            progress.push(m);
+        } else if m.get("id") == Some(id) && m.get("method").is_none() {
+            return (m, progress);
+        }
+    }
+}
+
+#[test]
+fn fifty_sessions_share_one_process_and_each_gets_its_own_answers() {
+    let srv = Server::start(json!({ "alpha": shared("alpha", 1) }), &[]);
+    let mut sessions: Vec<Mcp> = (0..50).map(|_| srv.connect()).collect();
+    for c in sessions.iter_mut() {
+        assert!(c.initialize()["result"]["capabilities"]["tools"].is_object());
+    }
+    for (i, c) in sessions.iter_mut().enumerate() {
+        let r = c.call("echo", json!({"text": format!("session {i}")}));
+        assert_eq!(text(&r), format!("session {i}"));
+    }
+    assert_eq!(children_of(srv.pid()).len(), 1, "one process for all");
+}
+
+#[test]
+fn identical_ids_and_progress_tokens_reach_only_their_own_session() {
+    let srv = Server::start(json!({ "alpha": shared("alpha", 1) }), &[]);
+    let (mut a, mut b) = (srv.connect(), srv.connect());
+    a.initialize();
+    b.initialize();
+    let call = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+        "params": {"name": "progress", "arguments": {"count": 3}, "_meta": {"progressToken": "tok"}}});
+    a.send(&call);
+    b.send(&call);
+    for c in [&mut a, &mut b] {
+        let (r, progress) = answer_and_progress(c, &json!(5));
+        assert_eq!(text(&r), "done");
+        let steps: Vec<u64> = progress
+            .iter()
+            .map(|p| p["params"]["progress"].as_u64().unwrap())
+            .collect();
+        assert_eq!(steps, [1, 2, 3], "exactly its own three");
+        assert!(
+            progress
+                .iter()
+                .all(|p| p["params"]["progressToken"] == "tok")
+        );
+    }
+}
+
+#[test]
+fn one_sessions_cancel_leaves_the_others_call_alone() {
+    let srv = Server::start(json!({ "alpha": shared("alpha", 1) }), &[]);
+    let (mut a, mut b) = (srv.connect(), srv.connect());
+    for c in [&mut a, &mut b] {
+        c.initialize();
+        c.request("tools/list", json!({}));
+    }
+    let slow = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "slow", "arguments": {"ms": 500}}});
+    a.send(&slow);
+    b.send(&slow);
+    a.send(
+        &json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7}}),
+    );
+    let (r, _) = answer_and_progress(&mut b, &json!(7));
+    assert_eq!(text(&r), "slept");
+    // a's call was cancelled: its next answer is the ping's, not 7's.
+    let pong = a.request("ping", json!({}));
+    assert!(pong["result"].is_object());
+}
+
+#[test]
+fn subscriptions_are_counted_across_sessions() {
+    let dir = TempDir::new("wire");
+    let wire = dir.path().join("wire.jsonl");
+    let mut s = recorded_fixture("alpha", &wire);
+    s["scope"] = json!("shared");
+    let srv = Server::start(json!({ "alpha": s }), &[]);
+    let uri = "fixture://alpha/info";
+    let (mut a, mut b) = (srv.connect(), srv.connect());
+    for c in [&mut a, &mut b] {
+        c.initialize();
+        let r = c.request("resources/subscribe", json!({ "uri": uri }));
+        assert!(r["result"].is_object(), "{r}");
+    }
+    let r = a.request("resources/unsubscribe", json!({ "uri": uri }));
+    assert!(r["result"].is_object());
+    let count = |m: &str| {
+        recorded_lines(&wire)
+            .iter()
+            .filter(|l| l["method"] == m)
+            .count()
+    };
+    assert_eq!(count("resources/subscribe"), 1, "subscribed once for both");
+    assert_eq!(count("resources/unsubscribe"), 0, "b still wants it");
+    drop(b); // the last subscriber leaves
+    assert!(eventually(|| count("resources/unsubscribe") == 1));
+    assert_eq!(count("initialize"), 1, "initialized once, not per session");
+}
+
+#[test]
+fn a_killed_shared_process_fails_every_sessions_calls_at_once_and_comes_back() {
+    let srv = Server::start(json!({ "alpha": shared("alpha", 1) }), &[]);
+    let (mut a, mut b) = (srv.connect(), srv.connect());
+    for c in [&mut a, &mut b] {
+        c.initialize();
+        c.request("tools/list", json!({}));
+        c.send(&json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+            "params": {"name": "slow", "arguments": {"ms": 20000}}}));
+    }
+    let pid = children_of(srv.pid())[0];
+    // Both calls are on the process before it dies.
+    std::thread::sleep(Duration::from_millis(200));
+    signal(pid, libc::SIGKILL);
+    let started = Instant::now();
+    for c in [&mut a, &mut b] {
+        let (r, _) = answer_and_progress(c, &json!(9));
+        assert_eq!(r["error"]["code"], -32002, "{r}");
+        assert!(r["error"]["message"].as_str().unwrap().contains("alpha"));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "failed at once, not at the timeout"
+    );
+    // Back within the first backoff step: both sessions call again.
+    assert!(eventually(|| children_of(srv.pid())
+        .iter()
+        .any(|p| *p != pid)));
+    for c in [&mut a, &mut b] {
+        let mut echoed = false;
+        for _ in 0..50 {
+            let r = c.call("echo", json!({"text": "back"}));
+            if r["result"].is_object() {
+                echoed = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(echoed, "the server came back");
+    }
+}
+
+#[test]
+fn a_process_that_lets_three_calls_time_out_is_replaced() {
+    let srv = Server::start(
+        json!({ "alpha": shared("alpha", 1) }),
+        &["--request-timeout", "1"],
+    );
+    let mut c = srv.connect();
+    c.initialize();
+    c.request("tools/list", json!({}));
+    let first = children_of(srv.pid());
+    assert_eq!(first.len(), 1);
+    for _ in 0..3 {
+        let r = c.call("slow", json!({"ms": 30000}));
+        assert_eq!(r["error"]["code"], -32001, "{r}");
+    }
+    assert!(
+        eventually(|| {
+            let now = children_of(srv.pid());
+            now.len() == 1 && now != first
+        }),
+        "still {:?}",
+        children_of(srv.pid())
+    );
+}
