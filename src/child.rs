@@ -35,9 +35,12 @@ pub enum ChildEvent {
 pub struct Sink {
     pub index: usize,
     pub tx: Sender<(usize, ChildEvent)>,
-    /// The session's wake-up: signalled after events are queued, and when
-    /// the child's stdin backlog falls back under [`STDIN_BACKLOG_LIMIT`].
+    /// The session's wake-up, signalled when the child's stdin backlog
+    /// falls back under [`STDIN_BACKLOG_LIMIT`].
     pub wake: Arc<Wake>,
+    /// Called after events are queued: delivers them (see the gateway's
+    /// relay) or wakes the session.
+    pub notify: Arc<dyn Fn() + Send + Sync>,
     /// The reader waits for room here before each read.
     pub backlog: Arc<Backlog>,
 }
@@ -434,7 +437,7 @@ fn read_stdout(
     loop {
         let frame = reader.next_frame_with(|| {
             if std::mem::take(&mut queued) {
-                sink.wake.wake();
+                (sink.notify)();
             }
             sink.backlog.wait_for_room();
         });
@@ -451,7 +454,7 @@ fn read_stdout(
         };
         let closed = matches!(event, ChildEvent::Closed);
         if sink.tx.send((sink.index, event)).is_err() || closed {
-            sink.wake.wake();
+            (sink.notify)();
             return;
         }
         queued = true;

@@ -8,7 +8,9 @@
 //!   with a token it may add `"servers": [...]` and `"tools": [...]`
 //! - `GET /clients` (token only) -> `{"clients": [...]}`, every trusted key line
 //! - `DELETE /clients/SHA256:...` (token only) -> the key leaves `--registered-clients`
-//! - `GET /health` -> `{"status": "healthy"}` (not rate limited)
+//! - `GET /health` -> `{"status": "healthy", "servers": [...]}`, each
+//!   configured server's scope, state, processes and restarts (not rate
+//!   limited)
 //! - `GET /` -> a short HTML page describing the API
 
 use crate::error::Error;
@@ -77,6 +79,10 @@ impl RateLimiter {
 /// Gives the names of the MCP servers currently configured.
 pub type ServerNames = Box<dyn Fn() -> Vec<String> + Send + Sync>;
 
+/// Gives the configured servers' state for `/health` (see
+/// `Gateway::health`).
+pub type Health = Box<dyn Fn() -> Value + Send + Sync>;
+
 /// Everything the handler needs.
 pub struct KeyApi {
     pub server_pub_key: String,
@@ -86,6 +92,7 @@ pub struct KeyApi {
     /// The configured MCP servers now (a SIGHUP may change them): the
     /// names a scoped registration may use.
     pub servers: ServerNames,
+    pub health: Health,
     pub limiter: RateLimiter,
     pub token: Option<String>,
 }
@@ -133,7 +140,7 @@ impl KeyApi {
         }
         match path.as_str() {
             "/" => Response::html(INDEX),
-            "/health" => Response::json(&json!({"status": "healthy"})),
+            "/health" => Response::json(&json!({"status": "healthy", "servers": (self.health)()})),
             "/server_pub_key" => Response::json(&json!({"server_pub_key": self.server_pub_key})),
             "/register" => self.register(req),
             "/clients" => self.clients(req),

@@ -10,6 +10,7 @@
 //!   that merges the children into one MCP server.
 //! - [`child`]: a child process and its reader, writer and stderr threads.
 //! - [`pool`]: warm spare children handed to new sessions.
+//! - [`supervise`]: the restart backoff rule.
 //! - [`shared`]: `"scope": "shared"` servers, one set of processes for every session.
 //! - [`config`]: `servers_config.json` -> server specs.
 //! - [`keys`]: host and client keys, the authorized-keys trust store.
@@ -36,5 +37,6 @@ pub mod pool;
 pub mod server;
 pub mod shared;
 pub mod ssh;
+pub mod supervise;
 
 pub use error::Error;

@@ -54,6 +54,14 @@ impl Pool {
         pool
     }
 
+    /// How many spares of `name` are waiting.
+    pub fn spares(&self, name: &str) -> usize {
+        let Some(i) = self.specs.iter().position(|s| s.name == name) else {
+            return 0;
+        };
+        self.spares.lock().unwrap_or_else(|e| e.into_inner())[i].len()
+    }
+
     /// A live spare of the server named `name`, if one is ready.
     pub fn take(&self, name: &str) -> Option<ChildProc> {
         let i = self.specs.iter().position(|s| s.name == name)?;
@@ -137,19 +145,37 @@ impl Pool {
         }
     }
 
-    /// Stops the filler and every spare (server shutdown).
+    /// Stops the filler and every spare (server shutdown, or a reload).
     pub fn shutdown(&self) {
         let _ = self.tx.send(Cmd::Stop);
         if let Some(h) = self.filler.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = h.join();
         }
+        // Each server's list is emptied, not removed: sessions that still
+        // hold this pool (one started just before a reload, a restart in an
+        // open session) may ask it for a spare and must get None.
         let all: Vec<ChildProc> = self
             .spares
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-            .flatten()
+            .iter_mut()
+            .flat_map(|v| v.drain(..))
             .collect();
         child::stop_all(all);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_that_was_shut_down_hands_out_nothing_and_does_not_panic() {
+        let spec = ServerSpec::new("a", "sleep", &["30"]);
+        let pool = Pool::start(vec![spec], vec![1], 1024);
+        pool.shutdown();
+        assert!(pool.take("a").is_none());
+        assert_eq!(pool.spares("a"), 0);
+        assert!(pool.take("missing").is_none());
     }
 }

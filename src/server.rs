@@ -130,12 +130,20 @@ pub fn run(opts: &ServerOptions) -> Result<(), Error> {
     let key_api = match &opts.key_server {
         Some(k) => {
             // Scoped registrations name the servers of the config in force.
-            let current = current.clone();
-            let names = move || {
-                let gw = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                gw.servers.iter().map(|s| s.name.clone()).collect()
+            let now = {
+                let current = current.clone();
+                move || current.lock().unwrap_or_else(|p| p.into_inner()).clone()
             };
-            Some(start_key_api(k, &public, opts, Box::new(names))?)
+            let now2 = now.clone();
+            let names = move || now().servers.iter().map(|s| s.name.clone()).collect();
+            let health = move || now2().health();
+            Some(start_key_api(
+                k,
+                &public,
+                opts,
+                Box::new(names),
+                Box::new(health),
+            )?)
         }
         None => None,
     };
@@ -202,6 +210,14 @@ fn gateway_for(
             Scope::Shared { .. } => 0,
         })
         .collect();
+    // Session-scope counters carry over a reload, so open sessions still count.
+    let stats = servers
+        .iter()
+        .map(|s| {
+            let kept = previous.and_then(|g| g.stats.get(&s.name).cloned());
+            (s.name.clone(), kept.unwrap_or_default())
+        })
+        .collect();
     let mut shared = HashMap::new();
     for s in &servers {
         let Scope::Shared { processes } = s.scope else {
@@ -228,6 +244,7 @@ fn gateway_for(
         pool: Pool::start(servers.clone(), targets, opts.max_line),
         servers,
         shared,
+        stats,
         audit: audit.clone(),
         max_line: opts.max_line,
         request_timeout: opts.request_timeout,
@@ -264,6 +281,7 @@ fn start_key_api(
     public: &str,
     opts: &ServerOptions,
     servers: keyapi::ServerNames,
+    health: keyapi::Health,
 ) -> Result<keyapi::Running, Error> {
     let token = match &k.token_file {
         None => None,
@@ -298,6 +316,7 @@ fn start_key_api(
             server_pub_key: public.to_owned(),
             registry: Registry::new(opts.registered_clients.clone()),
             authorized: opts.authorized_clients.clone(),
+            health,
             servers,
             limiter: RateLimiter::new(k.per_minute),
             token,

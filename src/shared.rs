@@ -32,6 +32,7 @@ use crate::config::ServerSpec;
 use crate::error::Error;
 use crate::mcp::jsonrpc::{self, Incoming};
 use crate::os::Wake;
+use crate::supervise::{BACKOFF_MAX, Backoff, CRASH_LIMIT, CRASH_WINDOW};
 use crossbeam_channel::{Receiver, Sender};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -39,13 +40,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-const BACKOFF_FIRST: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// Healthy this long after a restart: the backoff starts over.
-const HEALTHY_AFTER: Duration = Duration::from_secs(60);
-/// This many exits within [`CRASH_WINDOW`] mark the server failed.
-const CRASH_LIMIT: usize = 5;
-const CRASH_WINDOW: Duration = Duration::from_secs(60);
 /// Calls in a row past their timeout after which a process is replaced.
 const HUNG_AFTER: u32 = 3;
 
@@ -197,47 +191,6 @@ impl SharedLink {
 impl Drop for SharedLink {
     fn drop(&mut self) {
         let _ = self.server.tx.send(Cmd::Detach(self.session));
-    }
-}
-
-/// When to start a process again after it went down: 1 s doubling to 60 s,
-/// back to 1 s after a minute of health; 5 exits within 60 s mark the
-/// server failed, retried every 60 s until it holds.
-#[derive(Debug)]
-struct Backoff {
-    exits: VecDeque<Instant>,
-    next: Duration,
-    failed: bool,
-}
-
-impl Backoff {
-    fn new() -> Backoff {
-        Backoff {
-            exits: VecDeque::new(),
-            next: BACKOFF_FIRST,
-            failed: false,
-        }
-    }
-
-    /// A process went down at `now`, after running healthy since
-    /// `healthy_since` (if it ever got ready): the delay before its restart.
-    fn exited(&mut self, now: Instant, healthy_since: Option<Instant>) -> Duration {
-        if healthy_since.is_some_and(|t| now.duration_since(t) >= HEALTHY_AFTER) {
-            self.next = BACKOFF_FIRST;
-            self.exits.clear();
-        }
-        self.exits.push_back(now);
-        while self
-            .exits
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
-        {
-            self.exits.pop_front();
-        }
-        self.failed = self.exits.len() >= CRASH_LIMIT;
-        let delay = if self.failed { BACKOFF_MAX } else { self.next };
-        self.next = (self.next * 2).min(BACKOFF_MAX);
-        delay
     }
 }
 
@@ -438,6 +391,10 @@ impl Mux {
                         index: p,
                         tx: self.events_tx.clone(),
                         wake: self.wake.clone(),
+                        notify: {
+                            let wake = self.wake.clone();
+                            Arc::new(move || wake.wake())
+                        },
                         backlog: self.backlog.clone(),
                     });
                     let id = self.fresh();
@@ -589,14 +546,16 @@ impl Mux {
             (Some(_), Some(_)) => self.call(s, msg),
             (Some("notifications/cancelled"), None) => {
                 let rid = msg.pointer("/params/requestId").cloned();
+                let timed_out = msg.pointer("/params/reason").and_then(Value::as_str)
+                    == Some(crate::mcp::router::TIMEOUT_REASON);
                 let found = self
                     .calls
                     .iter()
                     .find(|(_, c)| c.session == s && Some(&c.id) == rid.as_ref())
-                    .map(|(g, c)| (*g, c.proc_, now_overdue(c, self.timeout)));
-                if let Some((g, p, overdue)) = found {
+                    .map(|(g, c)| (*g, c.proc_));
+                if let Some((g, p)) = found {
                     self.end_call(g);
-                    if overdue {
+                    if timed_out {
                         self.note_overdue(p);
                     }
                     msg["params"]["requestId"] = json!(g);
@@ -884,42 +843,5 @@ impl Mux {
                 self.note_overdue(p);
             }
         }
-    }
-}
-
-fn now_overdue(c: &Call, timeout: Duration) -> bool {
-    c.started.elapsed() >= timeout
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn restarts_back_off_to_a_minute_and_five_quick_exits_mark_the_server_failed() {
-        let t0 = Instant::now();
-        let mut b = Backoff::new();
-        let s = |n: u64| Duration::from_secs(n);
-        assert_eq!(b.exited(t0, None), s(1));
-        assert_eq!(b.exited(t0 + s(2), None), s(2));
-        assert_eq!(b.exited(t0 + s(5), None), s(4));
-        assert_eq!(b.exited(t0 + s(10), None), s(8));
-        assert!(!b.failed);
-        assert_eq!(
-            b.exited(t0 + s(19), None),
-            s(60),
-            "the fifth exit within 60 s"
-        );
-        assert!(b.failed);
-        // Healthy for a minute after a restart: the count starts over.
-        let later = t0 + s(200);
-        assert_eq!(b.exited(later, Some(later - s(61))), s(1));
-        assert!(!b.failed);
-        // Doubling stops at a minute.
-        let mut b = Backoff::new();
-        let delays: Vec<u64> = (0..9)
-            .map(|i| b.exited(t0 + s(100 * i), None).as_secs())
-            .collect();
-        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
     }
 }

@@ -22,6 +22,7 @@
 //!    window allows.
 
 pub mod outbox;
+mod relay;
 pub mod select;
 
 use crate::audit::{AuditLog, SessionAudit};
@@ -35,12 +36,14 @@ use crate::pool::Pool;
 use crate::shared::{SharedLink, SharedServer};
 use crate::ssh::conn::{self, Login, Startup};
 use crate::ssh::sys::{Live, Session};
+use crate::supervise::Backoff;
 use crossbeam_channel::Receiver;
 use outbox::Outbox;
+use relay::{ReaderTurn, Relay};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// What every MCP session shares.
@@ -55,27 +58,87 @@ pub struct Gateway {
     pub audit: Option<Arc<AuditLog>>,
     /// The running `"scope": "shared"` servers, by name.
     pub shared: HashMap<String, Arc<SharedServer>>,
+    /// Per session-scoped server: processes running in sessions, restarts.
+    pub stats: HashMap<String, Arc<ScopeStats>>,
+}
+
+/// What `/health` reports of a session-scoped server.
+#[derive(Default)]
+pub struct ScopeStats {
+    pub running: AtomicUsize,
+    pub restarts: AtomicU64,
+}
+
+impl Gateway {
+    /// Each configured server: scope, state, processes (in sessions or
+    /// shared; warm spares apart), restarts; for `/health`.
+    pub fn health(&self) -> serde_json::Value {
+        let list: Vec<serde_json::Value> = self
+            .servers
+            .iter()
+            .map(|s| match (s.scope, self.shared.get(&s.name)) {
+                (Scope::Shared { .. }, Some(sh)) => {
+                    let st = sh.status();
+                    json!({"name": s.name, "scope": "shared", "state": st.state,
+                           "processes": st.processes, "restarts": st.restarts})
+                }
+                (Scope::Shared { .. }, None) => {
+                    json!({"name": s.name, "scope": "shared", "state": "failed",
+                           "processes": 0, "restarts": 0})
+                }
+                (Scope::Session, _) => {
+                    let st = self.stats.get(&s.name);
+                    let n = |f: fn(&ScopeStats) -> u64| st.map_or(0, |st| f(st));
+                    json!({"name": s.name, "scope": "session", "state": "ready",
+                           "processes": n(|s| s.running.load(Ordering::Relaxed) as u64),
+                           "spares": self.pool.spares(&s.name),
+                           "restarts": n(|s| s.restarts.load(Ordering::Relaxed))})
+                }
+            })
+            .collect();
+        serde_json::Value::Array(list)
+    }
 }
 
 /// A session's connection to one configured server: a process of its own,
 /// or its link to a shared server. Both take the router's messages and
 /// answer on the session's event queue.
 enum Endpoint {
-    Own(ChildProc),
+    Own(ChildProc, Counted),
     Shared(SharedLink),
+}
+
+/// One running process in a [`ScopeStats`], counted until dropped.
+struct Counted(Option<Arc<ScopeStats>>);
+
+impl Counted {
+    fn new(stats: Option<&Arc<ScopeStats>>) -> Counted {
+        if let Some(s) = stats {
+            s.running.fetch_add(1, Ordering::Relaxed);
+        }
+        Counted(stats.cloned())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Some(s) = &self.0 {
+            s.running.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Endpoint {
     fn name(&self) -> &str {
         match self {
-            Endpoint::Own(c) => &c.name,
+            Endpoint::Own(c, _) => &c.name,
             Endpoint::Shared(l) => l.server().name(),
         }
     }
 
     fn send(&self, msg: serde_json::Value) {
         match self {
-            Endpoint::Own(c) => c.send(jsonrpc::to_line(&msg)),
+            Endpoint::Own(c, _) => c.send(jsonrpc::to_line(&msg)),
             Endpoint::Shared(l) => l.send(msg),
         }
     }
@@ -83,12 +146,12 @@ impl Endpoint {
     /// Its stdin holds more than the limit (shared servers: the mux's queue
     /// is not counted per session).
     fn stdin_full(&self) -> bool {
-        matches!(self, Endpoint::Own(c) if c.stdin_full())
+        matches!(self, Endpoint::Own(c, _) if c.stdin_full())
     }
 
     fn stderr_tail(&self) -> String {
         match self {
-            Endpoint::Own(c) => c.stderr_tail(),
+            Endpoint::Own(c, _) => c.stderr_tail(),
             Endpoint::Shared(l) => l.server().stderr_tail(),
         }
     }
@@ -162,10 +225,157 @@ pub fn serve(session: Session, login: &Login, gw: &Gateway, conn: Conn, shutdown
     let peer = conn.peer.ip();
     let trusted = || conn::admit(&login.authorized, &kind, &blob, peer).map(|_| ());
     let started = Instant::now();
-    let mut bridge = Bridge::start(live, gw, &servers, access, conn.wake, id);
+    let relay = Relay::new(conn.wake.clone());
+    let notify: Notify = {
+        // Weak: the readers must not keep the session alive (see `run`).
+        let relay = Arc::downgrade(&relay);
+        let wake = conn.wake.clone();
+        Arc::new(move || match relay.upgrade() {
+            Some(r) => r.nudge(),
+            None => wake.wake(),
+        })
+    };
+    let mut bridge = Bridge::start(live, gw, &servers, access, conn.wake, notify, id);
     bridge.audit = audit;
-    bridge.run(shutdown, &trusted, started);
+    bridge.libssh_verbosity = login.libssh_verbosity;
+    relay.put(bridge);
+    run(&relay, shutdown, &trusted, started);
     log::info!("s{id}: session ended");
+}
+
+/// What a child's reader calls after queueing output.
+type Notify = Arc<dyn Fn() + Send + Sync>;
+
+/// Takes the session out of its relay when the session thread leaves `run`
+/// by any path, a panic included: the session (its connection, its
+/// children) then ends on this thread, and no reader turn can run on it.
+struct TakeOnExit<'a>(&'a Relay<Bridge>);
+
+impl Drop for TakeOnExit<'_> {
+    fn drop(&mut self) {
+        drop(self.0.take());
+    }
+}
+
+/// The session loop: one poll over the socket and the wake fd, then a
+/// turn, until the client or the server ends the session. Between turns
+/// the session thread sleeps without the lock, so a child's reader may run
+/// a turn itself ([`Relay`]). Every [`TRUST_CHECK`] the key must still be
+/// trusted (`trusted`), or the session ends with a line to the client.
+fn run(
+    relay: &Relay<Bridge>,
+    shutdown: &AtomicBool,
+    trusted: &dyn Fn() -> Result<(), String>,
+    started: Instant,
+) {
+    let _exit = TakeOnExit(relay);
+    let mut socket_ready = true; // the first turn also handles early bytes
+    let mut next_check = Instant::now() + TRUST_CHECK;
+    loop {
+        let (fds, timeout) = {
+            let (mut guard, panicked) = relay.lock();
+            let Some(b) = guard.as_mut() else { break };
+            if panicked {
+                log::error!(
+                    "s{}: a turn panicked on a reader thread; ending the session",
+                    b.id
+                );
+                break;
+            }
+            if b.done {
+                break;
+            }
+            if socket_ready && let Err(e) = b.live.poll(0) {
+                log::info!("s{}: {e}", b.id);
+                b.status = 1;
+                break;
+            }
+            let flow = b.turn(shutdown.load(Ordering::Relaxed));
+            b.bury();
+            let deadline = match flow {
+                Flow::End => break,
+                Flow::Wait(d) => d,
+            };
+            if Instant::now() >= next_check {
+                if let Err(why) = trusted() {
+                    log::warn!(
+                        "s{}: ending the session, its key lost its trust: {why}",
+                        b.id
+                    );
+                    let line =
+                        format!("the server no longer trusts this key ({why}); session ended\n");
+                    b.live.write_stderr(line.as_bytes());
+                    b.status = 1;
+                    break;
+                }
+                next_check = Instant::now() + TRUST_CHECK;
+            }
+            let deadline = deadline.map_or(next_check, |d| d.min(next_check));
+            b.sleep_until = Some(deadline);
+            // A child's stdin backlog is full: leave the client's bytes in
+            // the socket (flow control holds it back) and watch only for its
+            // hang-up until the writer thread wakes us.
+            let mut events = if b.paused {
+                libc::POLLRDHUP
+            } else {
+                libc::POLLIN
+            };
+            if b.write_pending {
+                events |= libc::POLLOUT;
+            }
+            let fds = [(b.live.fd(), events), (b.wake.fd(), libc::POLLIN)];
+            (fds, os::poll_timeout(Some(deadline)))
+        };
+        match os::poll_events(fds, timeout) {
+            Ok([sock, woken]) => {
+                socket_ready = sock;
+                if woken {
+                    relay.wake().drain();
+                }
+            }
+            Err(e) => {
+                log::error!("poll failed: {e}");
+                break;
+            }
+        }
+    }
+    let Some(mut b) = relay.take() else { return };
+    b.finish();
+    if let Some(a) = &b.audit {
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        a.event(
+            "session_end",
+            json!({ "duration_ms": ms, "status": b.status }),
+        );
+    }
+}
+
+impl ReaderTurn for Bridge {
+    fn reader_turn(&mut self) -> bool {
+        if self.done {
+            return true;
+        }
+        // libssh's log forwarding is per thread.
+        thread_local! {
+            static LIBSSH_LOGS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        }
+        if !LIBSSH_LOGS.get() {
+            crate::ssh::sys::forward_logs(self.libssh_verbosity);
+            LIBSSH_LOGS.set(true);
+        }
+        match self.turn(false) {
+            Flow::End => {
+                self.done = true;
+                true
+            }
+            Flow::Wait(d) => {
+                self.write_pending
+                    || self.paused
+                    || !self.graveyard.is_empty()
+                    || d.is_some_and(|d| self.sleep_until.is_none_or(|s| d < s))
+            }
+        }
+    }
 }
 
 /// What a turn decided.
@@ -201,7 +411,31 @@ struct Bridge {
     paused: bool,
     /// Where this session's records go (`--audit-log`).
     audit: Option<SessionAudit>,
+    /// Per config index: how to restart an own child that goes down.
+    supervision: Vec<Supervision>,
+    /// What a child's reader calls after queueing (the relay's nudge).
+    notify: Notify,
+    /// Children that went down, for the session thread to reap.
+    graveyard: Vec<(ChildProc, Counted)>,
+    /// A turn ended the session (maybe on a reader thread).
+    done: bool,
+    /// Until when the session thread sleeps, for a reader's turn to tell
+    /// whether it moved a deadline earlier.
+    sleep_until: Option<Instant>,
+    libssh_verbosity: i32,
     id: u64,
+}
+
+/// Restarting one own child of a session.
+struct Supervision {
+    spec: ServerSpec,
+    pool: Arc<Pool>,
+    tx: crossbeam_channel::Sender<(usize, ChildEvent)>,
+    stats: Option<Arc<ScopeStats>>,
+    backoff: Backoff,
+    /// When the running process started (for the backoff's health rule).
+    started: Option<Instant>,
+    restart_at: Option<Instant>,
 }
 
 impl Bridge {
@@ -212,6 +446,7 @@ impl Bridge {
         servers: &[ServerSpec],
         access: Access,
         wake: Arc<Wake>,
+        notify: Notify,
         id: u64,
     ) -> Bridge {
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -259,10 +494,12 @@ impl Bridge {
                         index,
                         tx: tx.clone(),
                         wake: wake.clone(),
+                        notify: notify.clone(),
                         backlog: backlog.clone(),
                     });
                     log::debug!("s{id}: started {} (pid {})", spec.name, c.pid());
-                    children.push(Some(Endpoint::Own(c)));
+                    let counted = Counted::new(gw.stats.get(&spec.name));
+                    children.push(Some(Endpoint::Own(c, counted)));
                 }
                 Err(e) => {
                     log::error!("s{id}: {e}; left out");
@@ -271,11 +508,30 @@ impl Bridge {
                 }
             }
         }
+        let now = Instant::now();
+        let supervision = servers
+            .iter()
+            .map(|spec| Supervision {
+                spec: spec.clone(),
+                pool: gw.pool.clone(),
+                tx: tx.clone(),
+                stats: gw.stats.get(&spec.name).cloned(),
+                backoff: Backoff::new(),
+                started: Some(now),
+                restart_at: None,
+            })
+            .collect();
         Bridge {
             live,
             router,
             children,
             rx,
+            supervision,
+            notify,
+            graveyard: Vec::new(),
+            done: false,
+            sleep_until: None,
+            libssh_verbosity: 1,
             wake,
             framer: Framer::new(gw.max_line),
             frames: Vec::new(),
@@ -291,78 +547,6 @@ impl Bridge {
         }
     }
 
-    /// The session loop: one poll over the socket and the wake fd, then a
-    /// turn, until the client or the server ends the session. Every
-    /// [`TRUST_CHECK`] the key must still be trusted (`trusted`), or the
-    /// session ends with a line to the client.
-    fn run(
-        mut self,
-        shutdown: &AtomicBool,
-        trusted: &dyn Fn() -> Result<(), String>,
-        started: Instant,
-    ) {
-        let mut socket_ready = true; // the first turn also handles early bytes
-        let mut next_check = Instant::now() + TRUST_CHECK;
-        loop {
-            if socket_ready && let Err(e) = self.live.poll(0) {
-                log::info!("s{}: {e}", self.id);
-                self.status = 1;
-                break;
-            }
-            let deadline = match self.turn(shutdown.load(Ordering::Relaxed)) {
-                Flow::End => break,
-                Flow::Wait(d) => d,
-            };
-            if Instant::now() >= next_check {
-                if let Err(why) = trusted() {
-                    log::warn!(
-                        "s{}: ending the session, its key lost its trust: {why}",
-                        self.id
-                    );
-                    let line =
-                        format!("the server no longer trusts this key ({why}); session ended\n");
-                    self.live.write_stderr(line.as_bytes());
-                    self.status = 1;
-                    break;
-                }
-                next_check = Instant::now() + TRUST_CHECK;
-            }
-            let deadline = Some(deadline.map_or(next_check, |d| d.min(next_check)));
-            // A child's stdin backlog is full: leave the client's bytes in
-            // the socket (flow control holds it back) and watch only for its
-            // hang-up until the writer thread wakes us.
-            let mut events = if self.paused {
-                libc::POLLRDHUP
-            } else {
-                libc::POLLIN
-            };
-            if self.write_pending {
-                events |= libc::POLLOUT;
-            }
-            let fds = [(self.live.fd(), events), (self.wake.fd(), libc::POLLIN)];
-            match os::poll_events(fds, os::poll_timeout(deadline)) {
-                Ok([sock, woken]) => {
-                    socket_ready = sock;
-                    if woken {
-                        self.wake.drain();
-                    }
-                }
-                Err(e) => {
-                    log::error!("s{}: poll failed: {e}", self.id);
-                    break;
-                }
-            }
-        }
-        self.finish();
-        if let Some(a) = &self.audit {
-            let ms = started.elapsed().as_secs_f64() * 1000.0;
-            a.event(
-                "session_end",
-                json!({ "duration_ms": ms, "status": self.status }),
-            );
-        }
-    }
-
     /// Handles everything that has arrived: client bytes that libssh's
     /// callbacks collected, child messages queued on `rx`, expired
     /// deadlines; then writes what the client's window allows.
@@ -371,6 +555,7 @@ impl Bridge {
         // go round again while that brought something (bounded for fairness).
         for _ in 0..64 {
             let now = Instant::now();
+            self.restart_due(now);
             self.client_bytes(now);
             self.child_events(now);
             if self.router.next_deadline().is_some_and(|d| d <= now) {
@@ -399,7 +584,10 @@ impl Bridge {
         if self.eof && self.out.is_empty() && next.is_none() {
             return Flow::End;
         }
-        Flow::Wait(next)
+        Flow::Wait(match (next, self.next_restart()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 
     /// Frames what the client sent and routes each line.
@@ -451,11 +639,106 @@ impl Bridge {
                             .as_ref()
                             .map_or(String::new(), |c| c.stderr_tail())
                     );
-                    self.router.child_closed(index, now)
+                    let actions = self.router.child_closed(index, now);
+                    self.apply(actions);
+                    self.went_down(index, now);
+                    continue;
                 }
             };
             self.apply(actions);
         }
+    }
+
+    /// Own child `index` exited or hung: stop and reap it, and schedule
+    /// its restart by the backoff rule (`supervise`). Its requests in
+    /// flight have failed already.
+    fn went_down(&mut self, index: usize, now: Instant) {
+        if !matches!(self.children.get(index), Some(Some(Endpoint::Own(..)))) {
+            return; // a shared server is supervised by its mux
+        }
+        let Some(Some(Endpoint::Own(c, counted))) = self.children.get_mut(index).map(Option::take)
+        else {
+            return;
+        };
+        let sup = &mut self.supervision[index];
+        let delay = sup.backoff.exited(now, sup.started);
+        sup.restart_at = Some(now + delay);
+        log::warn!(
+            "s{}: server {} (pid {}) will be restarted in {} s{}",
+            self.id,
+            c.name,
+            c.pid(),
+            delay.as_secs_f64(),
+            if sup.backoff.failed {
+                "; it keeps failing"
+            } else {
+                ""
+            }
+        );
+        // Stopped and reaped by the session thread (`bury`): this turn may
+        // run on a reader thread, maybe this very child's.
+        self.graveyard.push((c, counted));
+    }
+
+    /// Stops and reaps the children that went down (session thread only).
+    fn bury(&mut self) {
+        if self.graveyard.is_empty() {
+            return;
+        }
+        let (dead, counted): (Vec<ChildProc>, Vec<Counted>) = self.graveyard.drain(..).unzip();
+        child::stop_all(dead);
+        drop(counted);
+    }
+
+    /// Starts again the own children whose restart time has come.
+    fn restart_due(&mut self, now: Instant) {
+        for index in 0..self.supervision.len() {
+            if self.supervision[index].restart_at.is_none_or(|t| t > now) {
+                continue;
+            }
+            let sup = &mut self.supervision[index];
+            sup.restart_at = None;
+            let spec = &sup.spec;
+            let started = match sup.pool.take(&spec.name) {
+                Some(c) => Ok(c),
+                None => ChildProc::spawn(spec, self.framer.max()),
+            };
+            match started {
+                Ok(mut c) => {
+                    c.attach(Sink {
+                        index,
+                        tx: sup.tx.clone(),
+                        wake: self.wake.clone(),
+                        notify: self.notify.clone(),
+                        backlog: self.backlog.clone(),
+                    });
+                    log::info!(
+                        "s{}: server {} restarted (pid {})",
+                        self.id,
+                        spec.name,
+                        c.pid()
+                    );
+                    sup.started = Some(now);
+                    if let Some(st) = &sup.stats {
+                        st.restarts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let counted = Counted::new(sup.stats.as_ref());
+                    self.children[index] = Some(Endpoint::Own(c, counted));
+                    let actions = self.router.child_restarted(index, now);
+                    self.apply(actions);
+                }
+                Err(e) => {
+                    log::error!("s{}: {e}", self.id);
+                    let delay = sup.backoff.exited(now, None);
+                    sup.restart_at = Some(now + delay);
+                }
+            }
+        }
+    }
+
+    /// The next restart of an own child, if one is due.
+    fn next_restart(&self) -> Option<Instant> {
+        self.supervision.iter().filter_map(|s| s.restart_at).min()
     }
 
     fn apply(&mut self, actions: Vec<Action>) {
@@ -473,6 +756,22 @@ impl Bridge {
                         a.event("request", record_fields(&r));
                     }
                 }
+                Action::ChildHung(i) => {
+                    if !matches!(self.children.get(i), Some(Some(Endpoint::Own(..)))) {
+                        continue; // a shared server's mux counts its own
+                    }
+                    log::warn!(
+                        "s{}: server {} left three requests in a row unanswered past their timeout; replacing it",
+                        self.id,
+                        self.children
+                            .get(i)
+                            .and_then(Option::as_ref)
+                            .map_or("?", |c| c.name())
+                    );
+                    let actions = self.router.child_closed(i, Instant::now());
+                    self.apply(actions);
+                    self.went_down(i, Instant::now());
+                }
                 Action::ChildFailed(i, why) => {
                     if let Some(Some(c)) = self.children.get(i) {
                         log::error!(
@@ -489,16 +788,19 @@ impl Bridge {
 
     /// The orderly end: tell the client, then stop the children together.
     fn finish(&mut self) {
+        self.bury();
         self.backlog.close();
         conn::close_channel(&mut self.live, self.status);
-        let own = std::mem::take(&mut self.children)
-            .into_iter()
-            .filter_map(|c| match c {
-                Some(Endpoint::Own(c)) => Some(c),
-                _ => None, // a shared link detaches as it drops
-            })
-            .collect();
+        let (mut own, mut counted) = (Vec::new(), Vec::new());
+        for c in std::mem::take(&mut self.children).into_iter().flatten() {
+            // A shared link detaches as it drops.
+            if let Endpoint::Own(c, n) = c {
+                own.push(c);
+                counted.push(n);
+            }
+        }
         child::stop_all(own);
+        drop(counted);
     }
 }
 

@@ -22,3 +22,4 @@ mod lifecycle;
 mod login;
 mod reload;
 mod shared;
+mod supervise;

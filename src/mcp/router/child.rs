@@ -10,6 +10,9 @@ use crate::mcp::jsonrpc::{self, Incoming};
 use serde_json::{Value, json};
 use std::time::Instant;
 
+/// Requests in a row past their timeout after which a child counts as hung.
+const HUNG_AFTER: u32 = 3;
+
 impl Router {
     /// A classified line from child `child`. A response to a forwarded
     /// request goes out as text with only its id replaced; anything else
@@ -22,12 +25,14 @@ impl Router {
     ) -> Vec<Action> {
         let (id, is_error, payload) = match msg {
             Incoming::Other(v) => return self.from_child(child, v, now),
+
             Incoming::Response {
                 id,
                 is_error,
                 payload,
             } => (id, is_error, payload),
         };
+        self.children[child].overdue = 0; // it answers
         let cid = id.as_u64();
         let forwarded = cid
             .and_then(|c| self.ids.get(c))
@@ -114,6 +119,7 @@ impl Router {
 
     /// An answer to something the gateway asked this child.
     fn child_response(&mut self, child: usize, id: Value, mut msg: Value, now: Instant) {
+        self.children[child].overdue = 0;
         let Some(cid) = id.as_u64() else { return };
         if self.ids.get(cid).is_none_or(|p| p.child() != child) {
             log::debug!(
@@ -140,7 +146,7 @@ impl Router {
             }
             Some(Pending::Part { fanout, pages, .. }) => {
                 let kind = match self.fanouts.get(&fanout).map(|f| &f.kind) {
-                    Some(FanKind::Init) => None,
+                    Some(FanKind::Init | FanKind::Restart(_)) => None,
                     Some(FanKind::List(k)) => Some(Some(*k)),
                     Some(FanKind::SetLevel) => Some(None),
                     None => return,
@@ -157,6 +163,45 @@ impl Router {
                 self.maybe_finish(fanout, now);
             }
             None => {}
+        }
+    }
+
+    /// Child `child` was started again (it exited or hung): initialize it
+    /// with the client's own params; once it answers, its lists count again
+    /// and the client is told they changed.
+    pub fn child_restarted(&mut self, child: usize, now: Instant) -> Vec<Action> {
+        let c = &mut self.children[child];
+        c.status = Status::Idle;
+        c.overdue = 0;
+        if let Some(params) = self.init_params.clone() {
+            self.children[child].status = Status::Initializing;
+            let fid = self.fan_out(FanKind::Restart(child), None, 1);
+            self.send_part(child, fid, 0, "initialize", params, now);
+        }
+        self.take()
+    }
+
+    /// A restarted child answered `initialize`: its tools, prompts and
+    /// resources are back, so the maps are rebuilt and the client told.
+    pub(super) fn restarted(&mut self, child: usize) {
+        if self.children[child].status != Status::Ready {
+            return;
+        }
+        self.out.push(Action::ToChild(
+            child,
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        ));
+        for kind in [ListKind::Tools, ListKind::Prompts, ListKind::Resources] {
+            if self.children[child].caps.contains_key(kind.field()) {
+                self.forget_map(kind);
+                if kind == ListKind::Resources {
+                    self.forget_map(ListKind::Templates);
+                }
+                let method = format!("notifications/{}/list_changed", kind.field());
+                self.out.push(Action::ToClient(
+                    json!({"jsonrpc": "2.0", "method": method}),
+                ));
+            }
         }
     }
 
@@ -199,8 +244,7 @@ impl Router {
             Some(Pending::Part { child, fanout, .. }) => {
                 if let Some(f) = self.fanouts.get_mut(&fanout) {
                     f.waiting -= 1;
-                    if matches!(f.kind, FanKind::Init) && self.children[child].status != Status::Out
-                    {
+                    if f.kind.is_init() && self.children[child].status != Status::Out {
                         self.children[child].status = Status::Out;
                         self.out
                             .push(Action::ChildFailed(child, format!("initialize: {why}")));
@@ -220,11 +264,18 @@ impl Router {
             let child = p.child();
             let cancel = match p {
                 Pending::Forward { .. } => true,
-                Pending::Part { fanout, .. } => !self
-                    .fanouts
-                    .get(fanout)
-                    .is_some_and(|f| matches!(f.kind, FanKind::Init)),
+                Pending::Part { fanout, .. } => {
+                    !self.fanouts.get(fanout).is_some_and(|f| f.kind.is_init())
+                }
             };
+            if matches!(p, Pending::Forward { .. }) {
+                let c = &mut self.children[child];
+                c.overdue += 1;
+                if c.overdue >= HUNG_AFTER {
+                    c.overdue = 0;
+                    self.out.push(Action::ChildHung(child));
+                }
+            }
             let info = &self.children[child].info;
             let why = format!(
                 "request to server {} timed out after {} s",
@@ -235,7 +286,7 @@ impl Router {
                 self.out.push(Action::ToChild(
                     child,
                     json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
-                           "params": {"requestId": cid, "reason": "timed out in the gateway"}}),
+                           "params": {"requestId": cid, "reason": super::TIMEOUT_REASON}}),
                 ));
             }
             self.abandon(cid, &why, jsonrpc::REQUEST_TIMEOUT, now);

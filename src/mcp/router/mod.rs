@@ -32,6 +32,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 pub use audit::{Outcome, Record};
+
+/// The `reason` of the cancellation the router sends a child for a request
+/// that ran past its timeout (a shared server counts these).
+pub const TIMEOUT_REASON: &str = "timed out in the gateway";
 pub use init::SUPPORTED_VERSIONS;
 
 /// What the session must do.
@@ -45,6 +49,9 @@ pub enum Action {
     ChildFailed(usize, String),
     /// A tracked request ended (only with [`Options::audit`]).
     Audit(Record),
+    /// The child let three requests in a row run past their timeout:
+    /// replace it.
+    ChildHung(usize),
 }
 
 /// Per-child settings the router needs.
@@ -125,12 +132,22 @@ struct Child {
     status: Status,
     caps: Map<String, Value>,
     instructions: Option<String>,
+    /// Its requests in a row that ran past their timeout.
+    overdue: u32,
 }
 
 enum FanKind {
     Init,
+    /// `initialize` again for a child that was restarted mid-session.
+    Restart(usize),
     List(ListKind),
     SetLevel,
+}
+
+impl FanKind {
+    fn is_init(&self) -> bool {
+        matches!(self, FanKind::Init | FanKind::Restart(_))
+    }
 }
 
 /// A request sent to several children whose answers are combined.
@@ -176,6 +193,7 @@ impl Router {
                     status: Status::Idle,
                     caps: Map::new(),
                     instructions: None,
+                    overdue: 0,
                 })
                 .collect(),
             opts,
@@ -325,6 +343,7 @@ impl Router {
                     self.reply(id, r);
                 }
             }
+            FanKind::Restart(child) => self.restarted(child),
             FanKind::SetLevel => {
                 if let Some(id) = f.reply_to {
                     self.reply(id, json!({}));

@@ -660,3 +660,44 @@ fn a_request_cancelled_while_it_waits_for_a_name_map_is_never_sent() {
     );
     assert!(to_client(&a).is_empty());
 }
+
+#[test]
+fn a_restarted_child_is_initialized_again_and_the_client_told_its_lists_changed() {
+    let now = Instant::now();
+    let mut r = router(2);
+    init(&mut r, json!({"tools":{}}), now);
+    list_tools(&mut r, now, |i| json!([{"name": format!("t{i}")}]));
+    r.child_closed(1, now);
+    let a = r.child_restarted(1, now);
+    let (i, m) = to_child(&a).remove(0);
+    assert_eq!((i, m["method"].clone()), (1, json!("initialize")));
+    assert_eq!(
+        m["params"]["clientInfo"]["name"], "t",
+        "the client's own params"
+    );
+    // Meanwhile the other child serves at once: no waiting on a restart.
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"t0"}}),
+        now,
+    );
+    assert_eq!(to_child(&a)[0].0, 0);
+    let a = r.from_child(
+        1,
+        json!({"jsonrpc":"2.0","id":m["id"],"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"x","version":"1"}}}),
+        now,
+    );
+    assert_eq!(to_child(&a)[0].1["method"], "notifications/initialized");
+    assert_eq!(
+        to_client(&a)[0]["method"],
+        "notifications/tools/list_changed"
+    );
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"t1"}}),
+        now,
+    );
+    assert_eq!(
+        to_child(&a)[0].1["method"],
+        "tools/list",
+        "the map is rebuilt first"
+    );
+}

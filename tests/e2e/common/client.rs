@@ -163,8 +163,10 @@ impl Mcp {
 
 impl Wire for SshChannel {
     fn write(&mut self, bytes: &[u8]) {
+        // No `flush`: for an ssh2 channel it is libssh2_channel_flush, which
+        // throws away what has arrived and not been read yet (a notification
+        // that came before this request was lost that way).
         self.ch.write_all(bytes).unwrap();
-        self.ch.flush().unwrap();
     }
 
     fn read_more(&mut self, buf: &mut Vec<u8>) -> bool {
