@@ -20,5 +20,6 @@ mod isolation;
 mod keyapi;
 mod lifecycle;
 mod login;
+mod persource;
 mod reload;
 mod shared;
