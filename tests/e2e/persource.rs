@@ -168,8 +168,11 @@ fn a_source_that_keeps_stalling_until_the_login_deadline_is_penalized_too() {
         .collect();
     for mut s in silent {
         let mut rest = Vec::new();
-        s.read_to_end(&mut rest)
-            .expect("hung up on at the deadline");
+        match s.read_to_end(&mut rest) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("not hung up on at the deadline: {e}"),
+        }
     }
     let line = "penalty: connections from 127.0.0.2 refused for 300 s after 10 failed logins";
     assert!(srv.wait_log(line), "{}", srv.log());
