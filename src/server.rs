@@ -13,6 +13,7 @@ use crate::pool::Pool;
 use crate::shared::SharedServer;
 use crate::ssh::conn::Login;
 use crate::ssh::listener::{self, Limits};
+use crate::ssh::persource::Policy;
 use crate::ssh::sys::{Bind, BindConfig, Key};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -36,6 +37,8 @@ pub struct ServerOptions {
     /// Most connections not yet authenticated (the rest of `max_sessions`
     /// stays free for clients that log in).
     pub max_startups: usize,
+    /// `--per-source-max-startups` and `--per-source-penalty`.
+    pub per_source: Policy,
     /// Time for key exchange and authentication together.
     pub login_grace: Duration,
     /// Default warm spares per server (`warmSpares` in the config overrides).
@@ -171,6 +174,7 @@ pub fn run(opts: &ServerOptions) -> Result<(), Error> {
             Limits {
                 max_sessions: opts.max_sessions,
                 max_startups: opts.max_startups,
+                per_source: opts.per_source,
             },
             &stop,
             (&hangup, &on_hangup),

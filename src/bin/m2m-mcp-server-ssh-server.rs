@@ -5,6 +5,7 @@ use m2m_mcp_server_ssh_server::keys::clients::{self, Revocation};
 use m2m_mcp_server_ssh_server::keys::registry::Registry;
 use m2m_mcp_server_ssh_server::logging::{self, expand_home};
 use m2m_mcp_server_ssh_server::server::{self, KeyServerOptions, ServerOptions};
+use m2m_mcp_server_ssh_server::ssh::persource::{self, Policy};
 use std::path::Path;
 use std::time::Duration;
 
@@ -53,6 +54,12 @@ struct Args {
     /// most connections still in key exchange or authentication; more are refused at once (default: 10)
     #[argh(option, default = "10")]
     max_startups: usize,
+    /// most of those from one source address (IPv4, or IPv6 /64) (default: half of --max-startups, at least 2)
+    #[argh(option)]
+    per_source_max_startups: Option<usize>,
+    /// SECS[:MAX]: a source's 10th failed login gets it refused for SECS, each later one for twice as long up to MAX; 0 turns this off (default: 30:600)
+    #[argh(option, default = "String::from(persource::DEFAULT_PENALTY)")]
+    per_source_penalty: String,
     /// seconds a client has to finish key exchange and authentication, in all (default: 10)
     #[argh(option, default = "10")]
     login_grace_time: u64,
@@ -132,10 +139,13 @@ fn main() {
         std::process::exit(clients_command(&c.action, &authorized, &registered));
     }
     logging::init_from_flag(&args.log_level);
-    if let Err(e) = check_ranges(&args) {
-        eprintln!("error: {e}");
-        std::process::exit(2);
-    }
+    let per_source = match check_ranges(&args).and_then(|()| per_source_policy(&args)) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
     let opts = ServerOptions {
         host: args.host,
         port: args.port,
@@ -148,6 +158,7 @@ fn main() {
         request_timeout: Duration::from_secs_f64(args.request_timeout),
         max_sessions: args.max_sessions,
         max_startups: args.max_startups,
+        per_source,
         login_grace: Duration::from_secs(args.login_grace_time),
         warm_spares: args.warm_spares,
         audit_log: args.audit_log.as_deref().map(expand_home),
@@ -232,6 +243,22 @@ fn clients_command(action: &ClientsAction, authorized: &Path, registered: &Path)
             }
         }
     }
+}
+
+/// The per-source limits from their flags.
+fn per_source_policy(a: &Args) -> Result<Policy, String> {
+    let max_startups = a
+        .per_source_max_startups
+        .unwrap_or(Policy::default_max_startups(a.max_startups));
+    if max_startups == 0 {
+        return Err("--per-source-max-startups must be at least 1".into());
+    }
+    let (penalty, penalty_max) = Policy::parse_penalty(&a.per_source_penalty)?;
+    Ok(Policy {
+        max_startups,
+        penalty,
+        penalty_max,
+    })
 }
 
 /// Out-of-range numbers are refused, not silently clamped.

@@ -2,12 +2,13 @@
 //! authentication under one login deadline, then one session channel with a
 //! shell, exec or subsystem request. What follows belongs to the gateway.
 
+use super::persource::{self, Ending, PerSource, Slot};
 use super::sys::{Channel, Live, Request, Session};
 use crate::gateway::select::Start;
 use crate::keys::authorized::{Authorized, Grant};
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How clients log in; shared by every connection.
@@ -21,26 +22,56 @@ pub struct Login {
 
 const MAX_AUTH_ATTEMPTS: u32 = 20;
 
-/// A connection's place among those still in key exchange or authentication
-/// (`--max-startups`), given back when it logs in or ends.
-pub struct Startup(Option<Arc<AtomicUsize>>);
+/// A connection's place among those still in key exchange or authentication,
+/// in all (`--max-startups`) and from its source (`--per-source-max-startups`),
+/// given back when it logs in or ends; its source's record learns how.
+pub struct Startup {
+    id: u64,
+    count: Option<Arc<AtomicUsize>>,
+    source: Option<(Arc<Mutex<PerSource>>, Slot)>,
+}
 
 impl Startup {
-    pub fn take(count: &Arc<AtomicUsize>) -> Startup {
+    /// Connection `id`'s place, counted in `count` and, as `slot`, in `table`.
+    pub fn take(
+        id: u64,
+        count: &Arc<AtomicUsize>,
+        table: &Arc<Mutex<PerSource>>,
+        slot: Slot,
+    ) -> Startup {
         count.fetch_add(1, Ordering::Relaxed);
-        Startup(Some(count.clone()))
+        Startup {
+            id,
+            count: Some(count.clone()),
+            source: Some((table.clone(), slot)),
+        }
     }
 
-    fn release(&mut self) {
-        if let Some(c) = self.0.take() {
+    /// Gives the place back (once; later calls do nothing), logging the
+    /// penalty that `ending` begins for the source, if any.
+    fn end(&mut self, ending: Ending) {
+        if let Some(c) = self.count.take() {
             c.fetch_sub(1, Ordering::Relaxed);
+        }
+        let Some((table, slot)) = self.source.take() else {
+            return;
+        };
+        let penalty = persource::lock(&table).end(slot, ending, Instant::now());
+        if let Some(p) = penalty {
+            log::warn!(
+                "s{}: penalty: connections from {} refused for {} s after {} failed logins",
+                self.id,
+                p.source,
+                p.length.as_secs(),
+                p.failures
+            );
         }
     }
 }
 
 impl Drop for Startup {
     fn drop(&mut self) {
-        self.release();
+        self.end(Ending::HungUp);
     }
 }
 
@@ -69,6 +100,7 @@ pub fn establish(
     let deadline = Instant::now() + login.grace;
     session.prepare(login.grace);
     if let Err(e) = session.handle_key_exchange() {
+        let stalled = Instant::now() >= deadline;
         // libssh leaves its message empty when the client went silent (the
         // login deadline) or hung up.
         match e {
@@ -79,14 +111,23 @@ pub fn establish(
                 "s{id}: key exchange failed: the client hung up or stayed silent until the login deadline"
             ),
         }
+        let ending = if stalled {
+            Ending::Stalled
+        } else {
+            Ending::HungUp
+        };
+        startup.end(ending);
         return None;
     }
-    let Some((user, grant, key)) = authenticate(&session, &login.authorized, deadline, id, peer)
-    else {
-        session.disconnect();
-        return None;
+    let (user, grant, key) = match authenticate(&session, &login.authorized, deadline, id, peer) {
+        Ok(done) => done,
+        Err(ending) => {
+            session.disconnect();
+            startup.end(ending);
+            return None;
+        }
     };
-    startup.release();
+    startup.end(Ending::LoggedIn);
     // Channel setup gets its own bound per message, as key exchange had.
     session.set_timeout(login.grace);
     let Some((channel, start)) = open_channel(&session, id) else {
@@ -113,17 +154,23 @@ pub fn establish(
     })
 }
 
+/// Who logged in: the user, what the key may use, and the key (type, blob).
+type LoggedIn = (String, Grant, (String, Vec<u8>));
+
 /// Public-key auth only; every other method is refused. A listed key is
 /// also checked against its `from=` and `expiry-time` options. Returns the
-/// user, what the key may use, and the key.
+/// user, what the key may use, and the key; or how the login ended.
 fn authenticate(
     session: &Session,
     authorized: &Authorized,
     deadline: Instant,
     id: u64,
     peer: IpAddr,
-) -> Option<(String, Grant, (String, Vec<u8>))> {
+) -> Result<LoggedIn, Ending> {
     let mut attempts = 0;
+    // Refused requests: keys, and other methods. The first of the latter is
+    // usually `none`, the client asking which methods there are: no failure.
+    let (mut keys_refused, mut others_refused) = (0, 0);
     while attempts < MAX_AUTH_ATTEMPTS {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -138,6 +185,7 @@ fn authenticate(
             Request::AuthPublicKey { signed } => {
                 attempts += 1;
                 let Some((kind, blob)) = msg.auth_key() else {
+                    keys_refused += 1;
                     msg.reply_auth_denied();
                     continue;
                 };
@@ -147,26 +195,34 @@ fn authenticate(
                     (Ok(_), false) => msg.reply_pk_ok(),
                     (Ok(grant), true) => {
                         msg.reply_auth_success();
-                        return Some((msg.auth_user(), grant, (kind, blob)));
+                        return Ok((msg.auth_user(), grant, (kind, blob)));
                     }
                     (Err(why), _) => {
                         // Logged once per key: clients probe before they sign.
                         if !signed {
                             log::info!("s{id}: refused {kind} key {fp} from {peer}: {why}");
                         }
+                        keys_refused += 1;
                         msg.reply_auth_denied()
                     }
                 }
             }
             Request::AuthOther => {
                 attempts += 1;
+                others_refused += 1;
                 msg.reply_auth_denied();
             }
             _ => msg.reply_default(),
         }
     }
     log::info!("s{id}: authentication did not complete");
-    None
+    Err(if Instant::now() >= deadline {
+        Ending::Stalled
+    } else if keys_refused > 0 || others_refused > 1 {
+        Ending::Refused
+    } else {
+        Ending::HungUp
+    })
 }
 
 /// Whether `authorized` lets this key in from `peer` now: its grant, or why

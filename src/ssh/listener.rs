@@ -1,16 +1,18 @@
 //! The accept loop: accept on the main thread, one named OS thread per
-//! connection, caps on concurrent and on not yet authenticated connections,
-//! and a clean stop on SIGINT/SIGTERM (every session ends, every thread
-//! joins). A panic in a connection's thread ends that connection only.
+//! connection, caps on concurrent and on not yet authenticated connections
+//! (in all and per source, with penalties for sources that keep failing to
+//! log in), and a clean stop on SIGINT/SIGTERM (every session ends, every
+//! thread joins). A panic in a connection's thread ends that connection only.
 
 use super::conn::Startup;
+use super::persource::{self, PerSource, Policy, Refused};
 use super::sys::{Bind, Session};
 use crate::error::Error;
 use crate::gateway::Conn;
 use crate::os::{self, Wake};
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -27,6 +29,8 @@ pub struct Limits {
     /// Most connections not yet authenticated (the rest of `max_sessions`
     /// stays free for clients that log in).
     pub max_startups: usize,
+    /// The share of those one source may take, and its penalties.
+    pub per_source: Policy,
 }
 
 /// What runs a connection, on its own thread.
@@ -50,6 +54,10 @@ pub fn serve(
 ) -> Result<(), Error> {
     let active = Arc::new(AtomicUsize::new(0));
     let startups = Arc::new(AtomicUsize::new(0));
+    let sources = Arc::new(Mutex::new(PerSource::new(
+        limits.per_source,
+        persource::MAX_SOURCES,
+    )));
     let mut conns: HashMap<u64, Running> = HashMap::new();
     // Each connection thread sends its id here as its last act and wakes
     // `reap`, so the loop joins it at once: no finished thread, stack or
@@ -126,6 +134,17 @@ pub fn serve(
             );
             continue;
         }
+        // The lock is released before a refusal is logged, and before a
+        // startup dropped below takes it again.
+        let started = persource::lock(&sources).try_start(peer.ip(), Instant::now());
+        let slot = match started {
+            Ok(slot) => slot,
+            Err(why) => {
+                refused_from_source(id, peer.ip(), &limits.per_source, why);
+                continue;
+            }
+        };
+        let startup = Startup::take(id, &startups, &sources, slot);
         let wake = match Wake::new() {
             Ok(w) => Arc::new(w),
             Err(e) => {
@@ -137,7 +156,7 @@ pub fn serve(
             id,
             peer,
             wake: wake.clone(),
-            startup: Startup::take(&startups),
+            startup,
         };
         active.fetch_add(1, Ordering::Relaxed);
         let (handler, active2) = (handler.clone(), active.clone());
@@ -178,6 +197,28 @@ pub fn serve(
         let _ = c.thread.join();
     }
     Ok(())
+}
+
+/// Logs a refusal by the per-source limits: the first while a source is at
+/// its share (the rest until it has none logging in at debug level); those
+/// of a penalized source at debug level (the penalty was logged as it began).
+fn refused_from_source(id: u64, ip: std::net::IpAddr, policy: &Policy, why: Refused) {
+    let source = persource::Source::of(ip);
+    match why {
+        Refused::Busy { first: true } => log::warn!(
+            "s{id}: refused: {} connections from {source} still logging in; more from it \
+             are refused quietly until none is",
+            policy.max_startups
+        ),
+        Refused::Busy { first: false } => log::debug!(
+            "s{id}: refused: {} connections from {source} still logging in",
+            policy.max_startups
+        ),
+        Refused::Penalized { left } => log::debug!(
+            "s{id}: refused: {source} is penalized for {:.1} s more",
+            left.as_secs_f64()
+        ),
+    }
 }
 
 /// A panic's message, for the log.

@@ -1,7 +1,8 @@
 //! The SSH side of the server, on libssh: the safe binding (`sys`, the
-//! crate's only libssh `unsafe`), the accept loop, and each connection's
-//! handshake up to its MCP channel.
+//! crate's only libssh `unsafe`), the accept loop, the per-source limits,
+//! and each connection's handshake up to its MCP channel.
 
 pub mod conn;
 pub mod listener;
+pub mod persource;
 pub mod sys;

@@ -20,6 +20,7 @@ mod isolation;
 mod keyapi;
 mod lifecycle;
 mod login;
+mod persource;
 mod reload;
 mod shared;
 mod supervise;
