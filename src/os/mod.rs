@@ -250,6 +250,31 @@ pub fn lock_exclusive(file: &std::fs::File) -> io::Result<()> {
     }
 }
 
+/// Raises the soft RLIMIT_NOFILE to the hard limit (the common soft 1024
+/// is far below what a server with a thread and several pipes per session
+/// may need). Returns the soft limit before and after; on failure it stays
+/// as it was. The limit bounds fd numbers, so fds above 1023 appear only
+/// once more than 1024 are open.
+pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the valid struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let before = lim.rlim_cur;
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: setrlimit reads the valid struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok((before, lim.rlim_cur))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,5 +300,32 @@ mod tests {
         );
         let t = poll_timeout(Some(Instant::now() + Duration::from_micros(1500)));
         assert!((1..=2).contains(&t), "{t}");
+    }
+
+    #[test]
+    fn raise_nofile_limit_lifts_the_soft_limit_to_the_hard_one() {
+        let current = || {
+            let mut l = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit writes into the valid struct we pass.
+            assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) }, 0);
+            l
+        };
+        let hard = current().rlim_max;
+        if hard == libc::RLIM_INFINITY || hard < 64 {
+            return;
+        }
+        // One below the hard limit: nothing beside this test can notice.
+        let lower = libc::rlimit {
+            rlim_cur: hard - 1,
+            rlim_max: hard,
+        };
+        // SAFETY: setrlimit reads the valid struct we pass.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lower) }, 0);
+        assert_eq!(raise_nofile_limit().unwrap(), (hard - 1, hard));
+        assert_eq!(current().rlim_cur, hard);
+        assert_eq!(raise_nofile_limit().unwrap(), (hard, hard));
     }
 }
