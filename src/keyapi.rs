@@ -381,12 +381,15 @@ pub use front::{Limits, Running, start};
 ///   [`MAX_BODY`]: a larger declared body is never read, and the handler
 ///   answers 413 from the header.
 ///
-/// The fd reserve: this front holds at most `max_conns` sockets plus its
-/// listener and two eventfds, and `max_conns` is at most an eighth of the
-/// fd limit ([`Limits::for_fd_limit`]): whatever the key API's clients do,
-/// the other seven eighths (about 890 fds at the common 1024) stay for the
-/// SSH side. A failed accept (say, out of fds because of SSH sessions)
-/// pauses accepting for 100 ms instead of ending the API.
+/// The fd reserve: the API's fds are its listener, two eventfds and, per
+/// connection, its socket plus, while a registration waits for the
+/// registry's file lock, the lock file: at most `2 * max_conns + 5`, and
+/// `max_conns` is at most an eighth of the fd limit
+/// ([`Limits::for_fd_limit`]). So whatever the key API's clients do, three
+/// quarters of the limit (over 760 fds at the common 1024) stay for the SSH
+/// side; no count of open fds is needed. A failed accept (say, out of fds
+/// because of SSH sessions) pauses accepting for 100 ms instead of ending
+/// the API.
 mod front {
     use super::{Error, KeyApi, MAX_BODY, error};
     use crate::os::{self, Wake};
