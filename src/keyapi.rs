@@ -418,8 +418,11 @@ mod front {
     const LINGER_BYTES: usize = 1024 * 1024;
     /// How long a failed accept leaves the listener out of the poll.
     const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-    /// Stack of a connection's thread: parsing, a key check, a file write.
-    const CONN_STACK: usize = 256 * 1024;
+    /// Stack of a connection's thread: std's default, as rouille's threads
+    /// had. The handler parses and drops JSON nested as deep as serde_json
+    /// allows (128 levels), which takes over 256 KiB in a debug build; a
+    /// stack overflow would abort the whole server.
+    const CONN_STACK: usize = 2 * 1024 * 1024;
 
     /// The key API's bounds (see the module's comment).
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,8 @@
 //! The key API's bounds against the real binary: a flood of requests that
 //! never finish, under a 1024-fd limit, leaves SSH logins and /health
 //! served; a request that stalls or trickles is closed at its deadline;
-//! a connection over the per-source cap gets 503 at once.
+//! a connection over the per-source cap gets 503 at once; a body nested as
+//! deep as JSON allows does not overflow a connection thread's stack.
 
 use crate::common::*;
 use serde_json::{Value, json};
@@ -164,4 +165,16 @@ fn over_the_per_source_cap_a_connection_gets_503_until_a_slot_frees() {
     assert!(serde_json::from_str::<Value>(&body).unwrap()["error"].is_string());
     drop(idle);
     assert!(eventually(|| get(api, "/health").0 == 200));
+}
+
+#[test]
+fn bodies_nested_as_deep_as_json_allows_get_400_and_the_server_lives() {
+    let (_srv, api) = Server::start_with_key_api(json!({}), &["--key-server-rate-limit", "1000"]);
+    let arrays = format!("{}{}", "[".repeat(127), "]".repeat(127));
+    let objects = format!("{}1{}", r#"{"a":"#.repeat(127), "}".repeat(127));
+    for body in [arrays, objects] {
+        let (st, _, resp) = post_register(api, "application/json", body.as_bytes());
+        assert_eq!(st, 400, "{resp}");
+    }
+    assert_eq!(get(api, "/health").0, 200);
 }
