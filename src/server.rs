@@ -68,6 +68,7 @@ pub fn is_loopback(host: &str) -> bool {
 /// Runs the server until a shutdown signal; every session ends first.
 pub fn run(opts: &ServerOptions) -> Result<(), Error> {
     os::limit_malloc_arenas();
+    let nofile = raise_fd_limit();
     let servers = config::load(&opts.servers_config)?;
     if servers.is_empty() {
         log::warn!(
@@ -146,6 +147,7 @@ pub fn run(opts: &ServerOptions) -> Result<(), Error> {
                 opts,
                 Box::new(names),
                 Box::new(health),
+                nofile,
             )?)
         }
         None => None,
@@ -280,12 +282,33 @@ fn reload(opts: &ServerOptions, current: &Mutex<Arc<Gateway>>, audit: &Option<Ar
     }
 }
 
+/// Raises the soft RLIMIT_NOFILE to the hard limit and returns the soft
+/// limit in force (1024, the common default, if it cannot be read).
+fn raise_fd_limit() -> u64 {
+    match os::raise_nofile_limit() {
+        Ok((before, after)) if before == after => {
+            log::debug!("open-file limit: {after} (already the hard limit)");
+            after
+        }
+        Ok((before, after)) => {
+            log::debug!("open-file limit raised from {before} to the hard limit, {after}");
+            after
+        }
+        Err(e) => {
+            log::debug!("cannot raise the open-file limit: {e}");
+            1024
+        }
+    }
+}
+
+/// Starts the key API, bounded for a process whose fd limit is `nofile`.
 fn start_key_api(
     k: &KeyServerOptions,
     public: &str,
     opts: &ServerOptions,
     servers: keyapi::ServerNames,
     health: keyapi::Health,
+    nofile: u64,
 ) -> Result<keyapi::Running, Error> {
     let token = match &k.token_file {
         None => None,
@@ -325,5 +348,6 @@ fn start_key_api(
             limiter: RateLimiter::new(k.per_minute),
             token,
         },
+        keyapi::Limits::for_fd_limit(nofile),
     )
 }

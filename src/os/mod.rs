@@ -159,6 +159,23 @@ pub fn detach_child() -> io::Result<()> {
             libc::CLOSE_RANGE_CLOEXEC,
         );
     }
+    // The server raised its own soft fd limit (`raise_nofile_limit`); the
+    // child starts with the one the server was given, as under sshd.
+    let soft = CHILD_NOFILE.load(Ordering::Relaxed);
+    if soft > 0 {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit are plain syscalls (async-signal-safe)
+        // on a valid struct on this stack.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && soft < lim.rlim_cur {
+                lim.rlim_cur = soft as libc::rlim_t;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+        }
+    }
     Ok(())
 }
 
@@ -250,6 +267,36 @@ pub fn lock_exclusive(file: &std::fs::File) -> io::Result<()> {
     }
 }
 
+/// Raises the soft RLIMIT_NOFILE to the hard limit (the common soft 1024
+/// is far below what a server with a thread and several pipes per session
+/// may need). Returns the soft limit before and after; on failure it stays
+/// as it was. The limit bounds fd numbers, so fds above 1023 appear only
+/// once more than 1024 are open.
+/// The soft fd limit the server started with, given back to children (0:
+/// unchanged): a child that uses select() breaks on fds above 1023.
+static CHILD_NOFILE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the valid struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let before = lim.rlim_cur;
+    CHILD_NOFILE.store(before, Ordering::Relaxed);
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: setrlimit reads the valid struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok((before, lim.rlim_cur))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,5 +322,32 @@ mod tests {
         );
         let t = poll_timeout(Some(Instant::now() + Duration::from_micros(1500)));
         assert!((1..=2).contains(&t), "{t}");
+    }
+
+    #[test]
+    fn raise_nofile_limit_lifts_the_soft_limit_to_the_hard_one() {
+        let current = || {
+            let mut l = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit writes into the valid struct we pass.
+            assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) }, 0);
+            l
+        };
+        let hard = current().rlim_max;
+        if hard == libc::RLIM_INFINITY || hard < 64 {
+            return;
+        }
+        // One below the hard limit: nothing beside this test can notice.
+        let lower = libc::rlimit {
+            rlim_cur: hard - 1,
+            rlim_max: hard,
+        };
+        // SAFETY: setrlimit reads the valid struct we pass.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lower) }, 0);
+        assert_eq!(raise_nofile_limit().unwrap(), (hard - 1, hard));
+        assert_eq!(current().rlim_cur, hard);
+        assert_eq!(raise_nofile_limit().unwrap(), (hard, hard));
     }
 }

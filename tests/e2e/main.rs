@@ -18,6 +18,7 @@ mod flow;
 mod gateway;
 mod isolation;
 mod keyapi;
+mod keyapi_limits;
 mod lifecycle;
 mod login;
 mod persource;
