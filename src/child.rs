@@ -132,6 +132,8 @@ pub struct ChildProc {
     threads: Vec<JoinHandle<()>>,
     pidfd: Option<OwnedFd>,
     reaped: bool,
+    /// How it ended, once reaped.
+    status: Option<std::process::ExitStatus>,
 }
 
 impl ChildProc {
@@ -178,6 +180,7 @@ impl ChildProc {
             threads: Vec::with_capacity(3),
             pidfd,
             reaped: false,
+            status: None,
         };
         if let Some(stdin) = stdin {
             // Non-blocking (our end only): the direct write must never block
@@ -319,7 +322,7 @@ impl ChildProc {
     /// Reaps the leader and joins the threads (after the group is killed).
     fn reap(&mut self) {
         self.signal_group(libc::SIGKILL);
-        let _ = self.child.wait();
+        self.status = self.child.wait().ok();
         self.reaped = true;
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -341,9 +344,33 @@ impl Drop for ChildProc {
     }
 }
 
+/// How a stopped child ended, for logs: `exit status 1`, `signal 9`, ...
+pub fn describe(status: Option<std::process::ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Some(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => format!("exit status {c}"),
+            (None, Some(sig)) => format!("signal {sig}"),
+            _ => s.to_string(),
+        },
+        None => "unknown status".into(),
+    }
+}
+
+/// Stops one child (see [`stop_all`]) and says how it ended.
+pub fn stop_one(c: ChildProc) -> String {
+    let mut v = vec![c];
+    stop_each(&mut v);
+    describe(v[0].status)
+}
+
 /// Stops children together (one grace period in all, not one each): close
 /// stdin, wait, SIGTERM the group, wait, SIGKILL the group, reap, join.
 pub fn stop_all(mut children: Vec<ChildProc>) {
+    stop_each(&mut children);
+}
+
+fn stop_each(children: &mut [ChildProc]) {
     for c in children.iter_mut() {
         c.hang_up();
     }

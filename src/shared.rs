@@ -443,15 +443,14 @@ impl Mux {
         self.procs[p].inflight = 0;
         self.procs[p].overdue = 0;
         if let Some(c) = self.procs[p].child.take() {
-            let tail = c.stderr_tail();
+            let (tail, pid) = (c.stderr_tail(), c.pid());
+            let how = crate::child::stop_one(c);
             log::warn!(
-                "[{}] shared process pid {} ended; restart in {} s; stderr: {tail}",
+                "[{}] shared process pid {pid} ended ({how}); restart in {} s; stderr: {tail}",
                 self.spec.name,
-                c.pid(),
                 delay.as_secs_f64()
             );
             *self.stderr.lock().unwrap_or_else(|p| p.into_inner()) = tail;
-            drop(c); // stopped and reaped
         }
         // Its calls fail now, not at their timeout.
         let lost: Vec<u64> = self

@@ -685,9 +685,12 @@ impl Bridge {
         if self.graveyard.is_empty() {
             return;
         }
-        let (dead, counted): (Vec<ChildProc>, Vec<Counted>) = self.graveyard.drain(..).unzip();
-        child::stop_all(dead);
-        drop(counted);
+        for (c, counted) in std::mem::take(&mut self.graveyard) {
+            let (name, pid) = (c.name.clone(), c.pid());
+            let how = child::stop_one(c);
+            log::info!("s{}: server {name} (pid {pid}) reaped: {how}", self.id);
+            drop(counted);
+        }
     }
 
     /// Starts again the own children whose restart time has come.

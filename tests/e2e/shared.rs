@@ -183,3 +183,123 @@ fn a_process_that_lets_three_calls_time_out_is_replaced() {
         children_of(srv.pid())
     );
 }
+
+#[test]
+fn a_servers_request_goes_to_the_one_session_with_a_call_in_flight() {
+    let srv = Server::start(json!({ "alpha": shared("alpha", 1) }), &[]);
+    let (mut a, mut b) = (srv.connect(), srv.connect());
+    for c in [&mut a, &mut b] {
+        c.initialize();
+        c.request("tools/list", json!({}));
+    }
+    a.send(&json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "sample", "arguments": {}}}));
+    let s = a.recv();
+    assert_eq!(s["method"], "sampling/createMessage", "{s}");
+    a.send(
+        &json!({"jsonrpc": "2.0", "id": s["id"], "result": {"role": "assistant",
+        "content": {"type": "text", "text": "from a"}, "model": "m"}}),
+    );
+    let roots = a.recv();
+    assert_eq!(roots["method"], "roots/list");
+    a.send(&json!({"jsonrpc": "2.0", "id": roots["id"], "result": {"roots": []}}));
+    let (done, _) = answer_and_progress(&mut a, &json!(3));
+    let sc = &done["result"]["structuredContent"];
+    assert_eq!(sc["sampling"]["result"]["content"]["text"], "from a");
+    // b saw none of it: its next message is its own ping's answer.
+    assert!(b.request("ping", json!({}))["result"].is_object());
+}
+
+#[test]
+fn with_calls_of_two_sessions_in_flight_a_servers_request_gets_an_error() {
+    let srv = Server::start(json!({ "alpha": shared("alpha", 1) }), &[]);
+    let (mut a, mut b) = (srv.connect(), srv.connect());
+    for c in [&mut a, &mut b] {
+        c.initialize();
+        c.request("tools/list", json!({}));
+    }
+    b.send(&json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+        "params": {"name": "slow", "arguments": {"ms": 1500}}}));
+    std::thread::sleep(Duration::from_millis(200));
+    a.send(&json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "sample", "arguments": {}}}));
+    // Both of the fixture's requests (sampling, then roots) got the
+    // gateway's error, and neither session was asked.
+    let (done, _) = answer_and_progress(&mut a, &json!(3));
+    let sc = &done["result"]["structuredContent"];
+    for what in ["sampling", "roots"] {
+        let msg = sc[what]["error"]["message"].as_str().unwrap_or("");
+        assert!(msg.contains("cannot tell whom to ask"), "{what}: {done}");
+    }
+    let (slow, _) = answer_and_progress(&mut b, &json!(4));
+    assert_eq!(text(&slow), "slept", "b got only its own answer");
+}
+
+#[test]
+fn a_session_that_ends_cancels_its_calls_and_log_messages_never_reach_a_client() {
+    let dir = TempDir::new("wire");
+    let wire = dir.path().join("wire.jsonl");
+    let mut s = recorded_fixture("alpha", &wire);
+    s["scope"] = json!("shared");
+    let srv = Server::start(json!({ "alpha": s }), &[]);
+    let mut a = srv.connect();
+    a.initialize();
+    a.request("tools/list", json!({}));
+    a.send(&json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
+        "params": {"name": "slow", "arguments": {"ms": 20000}}}));
+    let sent_id = {
+        let mut id = None;
+        assert!(eventually(|| {
+            id = recorded_lines(&wire)
+                .iter()
+                .find(|l| l["params"]["name"] == "slow")
+                .map(|l| l["id"].clone());
+            id.is_some()
+        }));
+        id.unwrap()
+    };
+    drop(a);
+    assert!(eventually(|| recorded_lines(&wire).iter().any(|l| {
+        l["method"] == "notifications/cancelled" && l["params"]["requestId"] == sent_id
+    })));
+    // `progress` makes the server log a message: it stays in the gateway's log.
+    let mut b = srv.connect();
+    b.initialize();
+    let mut others = Vec::new();
+    let r = b.request_with(
+        "tools/call",
+        json!({"name": "progress", "arguments": {"count": 1}}),
+        &mut others,
+    );
+    assert_eq!(text(&r), "done");
+    assert!(
+        others
+            .iter()
+            .all(|m| m["method"] != "notifications/message"),
+        "{others:?}"
+    );
+    assert!(srv.wait_log("hello from alpha"));
+}
+
+#[test]
+fn after_a_restart_every_session_is_told_the_lists_changed() {
+    let srv = Server::start(json!({ "alpha": shared("alpha", 1) }), &[]);
+    let (mut a, mut b) = (srv.connect(), srv.connect());
+    for c in [&mut a, &mut b] {
+        c.initialize();
+        c.request("tools/list", json!({}));
+    }
+    let pid = children_of(srv.pid())[0];
+    signal(pid, libc::SIGKILL);
+    for c in [&mut a, &mut b] {
+        let mut seen = Vec::new();
+        let got = eventually(|| {
+            let mut others = Vec::new();
+            c.request_with("ping", json!({}), &mut others);
+            seen.extend(others);
+            seen.iter()
+                .any(|m| m["method"] == "notifications/tools/list_changed")
+        });
+        assert!(got, "{seen:?}");
+    }
+}

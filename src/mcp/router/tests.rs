@@ -701,3 +701,34 @@ fn a_restarted_child_is_initialized_again_and_the_client_told_its_lists_changed(
         "the map is rebuilt first"
     );
 }
+
+#[test]
+fn a_keys_tool_filter_applies_to_names_after_the_duplicate_rule() {
+    let now = Instant::now();
+    let mut r = router(2);
+    r.access = Access {
+        tools: Some(Box::new(|n: &str| n == "echo_1")),
+        prompts: None,
+    };
+    init(&mut r, json!({"tools":{}}), now);
+    let a = list_tools(&mut r, now, |_| json!([{"name":"echo"}]));
+    assert_eq!(
+        to_client(&a)[0]["result"]["tools"],
+        json!([{"name":"echo_1"}])
+    );
+    let call = |r: &mut Router, name: &str| {
+        let a = r.from_client(
+            json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":name}}),
+            now,
+        );
+        (to_child(&a), to_client(&a))
+    };
+    let (sent, _) = call(&mut r, "echo_1");
+    assert_eq!(
+        (sent[0].0, sent[0].1["params"]["name"].clone()),
+        (1, json!("echo"))
+    );
+    let (sent, answered) = call(&mut r, "echo");
+    assert!(sent.is_empty());
+    assert_eq!(answered[0]["error"]["message"], "unknown tool: echo");
+}
