@@ -115,6 +115,39 @@ out=$(printf '%s\n' "$INIT" | timeout 60 ssh -T -p "$PORT" -i "$T/fresh" -o Iden
 echo "$out" | grep -q '"id":1,"result"' || fail "registered key session: $out"
 ok "registered key logs in at once, host key verified strictly"
 
+# A shared mcp-server-time ("scope": "shared", 2 processes): 50 sessions
+# open at once hold two Python processes in all, and each gets its answer.
+SPORT=$(freeport)
+printf '{"mcpServers": {"time": {"command": "%s", "args": ["--local-timezone", "UTC"], "scope": "shared", "processes": 2}}}\n' \
+  "$ROOT/.venv/bin/mcp-server-time" > "$T/shared.json"
+"$BIN" --port "$SPORT" --authorized-clients "$T/authorized_keys" --registered-clients "$T/registered" \
+  --server-key "$T/host_key" --servers-config "$T/shared.json" --max-startups 20 --per-source-max-startups 20 \
+  2>"$T/shared.log" &
+SPID=$!
+for _ in $(seq 1 100); do grep -q "SSH server listening" "$T/shared.log" && break; sleep 0.1; done
+SSH_S=(timeout 90 ssh -T -p "$SPORT" -i "$T/client" -o IdentitiesOnly=yes -o BatchMode=yes
+       -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR)
+CALL='{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get_current_time","arguments":{"timezone":"UTC"}}}'
+jobs_=()
+for i in $(seq 1 50); do
+  # Each session stays open until the last one has started (8 s).
+  ( { printf '%s\n' "$INIT" "$INITED" "$CALL"; sleep 8; } | "${SSH_S[@]}" mcp@127.0.0.1 > "$T/shared-$i.out" 2>&1 ) &
+  jobs_+=($!)
+  [ $((i % 5)) = 0 ] && sleep 0.2
+done
+peak=0
+for _ in $(seq 1 40); do
+  n=$(ps --ppid "$SPID" -o comm= | wc -l)
+  [ "$n" -gt "$peak" ] && peak=$n
+  sleep 0.1
+done
+for j in "${jobs_[@]}"; do wait "$j" || true; done
+answered=$(grep -l '"id":3,"result".*timezone' "$T"/shared-*.out | wc -l)
+kill "$SPID"; wait "$SPID" 2>/dev/null || true
+[ "$answered" = 50 ] || { tail -n 20 "$T/shared.log" >&2; fail "shared time: $answered of 50 sessions answered"; }
+[ "$peak" -le 2 ] || fail "shared time: $peak processes for 50 sessions"
+ok "shared mcp-server-time: 50 sessions answered by $peak Python processes"
+
 kill -TERM "$PID"
 for _ in $(seq 1 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$PID" 2>/dev/null; then fail "server ignored SIGTERM"; fi
