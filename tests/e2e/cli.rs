@@ -188,7 +188,7 @@ fn an_encrypted_host_key_without_its_passphrase_exits_2_saying_so() {
 fn an_encrypted_ssh_keygen_host_key_loads_with_its_passphrase() {
     let (dir, ckey, _) = keygen_setup("sekrit");
     let srv = Server::start_in(dir, ckey, &["--passphrase", "sekrit"]);
-    assert!(srv.connect().initialize()["result"].is_object());
+    srv.session();
 }
 
 /// The warning is the behaviour: the log is the only place it shows.
@@ -206,7 +206,7 @@ fn a_plain_ssh_keygen_host_key_loads_and_is_never_rewritten() {
     let (dir, ckey, hk) = keygen_setup("");
     let before = std::fs::read(&hk).unwrap();
     let srv = Server::start_in(dir, ckey, &[]);
-    assert!(srv.connect().initialize()["result"].is_object());
+    srv.session();
     assert_eq!(
         std::fs::read(srv.path("hostkey/host_ed25519")).unwrap(),
         before,

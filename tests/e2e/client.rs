@@ -154,6 +154,9 @@ fn disabled_host_key_checking_connects_with_a_warning() {
     args.push("--disable-host-key-checking".into());
     let mut c = start(&args);
     assert_eq!(c.request("ping", json!({}))["result"], json!({}));
+    // Once it has exited, all of its stderr has been read.
+    c.close_stdin();
+    assert!(c.wait().success(), "{}", c.stderr());
     assert!(
         c.stderr().contains("host key checking is disabled"),
         "{}",

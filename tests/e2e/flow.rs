@@ -9,9 +9,7 @@ use std::time::Duration;
 /// call holds up nobody: a call to the other one is answered first.
 #[test]
 fn a_slow_child_holds_up_no_call_to_the_others() {
-    let srv = Server::start(two_children(), &[]);
-    let mut c = srv.connect();
-    c.initialize();
+    let (_srv, mut c) = Server::with_session(two_children(), &[]);
     c.request("tools/list", json!({}));
     for (slow, fast) in [("slow", "echo_1"), ("slow_1", "echo")] {
         c.send(&json!({"jsonrpc": "2.0", "id": "s", "method": "tools/call",
@@ -35,9 +33,7 @@ fn a_slow_child_holds_up_no_call_to_the_others() {
 /// the session thread (busy with the client's requests), so this runs both.
 #[test]
 fn pipelined_calls_and_notification_bursts_arrive_complete_and_in_order() {
-    let srv = Server::start(two_children(), &[]);
-    let mut c = srv.connect();
-    c.initialize();
+    let (_srv, mut c) = Server::with_session(two_children(), &[]);
     let calls = 120;
     let burst = 25;
     for i in 0..calls {
@@ -82,9 +78,8 @@ fn pipelined_calls_and_notification_bursts_arrive_complete_and_in_order() {
 
 #[test]
 fn large_message_round_trips_intact() {
-    let srv = Server::start(json!({"alpha": fixture("alpha", &["--echo-only"])}), &[]);
-    let mut c = srv.connect();
-    c.initialize();
+    let (_srv, mut c) =
+        Server::with_session(json!({"alpha": fixture("alpha", &["--echo-only"])}), &[]);
     let sent: String = (0..5 * 1024 * 1024)
         .map(|i| (b'a' + (i % 26) as u8) as char)
         .collect();
@@ -104,8 +99,7 @@ const RSS_BOUND_KIB: u64 = 24 * 1024;
 fn a_client_that_stops_reading_holds_back_the_child_not_server_memory() {
     let srv = Server::start(alpha(), &[]);
     let pid = srv.pid();
-    let mut c = srv.connect();
-    c.initialize();
+    let mut c = srv.session();
     let before = rss_kib(pid);
     // About 45 MB of notifications, read by nobody for now.
     let count = 300_000;
@@ -188,8 +182,9 @@ fn a_child_that_stops_reading_holds_back_the_client_not_server_memory() {
         grown < RSS_BOUND_KIB,
         "server RSS grew by {grown} KiB while the child was stuck"
     );
-    // Bounded: ssh runs under `timeout 60`.
-    assert!(ssh.wait().unwrap().success());
+    // Bounded: ssh runs under `timeout 60` (exit 124 when it ran out).
+    let status = ssh.wait().unwrap();
+    assert!(status.success(), "ssh: {status:?}");
     let out = std::fs::read(dir.path().join("out")).unwrap();
     let lines = json_lines(&out);
     for i in 0..calls {

@@ -7,10 +7,7 @@ use serde_json::{Value, json};
 
 /// A gateway over alpha and beta and an initialized session on it.
 fn merged() -> (Server, Mcp) {
-    let srv = Server::start(two_children(), &[]);
-    let mut c = srv.connect();
-    c.initialize();
-    (srv, c)
+    Server::with_session(two_children(), &[])
 }
 
 #[test]
@@ -86,14 +83,16 @@ fn prompts_are_merged_renamed_and_fetched_from_their_child() {
     let (_srv, mut c) = merged();
     let p = c.request("prompts/list", json!({}));
     assert_eq!(names(&p, "prompts"), ["greet", "greet_1"]);
+    assert_eq!(greeting(&mut c, "greet_1", "bob"), "hello bob from beta");
+}
+
+/// The text of prompt `name` (a fixture's `greet`) for `who`.
+fn greeting(c: &mut Mcp, name: &str, who: &str) -> Value {
     let g = c.request(
         "prompts/get",
-        json!({"name": "greet_1", "arguments": {"who": "bob"}}),
+        json!({"name": name, "arguments": {"who": who}}),
     );
-    assert_eq!(
-        g["result"]["messages"][0]["content"]["text"],
-        "hello bob from beta"
-    );
+    g["result"]["messages"][0]["content"]["text"].clone()
 }
 
 #[test]
@@ -173,22 +172,16 @@ fn unknown_tool_prompt_and_resource_names_get_invalid_params() {
             "unknown resource: nope://x",
         ),
     ] {
-        let e = c.request(m, p);
-        assert_eq!(e["error"]["code"], -32602, "{e}");
-        assert!(
-            e["error"]["message"].as_str().unwrap().contains(needle),
-            "{e}"
-        );
+        assert_error(&c.request(m, p), -32602, needle);
     }
 }
 
 #[test]
 fn an_unknown_method_and_a_made_up_cursor_get_json_rpc_errors() {
     let (_srv, mut c) = merged();
-    let e = c.request("server/discover", json!({}));
-    assert_eq!(e["error"]["code"], -32601, "{e}");
+    assert_error(&c.request("server/discover", json!({})), -32601, "");
     let e = c.request("tools/list", json!({"cursor": "made-up"}));
-    assert_eq!(e["error"]["code"], -32602, "{e}");
+    assert_error(&e, -32602, "");
 }
 
 #[test]
@@ -261,12 +254,10 @@ fn call_slow_1_and_cancel_it(c: &mut Mcp) {
 fn cancellation_goes_only_to_the_child_that_holds_the_request_under_its_id() {
     let dir = TempDir::new("wire");
     let (a, b) = (dir.path().join("alpha.in"), dir.path().join("beta.in"));
-    let srv = Server::start(
+    let (_srv, mut c) = Server::with_session(
         json!({"alpha": recorded_fixture("alpha", &a), "beta": recorded_fixture("beta", &b)}),
         &[],
     );
-    let mut c = srv.connect();
-    c.initialize();
     call_slow_1_and_cancel_it(&mut c);
     let cancelled = |m: &Value| m["method"] == "notifications/cancelled";
     assert!(
@@ -338,7 +329,7 @@ fn children_that_fail_to_start_or_initialize_are_left_out_and_the_rest_serve() {
 #[test]
 fn a_left_out_child_is_logged_with_its_reason_and_stderr() {
     let srv = Server::start(with_failing_children(), &[]);
-    srv.connect().initialize();
+    srv.session();
     assert!(srv.wait_log("server missing failed to start"));
     assert!(srv.wait_log(
         "server broken left out: initialize failed: fixture refuses to initialize; stderr: fixture broken starting"
@@ -348,12 +339,7 @@ fn a_left_out_child_is_logged_with_its_reason_and_stderr() {
 #[test]
 fn a_crashed_child_fails_only_its_own_requests() {
     let (_srv, mut c) = merged();
-    let e = c.call("crash", json!({}));
-    assert_eq!(e["error"]["code"], -32002, "{e}");
-    assert!(
-        e["error"]["message"].as_str().unwrap().contains("alpha"),
-        "{e}"
-    );
+    assert_error(&c.call("crash", json!({})), -32002, "alpha");
     assert_eq!(
         text(&c.call("echo_1", json!({"text": "beta lives"}))),
         "beta lives"
@@ -371,9 +357,7 @@ fn env_and_cwd_from_the_config_reach_the_child() {
     let mut spec = fixture("alpha", &[]);
     spec["env"] = json!({"FIXTURE_ENV": "from-config"});
     spec["cwd"] = json!(dir.path());
-    let srv = Server::start(json!({"alpha": spec}), &[]);
-    let mut c = srv.connect();
-    c.initialize();
+    let (_srv, mut c) = Server::with_session(json!({"alpha": spec}), &[]);
     let r = c.call("whoami", json!({}));
     let who = text(&r);
     assert!(who.contains("env=from-config"), "{who}");
@@ -387,12 +371,10 @@ fn env_and_cwd_from_the_config_reach_the_child() {
 fn name_prefix_exposes_a_servers_tools_and_prompts_under_it() {
     let mut beta = fixture("beta", &["--echo-only"]);
     beta["namePrefix"] = json!("beta.");
-    let srv = Server::start(
+    let (_srv, mut c) = Server::with_session(
         json!({"alpha": fixture("alpha", &["--echo-only"]), "beta": beta}),
         &[],
     );
-    let mut c = srv.connect();
-    c.initialize();
     assert_eq!(
         names(&c.request("tools/list", json!({})), "tools"),
         ["echo", "beta.echo"]
@@ -403,21 +385,12 @@ fn name_prefix_exposes_a_servers_tools_and_prompts_under_it() {
     );
     let r = c.call("beta.echo", json!({"text": "via prefix"}));
     assert_eq!(r["result"]["_meta"]["from"], "beta");
-    let g = c.request(
-        "prompts/get",
-        json!({"name": "beta.greet", "arguments": {"who": "x"}}),
-    );
-    assert_eq!(
-        g["result"]["messages"][0]["content"]["text"],
-        "hello x from beta"
-    );
+    assert_eq!(greeting(&mut c, "beta.greet", "x"), "hello x from beta");
 }
 
 #[test]
 fn bad_lines_get_errors_and_the_session_goes_on() {
-    let srv = Server::start(alpha(), &["--max-line-bytes", "4096"]);
-    let mut c = srv.connect();
-    c.initialize();
+    let (_srv, mut c) = Server::with_session(alpha(), &["--max-line-bytes", "4096"]);
     c.send_raw(b"this is not json\n");
     let e = c.recv();
     assert_eq!(e["error"]["code"], -32700, "{e}");
@@ -429,9 +402,7 @@ fn bad_lines_get_errors_and_the_session_goes_on() {
         "a".repeat(10_000)
     );
     c.send_raw(big.as_bytes());
-    let e = c.recv();
-    assert_eq!(e["error"]["code"], -32600, "{e}");
-    assert!(e["error"]["message"].as_str().unwrap().contains("4096"));
+    assert_error(&c.recv(), -32600, "4096");
     let r = c.call("echo", json!({"text": "still here"}));
     assert_eq!(text(&r), "still here");
 }

@@ -18,7 +18,7 @@ fn armed() -> (Server, usize, usize) {
         &[("M2M_TEST_PANIC_ON", TRIGGER)],
     );
     let pid = srv.pid();
-    srv.connect().initialize();
+    srv.session();
     assert!(eventually(|| children_of(pid).is_empty()));
     let (threads, fds) = settled_counts(pid);
     (srv, threads, fds)
@@ -28,12 +28,10 @@ fn armed() -> (Server, usize, usize) {
 /// the other session, the other session's children).
 fn one_of_two_sessions_panics(srv: &Server) -> (Mcp, Mcp, Vec<u32>) {
     let pid = srv.pid();
-    let mut victim = srv.connect();
-    victim.initialize();
+    let mut victim = srv.session();
     assert!(eventually(|| children_of(pid).len() == 2));
     let victims_children = children_of(pid);
-    let mut other = srv.connect();
-    other.initialize();
+    let other = srv.session();
     assert!(eventually(|| children_of(pid).len() == 4));
     let mut others_children: Vec<u32> = children_of(pid)
         .into_iter()
@@ -72,7 +70,7 @@ fn after_a_session_panics_the_other_sessions_and_new_ones_serve() {
     assert!(victim.ended_by_server());
     let r = other.call("echo", json!({"text": "still here"}));
     assert_eq!(text(&r), "still here");
-    assert!(srv.connect().initialize()["result"].is_object());
+    srv.session();
 }
 
 #[test]

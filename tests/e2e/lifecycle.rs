@@ -14,10 +14,8 @@ fn children_inherit_no_socket_or_other_fd_of_the_server() {
     // or a's socket (which would also keep a's connection open after the
     // server closed it).
     let srv = Server::start(alpha(), &[]);
-    let mut a = srv.connect();
-    a.initialize();
-    let mut b = srv.connect();
-    b.initialize();
+    let mut a = srv.session();
+    let mut b = srv.session();
     for c in [&mut a, &mut b] {
         let r = c.call("whoami", json!({}));
         assert!(text(&r).ends_with(" fds=0,1,2"), "{r}");
@@ -30,8 +28,7 @@ fn children_inherit_no_socket_or_other_fd_of_the_server() {
 fn a_server_out_of_fds_pauses_accepting_instead_of_spinning() {
     let srv = Server::start(alpha(), &[]);
     let pid = srv.pid();
-    let mut c = srv.connect();
-    c.initialize();
+    let mut c = srv.session();
     // Idle first (the replacement spare started, no fd coming or going), so
     // that no lower fd number frees up after the limit is set.
     assert!(
@@ -78,7 +75,7 @@ fn disconnect_mid_call_leaves_no_child_thread_or_fd_behind() {
     let srv = Server::start(two_children(), &["--warm-spares", "0"]);
     let pid = srv.pid();
     // Warm up once so lazily created process-wide state is counted in the baseline.
-    srv.connect().initialize();
+    srv.session();
     assert!(eventually(|| children_of(pid).is_empty()));
     assert!(
         eventually(|| thread_count(pid) == 1),
@@ -87,8 +84,7 @@ fn disconnect_mid_call_leaves_no_child_thread_or_fd_behind() {
     );
     let (_, base_fds) = settled_counts(pid);
     for _ in 0..3 {
-        let mut c = srv.connect();
-        c.initialize();
+        let mut c = srv.session();
         assert_eq!(children_of(pid).len(), 2);
         c.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "slow", "arguments": {"ms": 30000}}}));
         std::thread::sleep(Duration::from_millis(100));
@@ -101,8 +97,7 @@ fn disconnect_mid_call_leaves_no_child_thread_or_fd_behind() {
 fn sigterm_ends_sessions_reaps_children_and_exits_zero() {
     let mut srv = Server::start(two_children(), &[]);
     let pid = srv.pid();
-    let mut c = srv.connect();
-    c.initialize();
+    let _session = srv.session();
     // Two session children plus one warm spare per server.
     assert!(
         eventually(|| children_of(pid).len() == 4),
@@ -143,8 +138,7 @@ fn one_warm_spare() -> (Server, u32) {
 fn a_session_gets_the_warm_spare_and_a_replacement_starts_beside_it() {
     let (srv, spare) = one_warm_spare();
     let pid = srv.pid();
-    let mut c = srv.connect();
-    c.initialize();
+    let mut c = srv.session();
     assert_eq!(
         child_pid(&mut c),
         spare,
@@ -168,8 +162,7 @@ fn a_warm_spare_that_died_is_reaped_replaced_and_never_handed_out() {
     let (srv, spare) = one_warm_spare();
     let pid = srv.pid();
     signal(spare, libc::SIGKILL);
-    let mut c = srv.connect();
-    c.initialize();
+    let mut c = srv.session();
     assert_ne!(child_pid(&mut c), spare);
     assert!(
         eventually(|| !exists(spare)),
@@ -193,7 +186,7 @@ fn hundreds_of_sessions_leave_threads_fds_and_children_at_baseline() {
         &["--warm-spares", "1"],
     );
     let pid = srv.pid();
-    srv.connect().initialize();
+    srv.session();
     assert!(eventually(|| children_of(pid).len() == 1));
     let (threads, fds) = settled_counts(pid);
     for i in 0..300 {

@@ -91,8 +91,7 @@ fn key_exchange_and_auth_share_one_login_deadline() {
 fn clients_stalled_before_login_cannot_take_every_slot() {
     let srv = Server::start(alpha(), &["--max-startups", "2", "--max-sessions", "8"]);
     // s1 logs in and stays: it no longer counts as logging in.
-    let mut c = srv.connect();
-    c.initialize();
+    let mut c = srv.session();
     // s2 and s3 stall before key exchange; each got the server's banner.
     let stalled = [
         silent_peer_after_banner(srv.port),

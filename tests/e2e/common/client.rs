@@ -53,6 +53,14 @@ pub fn text(r: &Value) -> &str {
         .unwrap_or_else(|| panic!("no text result in {r}"))
 }
 
+/// Asserts that `r` is a JSON-RPC error with `code` whose message
+/// contains `needle`.
+pub fn assert_error(r: &Value, code: i64, needle: &str) {
+    assert_eq!(r["error"]["code"], code, "{r}");
+    let message = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(needle), "{needle:?} not in {r}");
+}
+
 /// The `name`s of a list result's `field` (tools, prompts).
 pub fn names(list: &Value, field: &str) -> Vec<String> {
     list["result"][field]

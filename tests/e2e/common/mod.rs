@@ -33,11 +33,14 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// block on, such as /proc after a disconnect); returns the last answer.
 pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + WAIT;
+    // Short sleeps first: most states come within milliseconds.
+    let mut pause = Duration::from_millis(2);
     while Instant::now() < end {
         if f() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
     f()
 }

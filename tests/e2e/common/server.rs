@@ -79,7 +79,9 @@ pub fn free_port() -> u16 {
 
 /// A running server binary.
 pub struct Server {
-    pub child: Child,
+    /// The process; taken by the drop.
+    child: Option<Child>,
+    pid: u32,
     pub port: u16,
     pub dir: TempDir,
     pub key: PathBuf,
@@ -173,7 +175,8 @@ impl Server {
             }
         });
         let mut s = Server {
-            child,
+            pid: child.id(),
+            child: Some(child),
             port,
             dir,
             key,
@@ -182,9 +185,7 @@ impl Server {
         };
         let pid = s.pid();
         let ports: Vec<u16> = std::iter::once(port).chain(api).collect();
-        let ready = eventually(|| {
-            matches!(s.child.try_wait(), Ok(None)) && ports.iter().all(|&p| listens_on(pid, p))
-        });
+        let ready = eventually(|| s.running() && ports.iter().all(|&p| listens_on(pid, p)));
         // On failure the drop shows the server's log.
         assert!(ready, "the server did not come to listen on {ports:?}");
         s
@@ -202,7 +203,13 @@ impl Server {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
+    }
+
+    fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// A file in the server's temp dir.
@@ -221,6 +228,21 @@ impl Server {
     /// An authenticated ssh2 session with the test's key.
     pub fn ssh2(&self) -> ssh2::Session {
         ssh2_session(self.port, &self.key)
+    }
+
+    /// Starts the server and opens one session on it.
+    pub fn with_session(servers: Value, extra: &[&str]) -> (Server, Mcp) {
+        let srv = Server::start(servers, extra);
+        let c = srv.session();
+        (srv, c)
+    }
+
+    /// An MCP session over a `shell` channel, through the handshake.
+    pub fn session(&self) -> Mcp {
+        let mut c = self.connect();
+        let init = c.initialize();
+        assert!(init["result"].is_object(), "initialize: {init}");
+        c
     }
 
     /// MCP over a `shell` channel.
@@ -244,7 +266,8 @@ impl Server {
     pub fn wait_exit(&mut self) -> ExitStatus {
         let end = Instant::now() + WAIT;
         loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
+            let child = self.child.as_mut().expect("the server process");
+            if let Some(s) = child.try_wait().unwrap() {
                 return s;
             }
             assert!(Instant::now() < end, "the server did not exit");
@@ -253,33 +276,42 @@ impl Server {
     }
 }
 
+/// Waits up to 10 s for a process told to stop, then kills it.
+fn reap(mut child: Child) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            signal(self.pid(), libc::SIGTERM);
+        if self.running() {
+            signal(self.pid, libc::SIGTERM);
         }
-        let end = Instant::now() + Duration::from_secs(10);
-        let mut exited = false;
-        while !exited && Instant::now() < end {
-            exited = matches!(self.child.try_wait(), Ok(Some(_)));
-            if !exited {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        let Some(child) = self.child.take() else {
+            return;
+        };
+        if !std::thread::panicking() {
+            // The shutdown is not what a test checks (and with the key API it
+            // takes a second): a thread reaps the server meanwhile.
+            std::thread::spawn(move || reap(child));
+            return;
         }
-        if !exited {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        reap(child);
         // A failing test shows the server's whole log, shutdown included:
         // the reader ends once no process holds the pipe any more.
-        if std::thread::panicking() {
-            if let Some(r) = self.log_reader.take() {
-                eventually(|| r.is_finished());
-            }
-            eprintln!(
-                "--- server log ---\n{}--- end of server log ---",
-                self.log()
-            );
+        if let Some(r) = self.log_reader.take() {
+            eventually(|| r.is_finished());
         }
+        eprintln!(
+            "--- server log ---\n{}--- end of server log ---",
+            self.log()
+        );
     }
 }
