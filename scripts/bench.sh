@@ -202,3 +202,8 @@ for c, title in [('echo', 'Echo child (`examples/echo_mcp.rs`): the transport\'s
 print(f'Release binaries: server {size / 1048576:.2f} MiB, client {csize / 1048576:.2f} MiB (stripped, fat LTO, opt-level s).')
 PY
 cat "$OUT"
+# The features' costs (audit log, shared servers) in a run of their own:
+# FEATURES=0 skips it.
+if [ "${FEATURES:-1}" != 0 ] && [ -z "${BENCH_CPUS:-}" ]; then
+  scripts/bench-features.sh
+fi
