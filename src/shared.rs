@@ -453,12 +453,7 @@ impl Mux {
             *self.stderr.lock().unwrap_or_else(|p| p.into_inner()) = tail;
         }
         // Its calls fail now, not at their timeout.
-        let lost: Vec<u64> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.proc_ == p)
-            .map(|(id, _)| *id)
-            .collect();
+        let lost = self.calls_where(|c| c.proc_ == p);
         for id in lost {
             if let Some(c) = self.end_call(id) {
                 let err = jsonrpc::error(
@@ -489,6 +484,18 @@ impl Mux {
         if let Some(c) = &self.procs[p].child {
             c.send(jsonrpc::to_line(msg));
         }
+    }
+
+    /// The ids of the calls in flight that `f` picks.
+    fn calls_where(&self, f: impl Fn(&Call) -> bool) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| f(c))
+            .map(|(g, _)| *g)
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Removes a finished call and its token.
@@ -777,12 +784,7 @@ impl Mux {
         self.sessions.remove(&s);
         self.waiting.retain(|(w, _)| *w != s);
         self.asks.retain(|_, a| a.session != s);
-        let mine: Vec<u64> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.session == s)
-            .map(|(g, _)| *g)
-            .collect();
+        let mine = self.calls_where(|c| c.session == s);
         for g in mine {
             if let Some(c) = self.end_call(g) {
                 let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",

@@ -13,6 +13,16 @@ fn shared(name: &str, processes: u64) -> Value {
     s
 }
 
+/// Two sessions, initialized, with the tools listed (so calls go out at once).
+fn two_ready(srv: &Server) -> (Mcp, Mcp) {
+    let (mut a, mut b) = (srv.connect(), srv.connect());
+    for c in [&mut a, &mut b] {
+        c.initialize();
+        c.request("tools/list", json!({}));
+    }
+    (a, b)
+}
+
 /// Reads until the response to `id`, collecting progress notifications.
 fn answer_and_progress(c: &mut Mcp, id: &Value) -> (Value, Vec<Value>) {
     let mut progress = Vec::new();
@@ -69,11 +79,7 @@ fn identical_ids_and_progress_tokens_reach_only_their_own_session() {
 #[test]
 fn one_sessions_cancel_leaves_the_others_call_alone() {
     let srv = Server::start(json!({ "alpha": shared("alpha", 1) }), &[]);
-    let (mut a, mut b) = (srv.connect(), srv.connect());
-    for c in [&mut a, &mut b] {
-        c.initialize();
-        c.request("tools/list", json!({}));
-    }
+    let (mut a, mut b) = two_ready(&srv);
     let slow = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
         "params": {"name": "slow", "arguments": {"ms": 500}}});
     a.send(&slow);
@@ -120,10 +126,8 @@ fn subscriptions_are_counted_across_sessions() {
 #[test]
 fn a_killed_shared_process_fails_every_sessions_calls_at_once_and_comes_back() {
     let srv = Server::start(json!({ "alpha": shared("alpha", 1) }), &[]);
-    let (mut a, mut b) = (srv.connect(), srv.connect());
+    let (mut a, mut b) = two_ready(&srv);
     for c in [&mut a, &mut b] {
-        c.initialize();
-        c.request("tools/list", json!({}));
         c.send(&json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
             "params": {"name": "slow", "arguments": {"ms": 20000}}}));
     }
@@ -146,52 +150,17 @@ fn a_killed_shared_process_fails_every_sessions_calls_at_once_and_comes_back() {
         .iter()
         .any(|p| *p != pid)));
     for c in [&mut a, &mut b] {
-        let mut echoed = false;
-        for _ in 0..50 {
-            let r = c.call("echo", json!({"text": "back"}));
-            if r["result"].is_object() {
-                echoed = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        assert!(echoed, "the server came back");
+        assert!(
+            crate::supervise::echo_until_back(c, "echo"),
+            "the server came back"
+        );
     }
-}
-
-#[test]
-fn a_process_that_lets_three_calls_time_out_is_replaced() {
-    let srv = Server::start(
-        json!({ "alpha": shared("alpha", 1) }),
-        &["--request-timeout", "1"],
-    );
-    let mut c = srv.connect();
-    c.initialize();
-    c.request("tools/list", json!({}));
-    let first = children_of(srv.pid());
-    assert_eq!(first.len(), 1);
-    for _ in 0..3 {
-        let r = c.call("slow", json!({"ms": 30000}));
-        assert_eq!(r["error"]["code"], -32001, "{r}");
-    }
-    assert!(
-        eventually(|| {
-            let now = children_of(srv.pid());
-            now.len() == 1 && now != first
-        }),
-        "still {:?}",
-        children_of(srv.pid())
-    );
 }
 
 #[test]
 fn a_servers_request_goes_to_the_one_session_with_a_call_in_flight() {
     let srv = Server::start(json!({ "alpha": shared("alpha", 1) }), &[]);
-    let (mut a, mut b) = (srv.connect(), srv.connect());
-    for c in [&mut a, &mut b] {
-        c.initialize();
-        c.request("tools/list", json!({}));
-    }
+    let (mut a, mut b) = two_ready(&srv);
     a.send(&json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
         "params": {"name": "sample", "arguments": {}}}));
     let s = a.recv();
@@ -213,11 +182,7 @@ fn a_servers_request_goes_to_the_one_session_with_a_call_in_flight() {
 #[test]
 fn with_calls_of_two_sessions_in_flight_a_servers_request_gets_an_error() {
     let srv = Server::start(json!({ "alpha": shared("alpha", 1) }), &[]);
-    let (mut a, mut b) = (srv.connect(), srv.connect());
-    for c in [&mut a, &mut b] {
-        c.initialize();
-        c.request("tools/list", json!({}));
-    }
+    let (mut a, mut b) = two_ready(&srv);
     b.send(&json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
         "params": {"name": "slow", "arguments": {"ms": 1500}}}));
     std::thread::sleep(Duration::from_millis(200));
@@ -284,11 +249,7 @@ fn a_session_that_ends_cancels_its_calls_and_log_messages_never_reach_a_client()
 #[test]
 fn after_a_restart_every_session_is_told_the_lists_changed() {
     let srv = Server::start(json!({ "alpha": shared("alpha", 1) }), &[]);
-    let (mut a, mut b) = (srv.connect(), srv.connect());
-    for c in [&mut a, &mut b] {
-        c.initialize();
-        c.request("tools/list", json!({}));
-    }
+    let (mut a, mut b) = two_ready(&srv);
     let pid = children_of(srv.pid())[0];
     signal(pid, libc::SIGKILL);
     for c in [&mut a, &mut b] {

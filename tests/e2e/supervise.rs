@@ -5,7 +5,7 @@ use crate::common::*;
 use serde_json::{Value, json};
 
 /// Calls `echo` until it answers (bounded): the server came back.
-fn echo_until_back(c: &mut Mcp, name: &str) -> bool {
+pub fn echo_until_back(c: &mut Mcp, name: &str) -> bool {
     for _ in 0..100 {
         let r = c.call(name, json!({"text": "back"}));
         if r["result"].is_object() {
@@ -52,13 +52,15 @@ fn the_client_gets_list_changed_once_a_restarted_child_is_back() {
     assert!(got, "no list_changed; saw {seen:?}");
 }
 
-#[test]
-fn a_child_that_lets_three_calls_time_out_is_replaced() {
-    let srv = Server::start(alpha(), &["--warm-spares", "0", "--request-timeout", "1"]);
+/// Three calls in a row run past a 1 s timeout: the one process of
+/// `servers` is replaced, and calls work again.
+fn three_timeouts_replace_the_process(servers: Value) {
+    let srv = Server::start(servers, &["--warm-spares", "0", "--request-timeout", "1"]);
     let mut c = srv.connect();
     c.initialize();
     c.request("tools/list", json!({}));
     let first = children_of(srv.pid());
+    assert_eq!(first.len(), 1);
     for _ in 0..3 {
         let r = c.call("slow", json!({"ms": 30000}));
         assert_eq!(r["error"]["code"], -32001, "{r}");
@@ -72,6 +74,18 @@ fn a_child_that_lets_three_calls_time_out_is_replaced() {
         children_of(srv.pid())
     );
     assert!(echo_until_back(&mut c, "echo"));
+}
+
+#[test]
+fn a_child_that_lets_three_calls_time_out_is_replaced() {
+    three_timeouts_replace_the_process(alpha());
+}
+
+#[test]
+fn a_shared_process_that_lets_three_calls_time_out_is_replaced() {
+    let mut s = fixture("alpha", &[]);
+    s["scope"] = json!("shared");
+    three_timeouts_replace_the_process(json!({ "alpha": s }));
 }
 
 #[test]
