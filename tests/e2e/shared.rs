@@ -253,14 +253,6 @@ fn after_a_restart_every_session_is_told_the_lists_changed() {
     let pid = children_of(srv.pid())[0];
     signal(pid, libc::SIGKILL);
     for c in [&mut a, &mut b] {
-        let mut seen = Vec::new();
-        let got = eventually(|| {
-            let mut others = Vec::new();
-            c.request_with("ping", json!({}), &mut others);
-            seen.extend(others);
-            seen.iter()
-                .any(|m| m["method"] == "notifications/tools/list_changed")
-        });
-        assert!(got, "{seen:?}");
+        crate::supervise::assert_told_tools_changed(c);
     }
 }

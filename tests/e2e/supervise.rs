@@ -41,6 +41,11 @@ fn the_client_gets_list_changed_once_a_restarted_child_is_back() {
     let mut c = srv.connect();
     c.initialize();
     c.call("crash", json!({}));
+    assert_told_tools_changed(&mut c);
+}
+
+/// Pings until `notifications/tools/list_changed` has come (bounded).
+pub fn assert_told_tools_changed(c: &mut Mcp) {
     let mut seen = Vec::new();
     let got = eventually(|| {
         let mut others = Vec::new();
