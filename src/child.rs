@@ -92,16 +92,25 @@ impl Backlog {
     }
 
     /// Blocks while the session holds more than the limit.
-    pub fn wait_for_room(&self) {
+    /// Blocks while the session holds more than the limit, unless the
+    /// child is being stopped (`stopping`): its reader must then run to EOF.
+    pub fn wait_for_room(&self, stopping: &AtomicBool) {
         if self.bytes.load(Ordering::Acquire) <= self.limit {
             return;
         }
         let mut g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         while self.bytes.load(Ordering::Acquire) > self.limit
             && !self.closed.load(Ordering::Acquire)
+            && !stopping.load(Ordering::Acquire)
         {
             g = self.room.wait(g).unwrap_or_else(|p| p.into_inner());
         }
+    }
+
+    /// Wakes every waiting reader to look at its flags again.
+    fn wake_all(&self) {
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.room.notify_all();
     }
 }
 
@@ -131,6 +140,10 @@ pub struct ChildProc {
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     threads: Vec<JoinHandle<()>>,
     pidfd: Option<OwnedFd>,
+    /// Set when it is being stopped: its reader stops waiting for room.
+    stopping: Arc<AtomicBool>,
+    /// Its session's output backlog, once attached.
+    backlog: Option<Arc<Backlog>>,
     reaped: bool,
     /// How it ended, once reaped.
     status: Option<std::process::ExitStatus>,
@@ -179,6 +192,8 @@ impl ChildProc {
             stderr_tail: Arc::new(Mutex::new(VecDeque::new())),
             threads: Vec::with_capacity(3),
             pidfd,
+            stopping: Arc::new(AtomicBool::new(false)),
+            backlog: None,
             reaped: false,
             status: None,
         };
@@ -198,9 +213,11 @@ impl ChildProc {
                 .map_err(spawn_err)?;
         }
         if let Some(stdout) = stdout {
-            let name = spec.name.clone();
-            proc.thread("r", move || read_stdout(stdout, sink_rx, max_line, name))
-                .map_err(spawn_err)?;
+            let (name, stopping) = (spec.name.clone(), proc.stopping.clone());
+            proc.thread("r", move || {
+                read_stdout(stdout, sink_rx, max_line, name, stopping)
+            })
+            .map_err(spawn_err)?;
         }
         if let Some(stderr) = stderr {
             let (tail, name) = (proc.stderr_tail.clone(), spec.name.clone());
@@ -222,6 +239,7 @@ impl ChildProc {
     /// Routes this child's output to a session.
     pub fn attach(&mut self, sink: Sink) {
         let _ = self.drained.set(sink.wake.clone());
+        self.backlog = Some(sink.backlog.clone());
         if let Some(tx) = self.sink_tx.take() {
             let _ = tx.send(sink);
         }
@@ -284,6 +302,13 @@ impl ChildProc {
         self.stdin_tx = None;
         self.stdin_direct = None;
         self.sink_tx = None;
+        // A reader parked for output room must not hold up the reap: the
+        // session may be stopping this child precisely because its client
+        // stopped reading.
+        self.stopping.store(true, Ordering::Release);
+        if let Some(b) = &self.backlog {
+            b.wake_all();
+        }
     }
 
     fn signal_group(&self, sig: libc::c_int) {
@@ -456,6 +481,7 @@ fn read_stdout(
     sink_rx: Receiver<Sink>,
     max_line: usize,
     name: String,
+    stopping: Arc<AtomicBool>,
 ) {
     // Nothing is read until a session owns the child (a warm spare stays quiet).
     let Ok(sink) = sink_rx.recv() else { return };
@@ -466,7 +492,7 @@ fn read_stdout(
             if std::mem::take(&mut queued) {
                 (sink.notify)();
             }
-            sink.backlog.wait_for_room();
+            sink.backlog.wait_for_room(&stopping);
         });
         let event = match frame {
             Some(Frame::Line(bytes)) => match parse_child_line(&bytes) {
@@ -509,6 +535,25 @@ fn read_stderr(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reader_waiting_for_room_is_let_go_when_its_child_is_stopped() {
+        let b = Backlog::new(10);
+        b.set(100); // the client stopped reading
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (b2, s2) = (b.clone(), stopping.clone());
+        let reader = std::thread::spawn(move || b2.wait_for_room(&s2));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!reader.is_finished(), "parked while over the limit");
+        stopping.store(true, Ordering::Release);
+        b.wake_all();
+        let until = Instant::now() + Duration::from_secs(5);
+        while !reader.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(reader.is_finished(), "a stop releases it, so the reap can join it");
+        reader.join().unwrap();
+    }
 
     #[test]
     fn a_backlog_count_never_wraps_below_zero() {

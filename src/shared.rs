@@ -42,6 +42,10 @@ use std::time::{Duration, Instant};
 
 /// Calls in a row past their timeout after which a process is replaced.
 const HUNG_AFTER: u32 = 3;
+/// Past its deadline by this much, a call no session cancelled (its session
+/// ended first) is failed and counted here: the sessions' routers cancel
+/// theirs at the deadline.
+const OVERDUE_SLACK: Duration = Duration::from_secs(1);
 
 /// What a session (or the gateway) tells a mux.
 enum Cmd {
@@ -201,7 +205,8 @@ struct Call {
     proc_: usize,
     /// The mux's progress token, when the call carried one.
     token: Option<String>,
-    started: Instant,
+    /// When the call counts as overdue; progress moves it on.
+    deadline: Instant,
 }
 
 /// A process's request to a client, under the mux id the session sees.
@@ -212,8 +217,8 @@ struct Ask {
 }
 
 enum State {
-    /// Waiting for its `initialize` answer (that request's mux id).
-    Starting(u64),
+    /// Waiting for its `initialize` answer (that request's mux id), since.
+    Starting(u64, Instant),
     Ready {
         since: Instant,
     },
@@ -227,6 +232,8 @@ struct Proc {
     inflight: usize,
     /// Calls in a row that ran past their timeout.
     overdue: u32,
+    /// The previous process's `Closed` is still to come (see `went_down`).
+    stale_closed: bool,
 }
 
 struct Mux {
@@ -282,6 +289,7 @@ impl Mux {
                     state: State::Down(now),
                     inflight: 0,
                     overdue: 0,
+                    stale_closed: false,
                 })
                 .collect(),
             events_tx,
@@ -344,7 +352,12 @@ impl Mux {
             State::Down(t) => Some(t),
             _ => None,
         });
-        let overdue = self.calls.values().map(|c| c.started + self.timeout);
+        let overdue = self.calls.values().map(|c| c.deadline + OVERDUE_SLACK);
+        let starting = self.procs.iter().filter_map(|p| match p.state {
+            State::Starting(_, since) => Some(since + self.timeout),
+            _ => None,
+        });
+        let restart = restart.chain(starting);
         restart.chain(overdue).min()
     }
 
@@ -410,11 +423,11 @@ impl Mux {
                         c.pid()
                     );
                     self.procs[p].child = Some(c);
-                    self.procs[p].state = State::Starting(id);
+                    self.procs[p].state = State::Starting(id, Instant::now());
                 }
                 Err(e) => {
                     log::error!("{e}");
-                    self.went_down(p, now);
+                    self.went_down(p, now, false);
                 }
             }
         }
@@ -423,7 +436,7 @@ impl Mux {
 
     /// Process `p` is gone (or failed to start or to initialize): schedule
     /// its restart by the backoff rules.
-    fn went_down(&mut self, p: usize, now: Instant) {
+    fn went_down(&mut self, p: usize, now: Instant, still_running: bool) {
         let healthy_since = match self.procs[p].state {
             State::Ready { since } => Some(since),
             _ => None,
@@ -439,9 +452,11 @@ impl Mux {
             );
         }
         self.restarts += 1;
-        self.procs[p].state = State::Down(now + delay);
         self.procs[p].inflight = 0;
         self.procs[p].overdue = 0;
+        // A process stopped while it still ran reports its end once more:
+        // that report must not count against its replacement.
+        self.procs[p].stale_closed = still_running && self.procs[p].child.is_some();
         if let Some(c) = self.procs[p].child.take() {
             let (tail, pid) = (c.stderr_tail(), c.pid());
             let how = crate::child::stop_one(c);
@@ -452,6 +467,8 @@ impl Mux {
             );
             *self.stderr.lock().unwrap_or_else(|p| p.into_inner()) = tail;
         }
+        // Counted from now: stopping it may have taken the grace period.
+        self.procs[p].state = State::Down(Instant::now() + delay);
         // Its calls fail now, not at their timeout.
         let lost = self.calls_where(|c| c.proc_ == p);
         for id in lost {
@@ -552,6 +569,13 @@ impl Mux {
             (Some(_), Some(_)) => self.call(s, msg),
             (Some("notifications/cancelled"), None) => {
                 let rid = msg.pointer("/params/requestId").cloned();
+                // Still waiting for a process: dropped, never sent.
+                let before = self.waiting.len();
+                self.waiting
+                    .retain(|(w, m)| !(*w == s && m.get("id") == rid.as_ref()));
+                if self.waiting.len() != before {
+                    return;
+                }
                 let timed_out = msg.pointer("/params/reason").and_then(Value::as_str)
                     == Some(crate::mcp::router::TIMEOUT_REASON);
                 let found = self
@@ -622,7 +646,7 @@ impl Mux {
                 id,
                 proc_: p,
                 token,
-                started: Instant::now(),
+                deadline: Instant::now() + self.timeout,
             },
         );
         self.procs[p].inflight += 1;
@@ -646,7 +670,7 @@ impl Mux {
                             payload,
                         }));
                     }
-                } else if matches!(self.procs[p].state, State::Starting(i) if i == g) {
+                } else if matches!(self.procs[p].state, State::Starting(i, _) if i == g) {
                     let v = serde_json::from_str::<Value>(payload.get()).unwrap_or(Value::Null);
                     self.initialized(p, is_error, v);
                 } else {
@@ -661,8 +685,11 @@ impl Mux {
                 )
             }
             ChildEvent::Closed => {
+                if std::mem::take(&mut self.procs[p].stale_closed) {
+                    return;
+                }
                 if self.procs[p].child.is_some() {
-                    self.went_down(p, Instant::now());
+                    self.went_down(p, Instant::now(), false);
                 }
             }
         }
@@ -674,7 +701,7 @@ impl Mux {
                 "[{}] shared process refused initialize: {result}",
                 self.spec.name
             );
-            return self.went_down(p, Instant::now());
+            return self.went_down(p, Instant::now(), true);
         }
         self.send(
             p,
@@ -739,6 +766,15 @@ impl Mux {
                     .and_then(Value::as_str)
                     .unwrap_or("");
                 if let Some((s, orig)) = self.tokens.get(tok).cloned() {
+                    // Progress keeps the call alive, as in the router.
+                    let deadline = Instant::now() + self.timeout;
+                    if let Some(c) = self
+                        .calls
+                        .values_mut()
+                        .find(|c| c.token.as_deref() == Some(tok))
+                    {
+                        c.deadline = deadline;
+                    }
                     msg["params"]["progressToken"] = orig;
                     self.to_session(s, msg);
                 }
@@ -820,7 +856,7 @@ impl Mux {
                 self.spec.name,
                 self.timeout.as_secs_f64()
             );
-            self.went_down(p, Instant::now());
+            self.went_down(p, Instant::now(), true);
         }
     }
 
@@ -828,10 +864,21 @@ impl Mux {
     /// ended first): counted here, once each.
     fn check_overdue(&mut self) {
         let now = Instant::now();
+        // A process that never answers `initialize` is replaced too.
+        for p in 0..self.procs.len() {
+            if matches!(self.procs[p].state, State::Starting(_, since) if now >= since + self.timeout)
+            {
+                log::warn!(
+                    "[{}] shared process did not answer initialize; replacing it",
+                    self.spec.name
+                );
+                self.went_down(p, now, true);
+            }
+        }
         let late: Vec<(u64, usize)> = self
             .calls
             .iter()
-            .filter(|(_, c)| now.duration_since(c.started) >= self.timeout + Duration::from_secs(1))
+            .filter(|(_, c)| now >= c.deadline + OVERDUE_SLACK)
             .map(|(g, c)| (*g, c.proc_))
             .collect();
         for (g, p) in late {

@@ -246,6 +246,17 @@ pub fn serve(session: Session, login: &Login, gw: &Gateway, conn: Conn, shutdown
 /// What a child's reader calls after queueing output.
 type Notify = Arc<dyn Fn() + Send + Sync>;
 
+/// Stops and reaps children that went down (on the session thread only, and
+/// without the relay lock: a reader may be the dead child's own).
+fn bury(dead: Vec<(ChildProc, Counted)>) {
+    for (c, counted) in dead {
+        let (name, pid) = (c.name.clone(), c.pid());
+        let how = child::stop_one(c);
+        log::info!("server {name} (pid {pid}) reaped: {how}");
+        drop(counted);
+    }
+}
+
 /// Takes the session out of its relay when the session thread leaves `run`
 /// by any path, a panic included: the session (its connection, its
 /// children) then ends on this thread, and no reader turn can run on it.
@@ -271,7 +282,9 @@ fn run(
     let _exit = TakeOnExit(relay);
     let mut socket_ready = true; // the first turn also handles early bytes
     let mut next_check = Instant::now() + TRUST_CHECK;
+    let mut dead: Vec<(ChildProc, Counted)> = Vec::new();
     loop {
+        bury(std::mem::take(&mut dead));
         let (fds, timeout) = {
             let (mut guard, panicked) = relay.lock();
             let Some(b) = guard.as_mut() else { break };
@@ -291,7 +304,9 @@ fn run(
                 break;
             }
             let flow = b.turn(shutdown.load(Ordering::Relaxed));
-            b.bury();
+            // Reaped below, without the lock: a reap can take the grace
+            // period, and readers must be able to run turns meanwhile.
+            dead = std::mem::take(&mut b.graveyard);
             let deadline = match flow {
                 Flow::End => break,
                 Flow::Wait(d) => d,
@@ -339,6 +354,7 @@ fn run(
             }
         }
     }
+    bury(dead);
     let Some(mut b) = relay.take() else { return };
     b.finish();
     if let Some(a) = &b.audit {
@@ -436,6 +452,8 @@ struct Supervision {
     /// When the running process started (for the backoff's health rule).
     started: Option<Instant>,
     restart_at: Option<Instant>,
+    /// A replaced child's `Closed` is still to come and must be ignored.
+    stale_closed: bool,
 }
 
 impl Bridge {
@@ -519,6 +537,7 @@ impl Bridge {
                 backoff: Backoff::new(),
                 started: Some(now),
                 restart_at: None,
+                stale_closed: false,
             })
             .collect();
         Bridge {
@@ -617,6 +636,14 @@ impl Bridge {
     /// Routes what the children's reader threads queued.
     fn child_events(&mut self, now: Instant) {
         while let Ok((index, event)) = self.rx.try_recv() {
+            // The last word of a child replaced while it still ran: not
+            // about the process now in its slot.
+            if matches!(event, ChildEvent::Closed)
+                && let Some(sup) = self.supervision.get_mut(index)
+                && std::mem::take(&mut sup.stale_closed)
+            {
+                continue;
+            }
             let name = match self.children.get(index) {
                 Some(Some(c)) => c.name(),
                 _ => continue,
@@ -641,7 +668,7 @@ impl Bridge {
                     );
                     let actions = self.router.child_closed(index, now);
                     self.apply(actions);
-                    self.went_down(index, now);
+                    self.went_down(index, now, false);
                     continue;
                 }
             };
@@ -652,7 +679,7 @@ impl Bridge {
     /// Own child `index` exited or hung: stop and reap it, and schedule
     /// its restart by the backoff rule (`supervise`). Its requests in
     /// flight have failed already.
-    fn went_down(&mut self, index: usize, now: Instant) {
+    fn went_down(&mut self, index: usize, now: Instant, still_running: bool) {
         if !matches!(self.children.get(index), Some(Some(Endpoint::Own(..)))) {
             return; // a shared server is supervised by its mux
         }
@@ -661,6 +688,8 @@ impl Bridge {
             return;
         };
         let sup = &mut self.supervision[index];
+        // Its reader still has to report the end: that report is stale.
+        sup.stale_closed = still_running;
         let delay = sup.backoff.exited(now, sup.started);
         sup.restart_at = Some(now + delay);
         log::warn!(
@@ -680,17 +709,9 @@ impl Bridge {
         self.graveyard.push((c, counted));
     }
 
-    /// Stops and reaps the children that went down (session thread only).
+    /// Stops and reaps the children that went down.
     fn bury(&mut self) {
-        if self.graveyard.is_empty() {
-            return;
-        }
-        for (c, counted) in std::mem::take(&mut self.graveyard) {
-            let (name, pid) = (c.name.clone(), c.pid());
-            let how = child::stop_one(c);
-            log::info!("s{}: server {name} (pid {pid}) reaped: {how}", self.id);
-            drop(counted);
-        }
+        bury(std::mem::take(&mut self.graveyard));
     }
 
     /// Starts again the own children whose restart time has come.
@@ -773,7 +794,7 @@ impl Bridge {
                     );
                     let actions = self.router.child_closed(i, Instant::now());
                     self.apply(actions);
-                    self.went_down(i, Instant::now());
+                    self.went_down(i, Instant::now(), true);
                 }
                 Action::ChildFailed(i, why) => {
                     if let Some(Some(c)) = self.children.get(i) {
