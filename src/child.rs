@@ -551,7 +551,10 @@ mod tests {
         while !reader.is_finished() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert!(reader.is_finished(), "a stop releases it, so the reap can join it");
+        assert!(
+            reader.is_finished(),
+            "a stop releases it, so the reap can join it"
+        );
         reader.join().unwrap();
     }
 

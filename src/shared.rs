@@ -255,6 +255,8 @@ struct Mux {
     asks: HashMap<u64, Ask>,
     /// URI -> sessions subscribed to it.
     subs: HashMap<String, HashSet<u64>>,
+    /// URI -> the process that holds its subscription.
+    holder: HashMap<String, usize>,
     /// Ids of the mux's own requests whose answers are dropped.
     internal: HashSet<u64>,
     /// The first process's `initialize` result, answered to every session.
@@ -302,6 +304,7 @@ impl Mux {
             tokens: HashMap::new(),
             asks: HashMap::new(),
             subs: HashMap::new(),
+            holder: HashMap::new(),
             internal: HashSet::new(),
             init: None,
             waiting: VecDeque::new(),
@@ -543,11 +546,15 @@ impl Mux {
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_owned();
-                let first = self.subs.get(&uri).is_none_or(HashSet::is_empty);
-                self.subs.entry(uri).or_default().insert(s);
-                if first {
-                    self.call(s, msg);
+                if self.subs.get(&uri).is_none_or(HashSet::is_empty) {
+                    // The first subscriber: the process that takes it holds
+                    // the subscription (a queued one comes back here).
+                    if let Some(p) = self.call_on(s, msg, None) {
+                        self.holder.insert(uri.clone(), p);
+                        self.subs.entry(uri).or_default().insert(s);
+                    }
                 } else {
+                    self.subs.entry(uri).or_default().insert(s);
                     self.to_session(s, jsonrpc::result(id, json!({})));
                 }
             }
@@ -559,11 +566,19 @@ impl Mux {
                     .to_owned();
                 let was = self.subs.get_mut(&uri).is_some_and(|set| set.remove(&s));
                 let last = was && self.subs.get(&uri).is_some_and(HashSet::is_empty);
-                if last {
-                    self.subs.remove(&uri);
-                    self.call(s, msg);
-                } else {
-                    self.to_session(s, jsonrpc::result(id, json!({})));
+                match self.holder.get(&uri).copied() {
+                    Some(p) if last && self.is_ready(p) => {
+                        self.subs.remove(&uri);
+                        self.holder.remove(&uri);
+                        self.call_on(s, msg, Some(p));
+                    }
+                    _ => {
+                        if last {
+                            self.subs.remove(&uri);
+                            self.holder.remove(&uri);
+                        }
+                        self.to_session(s, jsonrpc::result(id, json!({})));
+                    }
                 }
             }
             (Some(_), Some(_)) => self.call(s, msg),
@@ -607,10 +622,15 @@ impl Mux {
     }
 
     /// Forwards a session's request to the least busy ready process.
-    fn call(&mut self, s: u64, mut msg: Value) {
-        let ready = (0..self.procs.len())
-            .filter(|&p| matches!(self.procs[p].state, State::Ready { .. }))
-            .min_by_key(|&p| self.procs[p].inflight);
+    /// Forwards a session's request to process `on` if given and ready,
+    /// else to the least busy ready one; returns the process, or None when
+    /// the request was queued or refused.
+    fn call_on(&mut self, s: u64, mut msg: Value, on: Option<usize>) -> Option<usize> {
+        let ready = on.filter(|&p| self.is_ready(p)).or_else(|| {
+            (0..self.procs.len())
+                .filter(|&p| self.is_ready(p))
+                .min_by_key(|&p| self.procs[p].inflight)
+        });
         let Some(p) = ready else {
             if self.backoff.failed
                 || self.init.is_some()
@@ -623,7 +643,7 @@ impl Mux {
             } else {
                 self.waiting.push_back((s, msg));
             }
-            return;
+            return None;
         };
         let g = self.fresh();
         let id = msg.get("id").cloned().unwrap_or(Value::Null);
@@ -651,6 +671,25 @@ impl Mux {
         );
         self.procs[p].inflight += 1;
         self.send(p, &msg);
+        Some(p)
+    }
+
+    fn call(&mut self, s: u64, msg: Value) {
+        self.call_on(s, msg, None);
+    }
+
+    fn is_ready(&self, p: usize) -> bool {
+        matches!(self.procs[p].state, State::Ready { .. })
+    }
+
+    /// Sends one of the mux's own requests (its answer is dropped).
+    fn internal_request(&mut self, p: usize, method: &str, params: Value) {
+        let id = self.fresh();
+        self.internal.insert(id);
+        self.send(
+            p,
+            &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
+        );
     }
 
     fn process_event(&mut self, p: usize, e: ChildEvent) {
@@ -713,6 +752,16 @@ impl Mux {
             since: Instant::now(),
         };
         self.publish();
+        // A restarted process gets back the subscriptions it held.
+        let held: Vec<String> = self
+            .holder
+            .iter()
+            .filter(|(_, h)| **h == p)
+            .map(|(uri, _)| uri.clone())
+            .collect();
+        for uri in held {
+            self.internal_request(p, "resources/subscribe", json!({ "uri": uri }));
+        }
         if back {
             // Its lists may have changed while it was away.
             for kind in ["tools", "prompts", "resources"] {
@@ -835,13 +884,8 @@ impl Mux {
             .collect();
         for uri in emptied {
             self.subs.remove(&uri);
-            let ready =
-                (0..self.procs.len()).find(|&p| matches!(self.procs[p].state, State::Ready { .. }));
-            if let Some(p) = ready {
-                let id = self.fresh();
-                self.internal.insert(id);
-                let un = json!({"jsonrpc": "2.0", "id": id, "method": "resources/unsubscribe", "params": {"uri": uri}});
-                self.send(p, &un);
+            if let Some(p) = self.holder.remove(&uri).filter(|&p| self.is_ready(p)) {
+                self.internal_request(p, "resources/unsubscribe", json!({ "uri": uri }));
             }
         }
     }

@@ -256,3 +256,31 @@ fn after_a_restart_every_session_is_told_the_lists_changed() {
         crate::supervise::assert_told_tools_changed(c);
     }
 }
+
+#[test]
+fn a_restarted_process_gets_back_the_subscriptions_it_held() {
+    let dir = TempDir::new("wire");
+    let wire = dir.path().join("wire.jsonl");
+    let mut s = recorded_fixture("alpha", &wire);
+    s["scope"] = json!("shared");
+    let srv = Server::start(json!({ "alpha": s }), &[]);
+    let mut a = srv.connect();
+    a.initialize();
+    let uri = "fixture://alpha/info";
+    assert!(a.request("resources/subscribe", json!({ "uri": uri }))["result"].is_object());
+    let subscribes = || {
+        recorded_lines(&wire)
+            .iter()
+            .filter(|l| l["method"] == "resources/subscribe" && l["params"]["uri"] == uri)
+            .count()
+    };
+    assert_eq!(subscribes(), 1);
+    // The recorded fixture is `sh -c "tee | fixture"`: kill its whole group.
+    let pid = children_of(srv.pid())[0];
+    let group = children_of(pid);
+    signal(pid, libc::SIGKILL);
+    for c in group {
+        signal(c, libc::SIGKILL);
+    }
+    assert!(eventually(|| subscribes() == 2), "not re-subscribed");
+}
