@@ -472,6 +472,14 @@ impl Mux {
         }
         // Counted from now: stopping it may have taken the grace period.
         self.procs[p].state = State::Down(Instant::now() + delay);
+        // Nothing left to serve what waits: it fails now, not at its timeout.
+        if !self.any_coming() {
+            for (s, msg) in std::mem::take(&mut self.waiting) {
+                if let Some(id) = msg.get("id").cloned() {
+                    self.unavailable(s, id);
+                }
+            }
+        }
         // Its calls fail now, not at their timeout.
         let lost = self.calls_where(|c| c.proc_ == p);
         for id in lost {
@@ -535,7 +543,8 @@ impl Mux {
         match (method.as_deref(), id) {
             (Some("initialize"), Some(id)) => match &self.init {
                 Some(r) => self.to_session(s, jsonrpc::result(id, r.clone())),
-                None => self.waiting.push_back((s, msg)),
+                None if self.any_coming() => self.waiting.push_back((s, msg)),
+                None => self.unavailable(s, id),
             },
             (Some("logging/setLevel"), Some(id)) => {
                 self.to_session(s, jsonrpc::result(id, json!({})))
@@ -632,13 +641,9 @@ impl Mux {
                 .min_by_key(|&p| self.procs[p].inflight)
         });
         let Some(p) = ready else {
-            if self.backoff.failed
-                || self.init.is_some()
-                    && self.procs.iter().all(|p| matches!(p.state, State::Down(_)))
-            {
+            if self.backoff.failed || !self.any_coming() {
                 if let Some(id) = msg.get("id").cloned() {
-                    let why = format!("server {} is not available (restarting)", self.spec.name);
-                    self.to_session(s, jsonrpc::error(id, jsonrpc::SERVER_UNAVAILABLE, why));
+                    self.unavailable(s, id);
                 }
             } else {
                 self.waiting.push_back((s, msg));
@@ -676,6 +681,18 @@ impl Mux {
 
     fn call(&mut self, s: u64, msg: Value) {
         self.call_on(s, msg, None);
+    }
+
+    /// Whether a process is ready or on its way (started, not answered yet).
+    fn any_coming(&self) -> bool {
+        self.procs
+            .iter()
+            .any(|p| matches!(p.state, State::Ready { .. } | State::Starting(..)))
+    }
+
+    fn unavailable(&self, s: u64, id: Value) {
+        let why = format!("server {} is not available (restarting)", self.spec.name);
+        self.to_session(s, jsonrpc::error(id, jsonrpc::SERVER_UNAVAILABLE, why));
     }
 
     fn is_ready(&self, p: usize) -> bool {

@@ -134,3 +134,26 @@ fn health_lists_every_server_with_scope_state_processes_and_restarts() {
     drop(c);
     assert!(eventually(|| health()[0]["processes"] == 0));
 }
+
+#[test]
+fn a_shared_server_that_keeps_exiting_is_marked_failed() {
+    // `false` exits at once: five exits within a minute (after 1, 2, 4 and
+    // 8 s of backoff) mark the server failed.
+    let servers = json!({"dead": {"command": "false", "scope": "shared"}});
+    let (srv, api) = Server::start_with_key_api(servers, &[]);
+    let state = || {
+        let (_, _, body) = get(api, "/health");
+        serde_json::from_str::<Value>(&body).unwrap()["servers"][0].clone()
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(45);
+    while state()["state"] != "failed" && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let s = state();
+    assert_eq!(s["state"], "failed", "{s}");
+    assert!(s["restarts"].as_u64().unwrap() >= 5, "{s}");
+    assert!(srv.wait_log("marked failed"));
+    // A session still works; the dead server's tools are simply absent.
+    let mut c = srv.connect();
+    assert!(c.initialize()["result"].is_object());
+}
