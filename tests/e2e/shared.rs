@@ -13,6 +13,16 @@ fn shared(name: &str, processes: u64) -> Value {
     s
 }
 
+/// A shared alpha whose process records what it receives (`wire`).
+fn recorded_shared() -> (TempDir, std::path::PathBuf, Server) {
+    let dir = TempDir::new("wire");
+    let wire = dir.path().join("wire.jsonl");
+    let mut s = recorded_fixture("alpha", &wire);
+    s["scope"] = json!("shared");
+    let srv = Server::start(json!({ "alpha": s }), &[]);
+    (dir, wire, srv)
+}
+
 /// Two sessions, initialized, with the tools listed (so calls go out at once).
 fn two_ready(srv: &Server) -> (Mcp, Mcp) {
     let (mut a, mut b) = (srv.connect(), srv.connect());
@@ -96,11 +106,7 @@ fn one_sessions_cancel_leaves_the_others_call_alone() {
 
 #[test]
 fn subscriptions_are_counted_across_sessions() {
-    let dir = TempDir::new("wire");
-    let wire = dir.path().join("wire.jsonl");
-    let mut s = recorded_fixture("alpha", &wire);
-    s["scope"] = json!("shared");
-    let srv = Server::start(json!({ "alpha": s }), &[]);
+    let (_dir, wire, srv) = recorded_shared();
     let uri = "fixture://alpha/info";
     let (mut a, mut b) = (srv.connect(), srv.connect());
     for c in [&mut a, &mut b] {
@@ -202,11 +208,7 @@ fn with_calls_of_two_sessions_in_flight_a_servers_request_gets_an_error() {
 
 #[test]
 fn a_session_that_ends_cancels_its_calls_and_log_messages_never_reach_a_client() {
-    let dir = TempDir::new("wire");
-    let wire = dir.path().join("wire.jsonl");
-    let mut s = recorded_fixture("alpha", &wire);
-    s["scope"] = json!("shared");
-    let srv = Server::start(json!({ "alpha": s }), &[]);
+    let (_dir, wire, srv) = recorded_shared();
     let mut a = srv.connect();
     a.initialize();
     a.request("tools/list", json!({}));
@@ -259,11 +261,7 @@ fn after_a_restart_every_session_is_told_the_lists_changed() {
 
 #[test]
 fn a_restarted_process_gets_back_the_subscriptions_it_held() {
-    let dir = TempDir::new("wire");
-    let wire = dir.path().join("wire.jsonl");
-    let mut s = recorded_fixture("alpha", &wire);
-    s["scope"] = json!("shared");
-    let srv = Server::start(json!({ "alpha": s }), &[]);
+    let (_dir, wire, srv) = recorded_shared();
     let mut a = srv.connect();
     a.initialize();
     let uri = "fixture://alpha/info";
