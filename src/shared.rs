@@ -546,15 +546,9 @@ impl Mux {
                 None if self.any_coming() => self.waiting.push_back((s, msg)),
                 None => self.unavailable(s, id),
             },
-            (Some("logging/setLevel"), Some(id)) => {
-                self.to_session(s, jsonrpc::result(id, json!({})))
-            }
+            (Some("logging/setLevel"), Some(id)) => self.answer_empty(s, id),
             (Some("resources/subscribe"), Some(id)) => {
-                let uri = msg
-                    .pointer("/params/uri")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned();
+                let uri = uri_of(&msg);
                 if self.subs.get(&uri).is_none_or(HashSet::is_empty) {
                     // The first subscriber: the process that takes it holds
                     // the subscription (a queued one comes back here).
@@ -564,15 +558,11 @@ impl Mux {
                     }
                 } else {
                     self.subs.entry(uri).or_default().insert(s);
-                    self.to_session(s, jsonrpc::result(id, json!({})));
+                    self.answer_empty(s, id);
                 }
             }
             (Some("resources/unsubscribe"), Some(id)) => {
-                let uri = msg
-                    .pointer("/params/uri")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned();
+                let uri = uri_of(&msg);
                 let was = self.subs.get_mut(&uri).is_some_and(|set| set.remove(&s));
                 let last = was && self.subs.get(&uri).is_some_and(HashSet::is_empty);
                 match self.holder.get(&uri).copied() {
@@ -586,7 +576,7 @@ impl Mux {
                             self.subs.remove(&uri);
                             self.holder.remove(&uri);
                         }
-                        self.to_session(s, jsonrpc::result(id, json!({})));
+                        self.answer_empty(s, id);
                     }
                 }
             }
@@ -688,6 +678,11 @@ impl Mux {
         self.procs
             .iter()
             .any(|p| matches!(p.state, State::Ready { .. } | State::Starting(..)))
+    }
+
+    /// Answers a request of session `s` here, with an empty result.
+    fn answer_empty(&self, s: u64, id: Value) {
+        self.to_session(s, jsonrpc::result(id, json!({})));
     }
 
     fn unavailable(&self, s: u64, id: Value) {
@@ -953,4 +948,12 @@ impl Mux {
             }
         }
     }
+}
+
+/// The `params.uri` of a resources request ("" when missing).
+fn uri_of(msg: &Value) -> String {
+    msg.pointer("/params/uri")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned()
 }

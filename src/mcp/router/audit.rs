@@ -101,9 +101,14 @@ pub fn outcome_of(is_error: bool, payload: &str) -> Outcome {
     if !is_error {
         return Outcome::Ok;
     }
-    #[derive(serde::Deserialize)]
-    struct Code {
-        code: i64,
+    outcome_of_error(serde_json::from_str::<Value>(payload).ok().as_ref())
+}
+
+/// The outcome of a response whose `error` member is `error` (None: ok).
+/// An error without a readable code counts as code 0.
+pub fn outcome_of_error(error: Option<&Value>) -> Outcome {
+    match error {
+        None => Outcome::Ok,
+        Some(e) => Outcome::Error(e.get("code").and_then(Value::as_i64).unwrap_or(0)),
     }
-    Outcome::Error(serde_json::from_str::<Code>(payload).map_or(0, |c| c.code))
 }

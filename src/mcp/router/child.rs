@@ -134,11 +134,7 @@ impl Router {
             }) => {
                 msg["id"] = client_id;
                 if audit.is_some() {
-                    let outcome = match msg.pointer("/error/code") {
-                        Some(c) => Outcome::Error(c.as_i64().unwrap_or(0)),
-                        None if msg.get("error").is_some() => Outcome::Error(0),
-                        None => Outcome::Ok,
-                    };
+                    let outcome = audit::outcome_of_error(msg.get("error"));
                     let bytes = serde_json::to_vec(&msg).map_or(0, |b| b.len() + 1);
                     self.record(audit, child, outcome, bytes, now);
                 }
