@@ -81,6 +81,12 @@ struct Args {
     /// key API requests allowed per client IP per minute (default: 10)
     #[argh(option, default = "10")]
     key_server_rate_limit: u32,
+    /// CA public keys (authorized_keys format) whose OpenSSH user certificates are accepted, as sshd's TrustedUserCAKeys
+    #[argh(option)]
+    trusted_user_ca_keys: Option<String>,
+    /// public keys refused however offered (plain, certified, or as a certificate's CA), as sshd's RevokedKeys
+    #[argh(option)]
+    revoked_keys: Option<String>,
     /// print the version and exit
     #[argh(switch)]
     version: bool,
@@ -168,6 +174,8 @@ fn main() {
             token_file: args.key_server_token_file.as_deref().map(expand_home),
             per_minute: args.key_server_rate_limit,
         }),
+        trusted_user_ca_keys: args.trusted_user_ca_keys.as_deref().map(expand_home),
+        revoked_keys: args.revoked_keys.as_deref().map(expand_home),
     };
     if let Err(e) = server::run(&opts) {
         log::error!("{e}");
