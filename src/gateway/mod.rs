@@ -185,13 +185,12 @@ pub fn serve(session: Session, login: &Login, gw: &Gateway, conn: Conn, shutdown
     let mut live = est.live;
     let grant = est.grant;
     let audit = gw.audit.as_ref().map(|log| {
-        let who = json!({
+        let mut who = json!({
             "client": conn.peer.ip().to_string(),
             "user": est.user,
             "key": est.key.fingerprint(),
             "comment": grant.comment(),
         });
-        let mut who = who;
         if let Some(c) = est.key.cert() {
             who["cert_id"] = json!(c.key_id);
             who["cert_serial"] = json!(c.serial);

@@ -25,6 +25,8 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Most output read from the command; more refuses the login.
@@ -193,6 +195,101 @@ impl KeysCommand {
     }
 }
 
+/// The AuthorizedKeysCommand's part of an open session's re-check: it runs
+/// again every `every` on a thread of its own (joined on drop, so never
+/// past the session: a run ends by its timeout). The session ends when a
+/// run succeeds without listing the key; a run that fails or times out is
+/// logged and the last grant stays (a directory outage does not end every
+/// open session; it refuses new logins).
+pub struct Rerun {
+    cmd: KeysCommand,
+    user: String,
+    kind: String,
+    blob: Vec<u8>,
+    every: Duration,
+    state: Mutex<RerunState>,
+}
+
+struct RerunState {
+    /// What the last successful run granted.
+    grant: Grant,
+    next: Instant,
+    running: Option<JoinHandle<Result<Option<Grant>, String>>>,
+}
+
+impl Rerun {
+    pub fn new(
+        cmd: &KeysCommand,
+        user: &str,
+        kind: &str,
+        blob: &[u8],
+        grant: Grant,
+        every: Duration,
+    ) -> Rerun {
+        Rerun {
+            cmd: cmd.clone(),
+            user: user.to_owned(),
+            kind: kind.to_owned(),
+            blob: blob.to_vec(),
+            every,
+            state: Mutex::new(RerunState {
+                grant,
+                next: Instant::now() + every,
+                running: None,
+            }),
+        }
+    }
+
+    /// The grant in force: takes a finished run's answer, starts the next
+    /// run when one is due. Err when a run no longer lists the key.
+    pub fn grant(&self) -> Result<Grant, String> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.running.as_ref().is_some_and(|h| h.is_finished()) {
+            let said = st.running.take().map(JoinHandle::join);
+            st.next = Instant::now() + self.every;
+            match said {
+                Some(Ok(Ok(Some(g)))) => st.grant = g,
+                Some(Ok(Ok(None))) => {
+                    return Err("the AuthorizedKeysCommand no longer lists it".into());
+                }
+                Some(Ok(Err(why))) => log::warn!(
+                    "re-checking a key of user {:?}: the AuthorizedKeysCommand failed: {why}; \
+                     the session goes on",
+                    self.user
+                ),
+                Some(Err(_)) | None => log::error!("an AuthorizedKeysCommand re-check panicked"),
+            }
+        }
+        if st.running.is_none() && Instant::now() >= st.next {
+            let (cmd, user) = (self.cmd.clone(), self.user.clone());
+            let (kind, blob) = (self.kind.clone(), self.blob.clone());
+            let spawned = std::thread::Builder::new()
+                .name("keys-command".into())
+                .spawn(move || {
+                    let deadline = Instant::now() + cmd.timeout;
+                    cmd.lookup(&user, &kind, &blob, deadline)
+                });
+            match spawned {
+                Ok(h) => st.running = Some(h),
+                Err(e) => {
+                    log::warn!("cannot re-run the AuthorizedKeysCommand: {e}");
+                    st.next = Instant::now() + self.every;
+                }
+            }
+        }
+        Ok(st.grant.clone())
+    }
+}
+
+impl Drop for Rerun {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = st.running.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 /// A started command.
 struct Run {
     child: Child,
@@ -346,6 +443,64 @@ mod tests {
         assert!(KeysCommand::new("/nonexistent/x", DEFAULT_TIMEOUT).is_err());
         assert!(KeysCommand::new("/bin/echo %u %%", DEFAULT_TIMEOUT).is_ok());
         assert!(KeysCommand::new("/bin/echo", Duration::ZERO).is_err());
+    }
+
+    /// Asks `rerun` until `done` holds for its answer and the run count
+    /// (10 s at most); every answer until then must be Ok.
+    fn until(rerun: &Rerun, runs: &Path, done: impl Fn(&Grant, usize) -> bool) -> bool {
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            let g = rerun.grant().expect("still trusted");
+            let n = std::fs::read_to_string(runs).map_or(0, |t| t.lines().count());
+            if done(&g, n) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    #[test]
+    fn reruns_follow_the_commands_answers_and_keep_the_grant_on_failure() {
+        let dir = std::env::temp_dir().join(format!("m2m-rerun-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (keys, runs) = (dir.join("keys"), dir.join("runs"));
+        let (_, line) = crate::keys::generate_ed25519("k");
+        let key = crate::keys::parse_line(&line).unwrap().0;
+        std::fs::write(&keys, format!("environment=\"MCP_TOOLS=a\" {line}\n")).unwrap();
+        let script = format!(
+            "/bin/sh -c 'echo run >> {}; exec cat {}'",
+            runs.display(),
+            keys.display()
+        );
+        let cmd = KeysCommand::new(&script, DEFAULT_TIMEOUT).unwrap();
+        let first = cmd
+            .lookup("u", &key.kind, &key.blob, Instant::now() + DEFAULT_TIMEOUT)
+            .unwrap()
+            .unwrap();
+        assert!(first.allows_tool("a") && !first.allows_tool("b"));
+        let rerun = Rerun::new(&cmd, "u", &key.kind, &key.blob, first, Duration::ZERO);
+        // A new answer replaces the grant.
+        std::fs::write(&keys, format!("{line}\n")).unwrap();
+        assert!(until(&rerun, &runs, |g, _| g.allows_tool("b")));
+        // Failing runs (cat of a missing file exits 1) keep it.
+        std::fs::remove_file(&keys).unwrap();
+        let n = std::fs::read_to_string(&runs).unwrap().lines().count();
+        assert!(until(&rerun, &runs, |_, now| now >= n + 3));
+        // A run that no longer lists the key ends it.
+        std::fs::write(&keys, "").unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        let e = loop {
+            match rerun.grant() {
+                Err(e) => break e,
+                Ok(_) if Instant::now() > end => panic!("still trusted"),
+                Ok(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        assert_eq!(e, "the AuthorizedKeysCommand no longer lists it");
+        drop(rerun);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn sh(script: &str) -> Result<Vec<u8>, String> {

@@ -7,7 +7,7 @@ use super::sys::{Channel, Live, Request, Session};
 use crate::gateway::select::Start;
 use crate::keys::authorized::{Authorized, Grant};
 use crate::keys::cert::{Authorities, Offer};
-use crate::keys::command::KeysCommand;
+use crate::keys::command::{KeysCommand, Rerun};
 use crate::keys::revoked::Revoked;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -351,25 +351,13 @@ pub const COMMAND_RECHECK: Duration = Duration::from_secs(60);
 /// Files and certificates are checked as at login (a stat of each file).
 /// A key the AuthorizedKeysCommand admitted is checked against the
 /// revocation list and its lines' `from=`/`expiry-time` each time, and the
-/// command is run again every [`COMMAND_RECHECK`] on a thread of its own
-/// (joined before the session ends): the session ends when a run succeeds
-/// without listing the key; a run that fails or times out is logged and
-/// the session goes on (a directory outage does not end every session).
+/// command runs again every [`COMMAND_RECHECK`] ([`Rerun`]).
 pub struct Recheck<'a> {
     login: &'a Login,
     user: String,
     offer: Offer,
     peer: IpAddr,
-    source: Source,
-    command: Mutex<Rerun>,
-}
-
-/// The AuthorizedKeysCommand's part of a re-check.
-struct Rerun {
-    /// What the last successful run granted.
-    grant: Grant,
-    next: Instant,
-    running: Option<std::thread::JoinHandle<Result<Option<Grant>, String>>>,
+    rerun: Option<Rerun>,
 }
 
 impl<'a> Recheck<'a> {
@@ -381,75 +369,31 @@ impl<'a> Recheck<'a> {
         grant: Grant,
         peer: IpAddr,
     ) -> Recheck<'a> {
+        let rerun = match (source, &login.command, &offer) {
+            (Source::Command, Some(cmd), Offer::Key { kind, blob }) => {
+                Some(Rerun::new(cmd, &user, kind, blob, grant, COMMAND_RECHECK))
+            }
+            _ => None,
+        };
         Recheck {
             login,
             user,
             offer,
             peer,
-            source,
-            command: Mutex::new(Rerun {
-                grant,
-                next: Instant::now() + COMMAND_RECHECK,
-                running: None,
-            }),
+            rerun,
         }
     }
 
     /// Ok while the key is still trusted; Err (why) ends the session.
     pub fn check(&self) -> Result<(), String> {
-        let (Source::Command, Some(cmd), Offer::Key { kind, blob }) =
-            (self.source, &self.login.command, &self.offer)
-        else {
+        let Some(rerun) = &self.rerun else {
             return admit(self.login, &self.user, &self.offer, self.peer).map(|_| ());
         };
         check_revoked(self.login, &self.offer)?;
-        let mut r = self.command.lock().unwrap_or_else(|p| p.into_inner());
-        if r.running.as_ref().is_some_and(|h| h.is_finished()) {
-            let said = r.running.take().map(|h| h.join());
-            r.next = Instant::now() + COMMAND_RECHECK;
-            match said {
-                Some(Ok(Ok(Some(g)))) => r.grant = g,
-                Some(Ok(Ok(None))) => {
-                    return Err("the AuthorizedKeysCommand no longer lists it".into());
-                }
-                Some(Ok(Err(why))) => log::warn!(
-                    "re-checking a key of user {:?}: the AuthorizedKeysCommand failed: {why}; \
-                     the session goes on",
-                    self.user
-                ),
-                Some(Err(_)) | None => log::error!("the AuthorizedKeysCommand re-check panicked"),
-            }
-        }
-        if r.running.is_none() && Instant::now() >= r.next {
-            let (cmd, user, kind, blob) =
-                (cmd.clone(), self.user.clone(), kind.clone(), blob.clone());
-            let spawned = std::thread::Builder::new()
-                .name("keys-command".into())
-                .spawn(move || {
-                    let deadline = Instant::now() + cmd.timeout();
-                    cmd.lookup(&user, &kind, &blob, deadline)
-                });
-            match spawned {
-                Ok(h) => r.running = Some(h),
-                Err(e) => {
-                    log::warn!("cannot re-run the AuthorizedKeysCommand: {e}");
-                    r.next = Instant::now() + COMMAND_RECHECK;
-                }
-            }
-        }
-        r.grant
+        rerun
+            .grant()?
             .check_login(self.peer, SystemTime::now())
             .map_err(|e| e.to_string())
-    }
-}
-
-impl Drop for Recheck<'_> {
-    /// A run still going ends by its timeout; the session waits for it.
-    fn drop(&mut self) {
-        let r = self.command.get_mut().unwrap_or_else(|p| p.into_inner());
-        if let Some(h) = r.running.take() {
-            let _ = h.join();
-        }
     }
 }
 
