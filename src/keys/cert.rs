@@ -480,7 +480,13 @@ impl Authorities {
         let Some(servers) = &cert.force_command else {
             return Ok(grant);
         };
-        let (path, line) = (grant.listings()[0].path.clone(), grant.listings()[0].line);
+        // A grant has at least one listing; the certificate's options are
+        // shown as coming from its CA's line.
+        let (path, line) = grant
+            .listings()
+            .first()
+            .map(|l| (l.path.clone(), l.line))
+            .unwrap_or_default();
         Ok(grant.with(Listing {
             path,
             line,

@@ -119,6 +119,8 @@ fn a_key_the_command_prints_gets_in_with_that_lines_options() {
     // A line whose options the server refuses refuses the key.
     print(&srv, &format!("permitopen=\"h:1\" {key}\n"));
     refused(&srv, "its line 1 for this key was refused");
+    print(&srv, &format!("{key}\n"));
+    assert_eq!(tools(&srv).len(), 14);
 }
 
 #[test]
