@@ -1,4 +1,5 @@
-//! `--audit-log PATH`: one JSON line per session start and end and per
+//! `--audit-log PATH`: one JSON line per session start and end, per
+//! refused login key (`login_refused`, written by `ssh::conn`), and per
 //! `tools/call`, `prompts/get`, `resources/read` and refused request: who
 //! (session, client address, user, key fingerprint and comment; for a
 //! certificate also `cert_id`, `cert_serial` and `ca`), what

@@ -120,11 +120,12 @@ pub fn run(opts: &ServerOptions) -> Result<(), Error> {
             opts.authorized_clients.display()
         );
     }
-    let login = Login {
+    let mut login = Login {
         authorized,
         cas: user_cas(opts)?,
         revoked: opts.revoked_keys.clone().map(Revoked::open).transpose()?,
         command: keys_command(opts)?,
+        audit: None,
         grace: opts.login_grace,
         // libssh warnings reach the DEBUG log; M2M_LIBSSH_LOG=2..4 asks for more.
         libssh_verbosity: std::env::var("M2M_LIBSSH_LOG")
@@ -139,6 +140,7 @@ pub fn run(opts: &ServerOptions) -> Result<(), Error> {
         }
         None => None,
     };
+    login.audit = audit.clone();
     // New sessions take the current gateway; SIGHUP swaps in a new one.
     let current = Arc::new(Mutex::new(Arc::new(gateway_for(
         opts, servers, &audit, None,

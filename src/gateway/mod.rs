@@ -185,17 +185,9 @@ pub fn serve(session: Session, login: &Login, gw: &Gateway, conn: Conn, shutdown
     let mut live = est.live;
     let grant = est.grant;
     let audit = gw.audit.as_ref().map(|log| {
-        let mut who = json!({
-            "client": conn.peer.ip().to_string(),
-            "user": est.user,
-            "key": est.key.fingerprint(),
-            "comment": grant.comment(),
-        });
-        if let Some(c) = est.key.cert() {
-            who["cert_id"] = json!(c.key_id);
-            who["cert_serial"] = json!(c.serial);
-            who["ca"] = json!(c.ca_fingerprint());
-        }
+        let key = est.key.fingerprint();
+        let cert = est.key.cert();
+        let who = conn::who(conn.peer.ip(), &est.user, &key, Some(grant.comment()), cert);
         SessionAudit::new(log.clone(), id, who)
     });
     let servers = match select::servers(&gw.servers, &est.start, |s| grant.allows_server(s)) {

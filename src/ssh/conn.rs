@@ -4,6 +4,7 @@
 
 use super::persource::{self, Ending, PerSource, Slot};
 use super::sys::{Channel, Live, Request, Session};
+use crate::audit::{AuditLog, SessionAudit};
 use crate::gateway::select::Start;
 use crate::keys::authorized::{Authorized, Grant};
 use crate::keys::cert::{Authorities, Offer};
@@ -23,6 +24,8 @@ pub struct Login {
     pub revoked: Option<Revoked>,
     /// `--authorized-keys-command`: asked about plain keys no trust file lists.
     pub command: Option<KeysCommand>,
+    /// `--audit-log`: refused keys get a `login_refused` record.
+    pub audit: Option<Arc<AuditLog>>,
     /// Time for key exchange and authentication together.
     pub grace: Duration,
     /// libssh's own log verbosity for connection threads (`M2M_LIBSSH_LOG`).
@@ -241,11 +244,18 @@ fn authenticate(
                         // Logged once per key: clients probe before they sign.
                         let why = verdict.err().unwrap_or_default();
                         if !signed {
-                            match offer {
+                            match &offer {
                                 Ok(o) => log::info!("s{id}: refused {o} from {peer}: {why}"),
                                 Err(_) => {
                                     log::info!("s{id}: refused {kind} key {fp} from {peer}: {why}")
                                 }
+                            }
+                            if let Some(a) = &login.audit {
+                                let key = offer.as_ref().map_or(fp, Offer::fingerprint);
+                                let cert = offer.as_ref().ok().and_then(Offer::cert);
+                                let who = who(peer, &user, &key, None, cert);
+                                let record = SessionAudit::new(a.clone(), id, who);
+                                record.event("login_refused", serde_json::json!({ "reason": why }));
                             }
                         }
                         keys_refused += 1;
@@ -299,6 +309,28 @@ fn check_revoked(login: &Login, offer: &Offer) -> Result<(), String> {
         Offer::Key { blob, .. } => r.check(&[("key", blob)]),
         Offer::Cert(c) => r.check(&[("certified key", &c.key), ("CA key", &c.ca)]),
     }
+}
+
+/// Who a session or a refused login is, for the audit log: client, user,
+/// key fingerprint, the key line's comment, and a certificate's id, serial
+/// and CA.
+pub fn who(
+    peer: IpAddr,
+    user: &str,
+    key: &str,
+    comment: Option<&str>,
+    cert: Option<&crate::keys::cert::Cert>,
+) -> serde_json::Value {
+    let mut who = serde_json::json!({"client": peer.to_string(), "user": user, "key": key});
+    if let Some(c) = comment {
+        who["comment"] = c.into();
+    }
+    if let Some(c) = cert {
+        who["cert_id"] = c.key_id.clone().into();
+        who["cert_serial"] = c.serial.into();
+        who["ca"] = c.ca_fingerprint().into();
+    }
+    who
 }
 
 /// [`admit`] at login, where a plain key that no trust file lists is

@@ -138,6 +138,37 @@ fn a_valid_certificate_gets_in_and_the_audit_log_names_it() {
     assert!(ca_fp.contains(start["ca"].as_str().unwrap()), "{start}");
     let key_fp = ssh_keygen(&["-lf", &format!("{}.pub", key.display())]);
     assert!(key_fp.contains(start["key"].as_str().unwrap()), "{start}");
+    // A refused certificate is recorded too, with the reason.
+    let public = std::fs::read_to_string(format!("{}.pub", key.display())).unwrap();
+    std::fs::write(srv.path("revoked"), public).unwrap();
+    let (out, _) = login_as(&srv, &key, "mcp", &[]);
+    assert!(!out.status.success());
+    let records: Vec<Value> = json_lines(&std::fs::read(&audit).unwrap());
+    let refusals: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["event"] == "login_refused")
+        .collect();
+    // The plain key's refusals (ssh offers the key alone after its
+    // certificate) name no certificate.
+    assert!(
+        refusals
+            .iter()
+            .any(|r| r["reason"] == "not authorized" && r.get("cert_id").is_none()),
+        "{records:?}"
+    );
+    let refused = refusals
+        .iter()
+        .find(|r| r.get("cert_id").is_some())
+        .unwrap_or_else(|| panic!("{records:?}"));
+    assert_eq!(refused["cert_id"], "id-alice", "{refused}");
+    assert_eq!(refused["cert_serial"], 42, "{refused}");
+    assert_eq!(refused["key"], start["key"], "{refused}");
+    let reason = refused["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("certified key SHA256:") && reason.contains("is revoked"),
+        "{refused}"
+    );
+    still_serving(&srv);
 }
 
 #[test]
