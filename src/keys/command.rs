@@ -168,6 +168,9 @@ impl KeysCommand {
             .map(|a| expand(a, user, &fp, kind, &b64))
             .collect::<Result<Vec<_>, _>>()?;
         let deadline = deadline.min(Instant::now() + self.timeout);
+        if deadline <= Instant::now() {
+            return Err("no time was left before the login deadline".into());
+        }
         let out = run(&args, deadline)?;
         let text = String::from_utf8(out).map_err(|_| "its output is not UTF-8".to_owned())?;
         let source = Path::new("AuthorizedKeysCommand");

@@ -401,10 +401,10 @@ fn a_revoked_or_expiring_certificate_loses_its_open_session() {
 /// libssh checks the client's signature with the certified key: a valid
 /// certificate offered with another private key does not get in. (libssh
 /// 0.10.6 drops a request whose signature does not verify without an
-/// answer, so that client waits for the login deadline: 3 s here.)
+/// answer, so that client waits for the login deadline: 5 s here.)
 #[test]
 fn a_certificate_offered_with_another_private_key_is_refused() {
-    let srv = start("", &["--login-grace-time", "3"]);
+    let srv = start("", &["--login-grace-time", "5"]);
     let alice = certified(&srv, "alice", &[]);
     let line = std::fs::read_to_string(cert_file(&alice)).unwrap();
     let (mallory, _) = client_key(srv.dir.path(), "mallory");

@@ -144,12 +144,12 @@ fn tokens_are_expanded_into_the_commands_arguments() {
 
 #[test]
 fn a_slow_command_is_killed_at_its_timeout_and_the_next_login_is_served() {
-    let srv = start("", &["--authorized-keys-command-timeout", "1"]);
+    let srv = start("", &["--authorized-keys-command-timeout", "2"]);
     print(&srv, &format!("{}\n", public(&srv)));
     mode(&srv, "slow");
     refused(
         &srv,
-        "did not finish within 1.0 s; its process group was killed",
+        "did not finish within 2.0 s; its process group was killed",
     );
     // The command's process is gone (killed and reaped, not left to run).
     let pid = std::fs::read_to_string(srv.path("pid")).unwrap();
