@@ -185,26 +185,87 @@ fn a_legacy_connection_refuses_modern_requests_and_a_refused_one_does_not_lock()
     assert!(r["result"].get("resultType").is_none(), "{r}");
 }
 
+/// `mcp-server-time` with `"protocol": protocol`.
+fn time(protocol: &str) -> Value {
+    json!({"time": {"command": time_server(), "args": ["--local-timezone", "UTC"], "protocol": protocol}})
+}
+
 #[test]
-fn a_modern_client_reaches_mcp_server_time_through_the_gateway() {
+fn a_modern_client_reaches_mcp_server_time_in_either_of_its_eras() {
+    // legacy: initialized by the gateway; auto: probed, found modern.
+    for protocol in ["legacy", "auto"] {
+        let srv = Server::start(time(protocol), &[]);
+        let mut c = srv.connect();
+        let d = modern(&mut c, "server/discover", json!({}));
+        assert!(complete(&d)["capabilities"]["tools"].is_object(), "{d}");
+        let list = modern(&mut c, "tools/list", json!({}));
+        complete(&list);
+        assert!(
+            names(&list, "tools").contains(&"get_current_time".to_owned()),
+            "{list}"
+        );
+        let r = modern(
+            &mut c,
+            "tools/call",
+            json!({"name": "get_current_time", "arguments": {"timezone": "UTC"}}),
+        );
+        complete(&r);
+        assert!(text(&r).contains("UTC"), "{protocol}: {r}");
+        let found = if protocol == "auto" {
+            "[time] speaks 2026-07-28"
+        } else {
+            ""
+        };
+        assert!(srv.log().contains(found), "{protocol}");
+    }
+}
+
+#[test]
+fn a_legacy_client_reaches_mcp_server_time_spoken_to_in_2026_07_28() {
+    for protocol in ["2026-07-28", "auto"] {
+        let srv = Server::start(time(protocol), &["--warm-spares", "0"]);
+        let mut c = srv.connect();
+        let init = c.initialize();
+        assert!(
+            init["result"]["capabilities"]["tools"].is_object(),
+            "{protocol}: {init}"
+        );
+        let list = c.request("tools/list", json!({}));
+        assert!(
+            names(&list, "tools").contains(&"convert_time".to_owned()),
+            "{list}"
+        );
+        let r = c.call("get_current_time", json!({"timezone": "UTC"}));
+        assert!(text(&r).contains("UTC"), "{protocol}: {r}");
+        // 2026-07-28: probed, with no fallback. auto: a probe that timed out
+        // on a slow start-up finds it locked modern at initialize.
+        let log = srv.log();
+        assert!(
+            log.contains("[time] speaks 2026-07-28")
+                || log.contains("[time] refused initialize with -32022"),
+            "{protocol}"
+        );
+    }
+}
+
+#[test]
+fn a_server_that_must_be_modern_and_is_not_is_left_out_with_a_reason() {
+    let mut fx = fixture("alpha", &[]);
+    fx["protocol"] = json!("2026-07-28");
     let srv = Server::start(
-        json!({"time": {"command": time_server(), "args": ["--local-timezone", "UTC"]}}),
-        &[],
+        json!({"alpha": fx, "beta": fixture("beta", &[])}),
+        &["--warm-spares", "0"],
     );
     let mut c = srv.connect();
-    let d = modern(&mut c, "server/discover", json!({}));
-    assert!(complete(&d)["capabilities"]["tools"].is_object(), "{d}");
-    let list = modern(&mut c, "tools/list", json!({}));
-    complete(&list);
+    c.initialize();
+    let list = c.request("tools/list", json!({}));
     assert!(
-        names(&list, "tools").contains(&"get_current_time".to_owned()),
-        "{list}"
+        names(&list, "tools").contains(&"echo".to_owned()),
+        "beta serves: {list}"
     );
-    let r = modern(
-        &mut c,
-        "tools/call",
-        json!({"name": "get_current_time", "arguments": {"timezone": "UTC"}}),
+    assert!(
+        srv.wait_log("configured \"protocol\": \"2026-07-28\" but server/discover"),
+        "{}",
+        srv.log()
     );
-    complete(&r);
-    assert!(text(&r).contains("UTC"), "{r}");
 }

@@ -177,7 +177,7 @@ impl Router {
                     None => return,
                 };
                 match kind {
-                    None => self.init_answer(child, fanout, &msg),
+                    None => self.init_answer(child, fanout, &msg, now),
                     Some(Some(k)) => self.list_page(child, fanout, k, pages, &msg, now),
                     Some(None) => {
                         if let Some(f) = self.fanouts.get_mut(&fanout) {
@@ -198,6 +198,12 @@ impl Router {
         let c = &mut self.children[child];
         c.status = Status::Idle;
         c.overdue = 0;
+        if c.modern {
+            // Nothing to initialize: it serves as it did.
+            c.status = Status::Ready;
+            self.restarted(child);
+            return self.take();
+        }
         if let Some(params) = self.init_params.clone() {
             self.children[child].status = Status::Initializing;
             let fid = self.fan_out(FanKind::Restart(child), None, 1);
@@ -212,10 +218,12 @@ impl Router {
         if self.children[child].status != Status::Ready {
             return;
         }
-        self.out.push(Action::ToChild(
-            child,
-            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-        ));
+        if !self.children[child].modern {
+            self.out.push(Action::ToChild(
+                child,
+                json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            ));
+        }
         for kind in [ListKind::Tools, ListKind::Prompts, ListKind::Resources] {
             if self.children[child].caps.contains_key(kind.field()) {
                 self.forget_map(kind);

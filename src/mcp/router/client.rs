@@ -113,7 +113,9 @@ impl Router {
         match method {
             "notifications/initialized" | "notifications/roots/list_changed" => {
                 for i in self.ready() {
-                    self.out.push(Action::ToChild(i, msg.clone()));
+                    if !self.children[i].modern {
+                        self.out.push(Action::ToChild(i, msg.clone()));
+                    }
                 }
             }
             "notifications/cancelled" => {
@@ -266,11 +268,24 @@ impl Router {
         {
             self.raise_log_level(child, *l);
         }
-        if let Pending::Forward {
-            modern: Some(_), ..
-        } = &pending
-        {
-            era::strip_meta(&mut msg);
+        let from_modern = matches!(
+            &pending,
+            Pending::Forward {
+                modern: Some(_),
+                ..
+            }
+        );
+        match (from_modern, self.children[child].modern) {
+            (true, false) => era::strip_meta(&mut msg),
+            (false, true) => {
+                let params = msg
+                    .as_object_mut()
+                    .map(|m| m.entry("params").or_insert_with(|| json!({})));
+                if let Some(p) = params {
+                    era::add_meta(p, self.era.client_meta());
+                }
+            }
+            _ => {} // the same era: the client's own `_meta` passes
         }
         let cid = self
             .ids

@@ -146,6 +146,9 @@ pub struct EraState {
     pub sent_level: Vec<Option<u8>>,
     /// Open `subscriptions/listen` streams: the client's id and filter.
     pub listens: Vec<Listen>,
+    /// The `_meta` the gateway puts on requests of its own to modern
+    /// children (list fan-outs) and on a legacy client's requests to them.
+    client_meta: Map<String, Value>,
 }
 
 /// One open `subscriptions/listen`.
@@ -164,7 +167,55 @@ impl EraState {
             current: None,
             sent_level: vec![None; children],
             listens: Vec::new(),
+            client_meta: Map::from_iter([
+                (PROTOCOL_VERSION.to_owned(), json!(MODERN)),
+                (CLIENT_CAPABILITIES.to_owned(), json!({})),
+                (CLIENT_INFO.to_owned(), info),
+            ]),
         }
+    }
+
+    pub fn client_meta(&self) -> &Map<String, Value> {
+        &self.client_meta
+    }
+
+    /// A modern client locked the era with this request's `_meta`.
+    pub fn modern_client(&mut self, meta: &Meta) {
+        self.client_meta.insert(
+            CLIENT_CAPABILITIES.into(),
+            Value::Object(meta.capabilities.clone()),
+        );
+        if let Some(info) = &meta.client_info {
+            self.client_meta.insert(CLIENT_INFO.into(), info.clone());
+        }
+    }
+
+    /// A legacy client's `initialize` params, mapped to the `_meta` of
+    /// 2026-07-28 (ERAS §4 column B): `roots.listChanged` and `tasks` go.
+    pub fn legacy_client(&mut self, init: &Value) {
+        let mut caps = init
+            .get("capabilities")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        caps.remove("tasks");
+        if caps.contains_key("roots") {
+            caps.insert("roots".into(), json!({}));
+        }
+        self.client_meta
+            .insert(CLIENT_CAPABILITIES.into(), Value::Object(caps));
+        if let Some(info) = init.get("clientInfo").filter(|v| v.is_object()) {
+            self.client_meta.insert(CLIENT_INFO.into(), info.clone());
+        }
+    }
+
+    /// A legacy client's `logging/setLevel`: stamped on its later
+    /// requests to modern children.
+    pub fn legacy_level(&mut self, level: Option<&str>) {
+        match level.filter(|l| level_rank(l).is_some()) {
+            Some(l) => self.client_meta.insert(LOG_LEVEL.into(), json!(l)),
+            None => self.client_meta.remove(LOG_LEVEL),
+        };
     }
 
     pub fn modern(&self) -> bool {
@@ -386,6 +437,26 @@ pub fn strip_meta(msg: &mut Value) {
     };
     if empty {
         params.remove("_meta");
+    }
+}
+
+/// Puts `meta` into `params._meta` (a request to a modern child), keeping
+/// what is there (`progressToken`).
+pub fn add_meta(params: &mut Value, meta: &Map<String, Value>) {
+    if !params.is_object() {
+        *params = json!({});
+    }
+    let Some(p) = params.as_object_mut() else {
+        return;
+    };
+    let slot = p.entry("_meta").or_insert_with(|| json!({}));
+    if !slot.is_object() {
+        *slot = json!({});
+    }
+    if let Some(m) = slot.as_object_mut() {
+        for (k, v) in meta {
+            m.entry(k.clone()).or_insert_with(|| v.clone());
+        }
     }
 }
 

@@ -138,6 +138,8 @@ struct Child {
     instructions: Option<String>,
     /// Its requests in a row that ran past their timeout.
     overdue: u32,
+    /// It speaks 2026-07-28: no `initialize`, `_meta` on every request.
+    modern: bool,
 }
 
 enum FanKind {
@@ -201,6 +203,7 @@ impl Router {
                     caps: Map::new(),
                     instructions: None,
                     overdue: 0,
+                    modern: false,
                 })
                 .collect(),
             opts,
@@ -232,6 +235,23 @@ impl Router {
     /// Marks a child as unusable from the start (it failed to spawn).
     pub fn child_unavailable(&mut self, child: usize) {
         self.children[child].status = Status::Out;
+    }
+
+    /// Child `child` speaks 2026-07-28 (its `server/discover` result): it
+    /// is ready at once, with no `initialize`.
+    pub fn child_modern(&mut self, child: usize, discover: &Value) {
+        let c = &mut self.children[child];
+        c.modern = true;
+        c.status = Status::Ready;
+        c.caps = discover
+            .get("capabilities")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        c.instructions = discover
+            .get("instructions")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
     }
 
     /// When the session should call [`Router::tick`] next.
@@ -319,6 +339,10 @@ impl Router {
             fanout,
             pages,
         };
+        let mut params = params;
+        if self.children[child].modern {
+            era::add_meta(&mut params, self.era.client_meta());
+        }
         let id = self
             .ids
             .insert(part, self.children[child].info.timeout, now);

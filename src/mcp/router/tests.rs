@@ -1273,3 +1273,199 @@ fn a_legacy_childs_requests_are_refused_for_a_modern_client_and_errors_use_moder
     assert_eq!(e["code"], jsonrpc::INTERNAL_ERROR);
     assert_eq!(e["data"]["reason"], "timeout");
 }
+
+// ---- 2026-07-28 children (ERAS §2.2, §4 columns B and C) ----
+
+/// Child 1 of two speaks 2026-07-28 (its discover result).
+fn with_modern_child() -> Router {
+    let mut r = router(2);
+    r.child_modern(
+        1,
+        &json!({"supportedVersions":[MODERN],"capabilities":{"tools":{},"logging":{},"extensions":{"io.modelcontextprotocol/tasks":{}}},"instructions":"m"}),
+    );
+    r
+}
+
+#[test]
+fn a_legacy_client_reaches_a_modern_child_with_meta_built_from_its_initialize() {
+    let now = Instant::now();
+    let mut r = with_modern_child();
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"roots":{"listChanged":true},"tasks":{},"sampling":{}},"clientInfo":{"name":"lc","version":"3"}}}),
+        now,
+    );
+    let sent = to_child(&a);
+    assert_eq!(sent.len(), 1, "no initialize for the modern child");
+    assert_eq!(sent[0].0, 0);
+    let a = r.from_child(
+        0,
+        json!({"jsonrpc":"2.0","id":sent[0].1["id"],"result":{"capabilities":{"logging":{}}}}),
+        now,
+    );
+    let init = &to_client(&a)[0]["result"];
+    assert!(
+        init["capabilities"]["tools"].is_object(),
+        "the modern child's tools count: {init}"
+    );
+    assert!(
+        init["capabilities"].get("extensions").is_none(),
+        "no extensions in legacy"
+    );
+    assert!(init["instructions"].as_str().unwrap().contains("[s1] m"));
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+        now,
+    );
+    assert_eq!(
+        to_child(&a).iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        [0],
+        "not to the modern child"
+    );
+    // setLevel: answered for the legacy child, remembered for the modern one.
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":1,"method":"logging/setLevel","params":{"level":"notice"}}),
+        now,
+    );
+    let sent = to_child(&a);
+    assert_eq!(sent.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0]);
+    r.from_child(
+        0,
+        json!({"jsonrpc":"2.0","id":sent[0].1["id"],"result":{}}),
+        now,
+    );
+    // The list fan-out to the modern child carries the mapped _meta.
+    let a = r.from_client(json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}), now);
+    let (i, m) = to_child(&a)[0].clone();
+    assert_eq!(i, 1, "only the modern child has tools");
+    let meta = &m["params"]["_meta"];
+    assert_eq!(meta["io.modelcontextprotocol/protocolVersion"], MODERN);
+    assert_eq!(
+        meta["io.modelcontextprotocol/clientCapabilities"],
+        json!({"roots":{},"sampling":{}})
+    );
+    assert_eq!(meta["io.modelcontextprotocol/clientInfo"]["name"], "lc");
+    assert_eq!(meta["io.modelcontextprotocol/logLevel"], "notice");
+    r.from_child(1, json!({"jsonrpc":"2.0","id":m["id"],"result":{"resultType":"complete","tools":[{"name":"now"}],"ttlMs":60000,"cacheScope":"public"}}), now);
+    // A call: the client's progressToken stays next to the added keys.
+    let a = r.from_client(json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"now","_meta":{"progressToken":5}}}), now);
+    let (_, m) = &to_child(&a)[0];
+    assert_eq!(m["params"]["_meta"]["progressToken"], 5);
+    assert_eq!(
+        m["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"],
+        MODERN
+    );
+    let v = raw(
+        &mut r,
+        1,
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"result":{{"resultType":"complete","content":[]}}}}"#,
+            m["id"]
+        ),
+        now,
+    );
+    assert_eq!(v["id"], 3);
+    assert_eq!(v["result"]["content"], json!([]));
+    // A restart needs no initialize either.
+    let a = r.child_restarted(1, now);
+    assert!(to_child(&a).is_empty());
+    assert_eq!(
+        to_client(&a)[0]["method"],
+        "notifications/tools/list_changed"
+    );
+}
+
+#[test]
+fn a_modern_client_and_a_modern_child_pass_meta_and_input_required_through() {
+    let now = Instant::now();
+    let mut r = with_modern_child();
+    let d = discover_with_modern(&mut r, now);
+    assert_eq!(
+        d["capabilities"]["extensions"],
+        json!({"io.modelcontextprotocol/tasks":{}})
+    );
+    list_tools(&mut r, now, |i| json!([{"name": format!("t{i}")}]));
+    let call = modern(
+        json!("c"),
+        "tools/call",
+        json!({"name":"t1"}),
+        json!({"io.modelcontextprotocol/logLevel":"debug"}),
+    );
+    let a = r.from_client(call.clone(), now);
+    let sent = to_child(&a);
+    assert_eq!(sent.len(), 1, "no setLevel for a modern child");
+    let (i, m) = &sent[0];
+    assert_eq!(*i, 1);
+    assert_eq!(
+        m["params"]["_meta"], call["params"]["_meta"],
+        "the client's own _meta"
+    );
+    let v = raw(
+        &mut r,
+        1,
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"result":{{"resultType":"input_required","inputRequests":{{"k":{{"method":"roots/list","params":{{}}}}}},"requestState":"s1"}}}}"#,
+            m["id"]
+        ),
+        now,
+    );
+    assert_eq!(v["result"]["resultType"], "input_required");
+    assert_eq!(v["result"]["requestState"], "s1");
+    assert!(v["result"].get("ttlMs").is_none());
+    // The retry reaches the same child with its answers as sent.
+    let retry = modern(
+        json!("c2"),
+        "tools/call",
+        json!({"name":"t1","inputResponses":{"k":{"roots":[]}},"requestState":"s1"}),
+        json!({}),
+    );
+    let a = r.from_client(retry, now);
+    let (i, m) = &to_child(&a)[0];
+    assert_eq!(*i, 1);
+    assert_eq!(m["params"]["requestState"], "s1");
+    assert_eq!(m["params"]["inputResponses"]["k"], json!({"roots":[]}));
+}
+
+/// `server/discover` when child 0 is legacy and child 1 modern.
+fn discover_with_modern(r: &mut Router, now: Instant) -> Value {
+    let a = r.from_client(
+        modern(json!("d"), "server/discover", json!({}), json!({})),
+        now,
+    );
+    let sent = to_child(&a);
+    assert_eq!(sent.len(), 1, "only the legacy child is initialized");
+    let a = r.from_child(
+        0,
+        json!({"jsonrpc":"2.0","id":sent[0].1["id"],"result":{"capabilities":{"tools":{}}}}),
+        now,
+    );
+    let initialized: Vec<usize> = to_child(&a).iter().map(|(i, _)| *i).collect();
+    assert_eq!(initialized, [0]);
+    to_client(&a)[0]["result"].clone()
+}
+
+#[test]
+fn a_child_that_refuses_initialize_with_32022_is_asked_discover_and_served_modern() {
+    let now = Instant::now();
+    let mut r = router(1);
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{}}}),
+        now,
+    );
+    let (_, m) = &to_child(&a)[0];
+    let a = r.from_child(0, json!({"jsonrpc":"2.0","id":m["id"],"error":{"code":-32022,"message":"locked","data":{"supported":[MODERN]}}}), now);
+    assert!(to_client(&a).is_empty(), "initialize still waits");
+    let (_, d) = &to_child(&a)[0];
+    assert_eq!(d["method"], "server/discover");
+    assert_eq!(
+        d["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"],
+        MODERN
+    );
+    let a = r.from_child(0, json!({"jsonrpc":"2.0","id":d["id"],"result":{"resultType":"complete","supportedVersions":[MODERN],"capabilities":{"tools":{}}}}), now);
+    assert!(to_client(&a)[0]["result"]["capabilities"]["tools"].is_object());
+    assert_eq!(r.ready_children(), ["s0"]);
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+        now,
+    );
+    assert!(a.is_empty(), "a modern child gets no initialized");
+}
