@@ -23,6 +23,7 @@ mod keyapi_limits;
 mod lifecycle;
 mod login;
 mod persource;
+mod proxy;
 mod reload;
 mod shared;
 mod supervise;
