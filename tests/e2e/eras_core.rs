@@ -269,3 +269,53 @@ fn a_server_that_must_be_modern_and_is_not_is_left_out_with_a_reason() {
         srv.log()
     );
 }
+
+/// The one entry of an `input_required` result: (key, request, state).
+fn input_required(r: &Value) -> (String, Value, Value) {
+    let res = &r["result"];
+    assert_eq!(res["resultType"], "input_required", "{r}");
+    let (k, v) = res["inputRequests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    (k.clone(), v.clone(), res["requestState"].clone())
+}
+
+#[test]
+fn a_legacy_childs_sampling_and_roots_reach_a_modern_client_as_input_required() {
+    let srv = Server::start(alpha(), &[]);
+    let mut c = srv.connect();
+    let caps = json!({"io.modelcontextprotocol/clientCapabilities": {"sampling": {}, "roots": {}}});
+    let call = json!({"name": "sample", "arguments": {}});
+    let r = c.request("tools/call", params(call.clone(), caps.clone()));
+    let (key, req, state) = input_required(&r);
+    assert_eq!(req["method"], "sampling/createMessage");
+    // A foreign requestState is refused and the session goes on.
+    let mut bad = params(call.clone(), caps.clone());
+    bad["requestState"] = json!("not-ours");
+    assert_error(&c.request("tools/call", bad), -32602, "requestState");
+    let mut retry = params(call.clone(), caps.clone());
+    retry["requestState"] = state.clone();
+    retry["inputResponses"] =
+        json!({key: {"role": "assistant", "content": {"type": "text", "text": "s"}, "model": "m"}});
+    let r = c.request("tools/call", retry.clone());
+    let (key2, req2, state2) = input_required(&r);
+    assert_eq!(req2["method"], "roots/list");
+    // The same state again (a replay) is refused.
+    assert_error(
+        &c.request("tools/call", retry),
+        -32602,
+        "unknown, used or expired",
+    );
+    let mut retry = params(call, caps);
+    retry["requestState"] = state2;
+    retry["inputResponses"] = json!({key2: {"roots": [{"uri": "file:///tmp", "name": "tmp"}]}});
+    let r = c.request("tools/call", retry);
+    complete(&r);
+    assert_eq!(text(&r), "sampled");
+    let got = &r["result"]["structuredContent"];
+    assert_eq!(got["sampling"]["result"]["model"], "m");
+    assert_eq!(got["roots"]["result"]["roots"][0]["uri"], "file:///tmp");
+}

@@ -139,6 +139,7 @@ impl Router {
                     if let Some(Pending::Forward { audit, .. }) = self.ids.take(cid) {
                         self.record(audit, child, Outcome::Cancelled, 0, now);
                     }
+                    self.drop_call(cid, "the client cancelled the request");
                     let mut m = msg.clone();
                     m["params"]["requestId"] = json!(cid);
                     self.out.push(Action::ToChild(child, m));
@@ -246,6 +247,12 @@ impl Router {
 
     /// Sends a client request to one child under a fresh id.
     pub(super) fn forward(&mut self, child: usize, id: Value, mut msg: Value, now: Instant) {
+        if self.era.current.is_some() && !self.children[child].modern && Router::foreign_state(&msg)
+        {
+            self.era.current = None;
+            let why = "requestState: unknown, used or expired (or inputResponses without one)";
+            return self.refuse(id, INVALID_PARAMS, why, Outcome::Error(INVALID_PARAMS), now);
+        }
         if self.children[child].status != Status::Ready {
             self.era.current = None;
             let name = self.children[child].info.name.clone();

@@ -90,13 +90,56 @@ pub enum Era {
 }
 
 /// How a forwarded request's result is stamped for a modern client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
     /// A `resources/read`: it carries the cache hints.
     pub cacheable: bool,
     /// The request's `logLevel` rank: the child's log messages reach the
     /// client while it is in flight, at or above this level.
     pub level: Option<u8>,
+    /// It may be answered `input_required` (`tools/call`, `prompts/get`,
+    /// `resources/read`).
+    pub input: Option<Box<InputCall>>,
+}
+
+/// A call that may be answered `input_required`: what its retry must
+/// repeat, and the input capabilities it declared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputCall {
+    pub method: String,
+    /// The client's `params.name` or `params.uri`.
+    pub target: Value,
+    pub inputs: Inputs,
+}
+
+/// Which client input capabilities a request declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Inputs {
+    pub elicitation: bool,
+    pub sampling: bool,
+    pub roots: bool,
+}
+
+impl Inputs {
+    pub fn of(caps: &Map<String, Value>) -> Inputs {
+        Inputs {
+            elicitation: caps.contains_key("elicitation"),
+            sampling: caps.contains_key("sampling"),
+            roots: caps.contains_key("roots"),
+        }
+    }
+
+    /// The capability a server request needs, if this one lacks it; Err
+    /// for a method that is no input request.
+    pub fn lacks(self, method: &str) -> Result<Option<&'static str>, ()> {
+        let (has, cap) = match method {
+            "elicitation/create" => (self.elicitation, "elicitation"),
+            "sampling/createMessage" => (self.sampling, "sampling"),
+            "roots/list" => (self.roots, "roots"),
+            _ => return Err(()),
+        };
+        Ok((!has).then_some(cap))
+    }
 }
 
 /// A request refused before it is routed: code, message, optional data.

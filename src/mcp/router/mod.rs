@@ -13,7 +13,8 @@
 //! - `init.rs`: `initialize` and `logging/setLevel`, fanned out.
 //! - `ids.rs`: every id in flight either way, and its progress token.
 //! - `era.rs`: the client's MCP era, locked per connection, and the rules
-//!   and stamps of 2026-07-28; `modern.rs` serves a modern client with them.
+//!   and stamps of 2026-07-28; `modern.rs` serves a modern client with them;
+//!   `mrtr.rs` turns a legacy child's requests into `input_required`.
 
 mod audit;
 mod catalog;
@@ -23,6 +24,7 @@ mod era;
 mod ids;
 mod init;
 mod modern;
+mod mrtr;
 #[cfg(test)]
 mod tests;
 
@@ -188,6 +190,8 @@ pub struct Router {
     opening: Option<audit::Open>,
     /// The client's era and what a modern client needs.
     era: era::EraState,
+    /// Calls of a modern client that a legacy child asked input for.
+    mrtr: mrtr::Mrtr,
     out: Vec<Action>,
 }
 
@@ -219,6 +223,7 @@ impl Router {
             init_params: None,
             opening: None,
             era,
+            mrtr: mrtr::Mrtr::default(),
             out: Vec::new(),
         }
     }

@@ -57,9 +57,20 @@ impl Router {
         if self.opts.audit {
             self.opening = Open::start(method, &msg, now);
         }
+        let input = matches!(method, "tools/call" | "prompts/get" | "resources/read").then(|| {
+            Box::new(era::InputCall {
+                method: method.to_owned(),
+                target: super::mrtr::target_of(&msg),
+                inputs: era::Inputs::of(&meta.capabilities),
+            })
+        });
+        if input.is_some() && self.retry(&id, &msg, now) {
+            return;
+        }
         self.era.current = Some(era::Reply {
             cacheable: method == "resources/read",
             level: meta.level,
+            input,
         });
         self.route_request(method, id, msg, now);
         self.opening = None;

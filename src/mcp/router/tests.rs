@@ -1469,3 +1469,220 @@ fn a_child_that_refuses_initialize_with_32022_is_asked_discover_and_served_moder
     );
     assert!(a.is_empty(), "a modern child gets no initialized");
 }
+
+// ---- MRTR: a legacy child's requests for a 2026-07-28 client (ERAS §4.1) ----
+
+/// A modern client (declaring `sampling` and `roots`) with tool `t` of a
+/// legacy child open as call "c1"; returns the call as the child got it.
+fn open_call(r: &mut Router, now: Instant) -> Value {
+    discover(r, json!({"tools":{}}), now);
+    list_tools(r, now, |_| json!([{"name":"t"}]));
+    let mut call = modern(
+        json!("c1"),
+        "tools/call",
+        json!({"name":"t","arguments":{}}),
+        json!({}),
+    );
+    call["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] =
+        json!({"sampling":{},"roots":{}});
+    let a = r.from_client(call, now);
+    to_child(&a)[0].1.clone()
+}
+
+fn retry(id: &str, state: &Value, responses: Value) -> Value {
+    let mut m = modern(
+        json!(id),
+        "tools/call",
+        json!({"name":"t","arguments":{}}),
+        json!({}),
+    );
+    m["params"]["requestState"] = state.clone();
+    m["params"]["inputResponses"] = responses;
+    m
+}
+
+#[test]
+fn a_legacy_childs_request_becomes_input_required_and_the_retry_answers_it() {
+    let now = Instant::now();
+    let mut r = router(1);
+    let call = open_call(&mut r, now);
+    let a = r.from_child(0, json!({"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{"messages":[],"maxTokens":5}}), now);
+    let ir = &to_client(&a)[0];
+    assert_eq!(ir["id"], "c1");
+    let res = &ir["result"];
+    assert_eq!(res["resultType"], "input_required");
+    let (key, req) = res["inputRequests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    assert_eq!(req["method"], "sampling/createMessage");
+    assert_eq!(req["params"]["maxTokens"], 5);
+    let state = res["requestState"].clone();
+    assert_eq!(state.as_str().unwrap().len(), 32, "128 random bits");
+    assert!(to_child(&a).is_empty(), "the child's call stays open");
+    // Cancelling the answered id is ignored.
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"c1"}}),
+        now,
+    );
+    assert!(a.is_empty());
+    // The retry answers the child's request under its own id.
+    let a = r.from_client(
+        retry(
+            "c2",
+            &state,
+            json!({key: {"role":"assistant","content":{"type":"text","text":"hi"},"model":"m"}}),
+        ),
+        now,
+    );
+    let (_, answer) = &to_child(&a)[0];
+    assert_eq!(answer["id"], "s1");
+    assert_eq!(answer["result"]["model"], "m");
+    // A second request of the child: input_required again, on the retry.
+    let a = r.from_child(
+        0,
+        json!({"jsonrpc":"2.0","id":"s2","method":"roots/list"}),
+        now,
+    );
+    let ir = &to_client(&a)[0];
+    assert_eq!(ir["id"], "c2");
+    let (key2, _) = ir["result"]["inputRequests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    let state2 = ir["result"]["requestState"].clone();
+    assert_ne!(state2, state);
+    // Replayed, tampered and unknown keys are refused; the session goes on.
+    for (bad, why) in [
+        (retry("x1", &state, json!({})), "unknown, used or expired"),
+        (
+            retry("x2", &json!("0123456789abcdef0123456789abcdef"), json!({})),
+            "unknown, used or expired",
+        ),
+        (
+            retry("x3", &state2, json!({"nobody-asked": {}})),
+            "nobody-asked",
+        ),
+        (
+            retry("x4", &state2, json!({key2.clone(): 5})),
+            "must be an object",
+        ),
+    ] {
+        let a = r.from_client(bad, now);
+        let e = &to_client(&a)[0];
+        assert_eq!(e["error"]["code"], INVALID_PARAMS, "{e}");
+        assert!(e["error"]["message"].as_str().unwrap().contains(why), "{e}");
+        assert!(to_child(&a).is_empty());
+    }
+    let mut other = retry("x5", &state2, json!({}));
+    other["params"]["name"] = json!("u");
+    let a = r.from_client(other, now);
+    assert!(
+        to_client(&a)[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("another request")
+    );
+    // The real retry: the child's final answer answers it, stamped.
+    let a = r.from_client(
+        retry("c3", &state2, json!({key2.clone(): {"roots":[]}})),
+        now,
+    );
+    assert_eq!(to_child(&a)[0].1["id"], "s2");
+    let v = raw(
+        &mut r,
+        0,
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"result":{{"content":[{{"type":"text","text":"ok"}}]}}}}"#,
+            call["id"]
+        ),
+        now,
+    );
+    assert_eq!(v["id"], "c3");
+    assert_eq!(v["result"]["resultType"], "complete");
+    assert!(r.ids.is_empty() && r.mrtr.is_empty() && r.mrtr.handles() == 0);
+}
+
+#[test]
+fn a_client_that_never_retries_gets_the_childs_call_cancelled_at_the_timeout() {
+    let now = Instant::now();
+    let mut r = router(1);
+    let call = open_call(&mut r, now);
+    let t5 = now + Duration::from_secs(5);
+    let a = r.from_child(
+        0,
+        json!({"jsonrpc":"2.0","id":"q","method":"roots/list"}),
+        t5,
+    );
+    let state = to_client(&a)[0]["result"]["requestState"].clone();
+    assert!(
+        r.tick(now + Duration::from_secs(14)).is_empty(),
+        "the wait starts at input_required"
+    );
+    let a = r.tick(t5 + Duration::from_secs(10));
+    assert!(
+        to_client(&a).is_empty(),
+        "the client's request was answered already"
+    );
+    let sent = to_child(&a);
+    assert!(
+        sent.iter()
+            .any(|(_, m)| m["method"] == "notifications/cancelled"
+                && m["params"]["requestId"] == call["id"])
+    );
+    let e = sent.iter().find(|(_, m)| m["id"] == "q").unwrap();
+    assert!(
+        e.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not retry")
+    );
+    assert!(r.ids.is_empty() && r.mrtr.is_empty());
+    let a = r.from_client(
+        retry("late", &state, json!({})),
+        t5 + Duration::from_secs(11),
+    );
+    assert_eq!(to_client(&a)[0]["error"]["code"], INVALID_PARAMS);
+}
+
+#[test]
+fn input_the_client_did_not_declare_or_outside_a_call_is_refused_to_the_child() {
+    let now = Instant::now();
+    let mut r = router(1);
+    let call = open_call(&mut r, now);
+    let a = r.from_child(
+        0,
+        json!({"jsonrpc":"2.0","id":"e","method":"elicitation/create","params":{"message":"?"}}),
+        now,
+    );
+    assert!(to_client(&a).is_empty(), "not listed in inputRequests");
+    let (_, e) = &to_child(&a)[0];
+    assert_eq!(e["error"]["code"], METHOD_NOT_FOUND);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("elicitation")
+    );
+    // The call ends; a request outside any call gets an error.
+    r.from_child(
+        0,
+        json!({"jsonrpc":"2.0","id":call["id"],"result":{"content":[]}}),
+        now,
+    );
+    let a = r.from_child(
+        0,
+        json!({"jsonrpc":"2.0","id":"late","method":"roots/list"}),
+        now,
+    );
+    assert_eq!(to_child(&a)[0].1["error"]["code"], jsonrpc::INTERNAL_ERROR);
+    // A requestState the gateway never issued, for a legacy child: refused.
+    let a = r.from_client(retry("f", &json!("foreign"), json!({})), now);
+    assert_eq!(to_client(&a)[0]["error"]["code"], INVALID_PARAMS);
+    assert!(to_child(&a).is_empty());
+    assert!(r.ids.is_empty());
+}
