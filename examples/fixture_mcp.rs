@@ -7,7 +7,8 @@
 //! `whoami` (name, FIXTURE_ENV, cwd), `progress` (a log and `count`
 //! (3) progress notifications first), `sample` (asks the client for
 //! `sampling/createMessage` then `roots/list`, returns both answers), `slow`
-//! (answers after `ms`), `crash` (exits at once); with `--stall`: `stall`
+//! (answers after `ms`; with `progress: true` one progress notification
+//! first), `crash` (exits at once); with `--stall`: `stall`
 //! (stops reading stdin for `ms`, then answers); with `--notify`: `notify`
 //! (sends `notifications/tools/list_changed`, then
 //! `notifications/resources/updated` for each subscribed URI, or only for the
@@ -222,6 +223,12 @@ fn main() {
                     }
                     "slow" => {
                         let ms = a["ms"].as_u64().unwrap_or(1000);
+                        // One progress first if asked: the call is under way.
+                        if a["progress"] == true {
+                            send(
+                                json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": p["_meta"]["progressToken"], "progress": 0}}),
+                            );
+                        }
                         let send = send.clone();
                         let id = id.clone();
                         let result = stamp(

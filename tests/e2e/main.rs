@@ -14,6 +14,7 @@ mod channels;
 mod cli;
 mod client;
 mod clients;
+mod eras;
 mod flow;
 mod gateway;
 mod isolation;
