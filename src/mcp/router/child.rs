@@ -46,10 +46,16 @@ impl Router {
             return self.from_child(child, v, now);
         }
         if let Some(Pending::Forward {
-            client_id, audit, ..
+            client_id,
+            audit,
+            modern,
+            ..
         }) = cid.and_then(|c| self.ids.take(c))
         {
-            let line = jsonrpc::response_line(&client_id, is_error, &payload);
+            let line = match modern {
+                None => jsonrpc::response_line(&client_id, is_error, &payload),
+                Some(m) => self.modern_response_line(&client_id, is_error, &payload, m),
+            };
             if audit.is_some() {
                 let outcome = audit::outcome_of(is_error, payload.get());
                 self.record(audit, child, outcome, line.len(), now);
@@ -81,6 +87,11 @@ impl Router {
     /// A child asks the client (sampling, roots, elicitation): under an id
     /// of ours, so two children's ids cannot collide.
     fn child_request(&mut self, child: usize, id: Value, mut msg: Value) {
+        if self.era.modern() {
+            let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
+            let method = method.to_owned();
+            return self.modern_child_request(child, id, &method);
+        }
         let token = msg.pointer("/params/_meta/progressToken");
         let gid = self.ids.outbound(child, id, token);
         msg["id"] = json!(gid);
@@ -95,12 +106,16 @@ impl Router {
                 self.forget_map(ListKind::Resources);
                 self.forget_map(ListKind::Templates);
             }
-            "notifications/progress" => {
-                if let Some(t) = msg.pointer("/params/progressToken") {
-                    let timeout = self.children[child].info.timeout;
-                    self.ids.progress(t, timeout, self.opts.max_total, now);
-                }
+            _ => {}
+        }
+        if self.era.modern() {
+            if method == "notifications/progress" {
+                self.progress_from(child, &msg, now);
             }
+            return self.modern_child_notification(child, method, msg);
+        }
+        match method {
+            "notifications/progress" => self.progress_from(child, &msg, now),
             "notifications/cancelled" => {
                 // The child cancels one of its own requests to the client.
                 let Some(rid) = msg.pointer("/params/requestId") else {
@@ -117,6 +132,14 @@ impl Router {
         self.out.push(Action::ToClient(msg));
     }
 
+    /// A child's progress extends its request's deadline.
+    fn progress_from(&mut self, child: usize, msg: &Value, now: Instant) {
+        if let Some(t) = msg.pointer("/params/progressToken") {
+            let timeout = self.children[child].info.timeout;
+            self.ids.progress(t, timeout, self.opts.max_total, now);
+        }
+    }
+
     /// An answer to something the gateway asked this child.
     fn child_response(&mut self, child: usize, id: Value, mut msg: Value, now: Instant) {
         self.children[child].overdue = 0;
@@ -130,9 +153,15 @@ impl Router {
         }
         match self.ids.take(cid) {
             Some(Pending::Forward {
-                client_id, audit, ..
+                client_id,
+                audit,
+                modern,
+                ..
             }) => {
                 msg["id"] = client_id;
+                if let Some(m) = modern {
+                    self.modern_response(&mut msg, m);
+                }
                 if audit.is_some() {
                     let outcome = audit::outcome_of_error(msg.get("error"));
                     let bytes = serde_json::to_vec(&msg).map_or(0, |b| b.len() + 1);
@@ -193,10 +222,7 @@ impl Router {
                 if kind == ListKind::Resources {
                     self.forget_map(ListKind::Templates);
                 }
-                let method = format!("notifications/{}/list_changed", kind.field());
-                self.out.push(Action::ToClient(
-                    json!({"jsonrpc": "2.0", "method": method}),
-                ));
+                self.tell_list_changed(kind);
             }
         }
     }

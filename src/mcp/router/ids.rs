@@ -18,6 +18,8 @@ pub enum Pending {
         token: Option<String>,
         /// Tracked for the audit log.
         audit: Option<Box<super::audit::Open>>,
+        /// For a modern client: how its result is stamped.
+        modern: Option<super::era::Reply>,
     },
     /// One child's part of a fan-out (initialize, a list, setLevel).
     Part {
@@ -112,6 +114,22 @@ impl IdTable {
             } if c == client_id => Some((*id, *child)),
             _ => None,
         })
+    }
+
+    /// The most verbose `logLevel` among the modern requests in flight to
+    /// `child`: its log messages at or above it reach the client.
+    pub fn log_level(&self, child: usize) -> Option<u8> {
+        self.pending
+            .values()
+            .filter_map(|e| match &e.pending {
+                Pending::Forward {
+                    child: c,
+                    modern: Some(m),
+                    ..
+                } if *c == child => m.level,
+                _ => None,
+            })
+            .min()
     }
 
     /// A child reported progress on `token`: its request may run another
@@ -232,6 +250,7 @@ mod tests {
             client_id: json!("c"),
             token: Some(tok.into()),
             audit: None,
+            modern: None,
         };
         let a = t.insert(fwd("\"p\""), T, now);
         assert_eq!(t.find_forward(&json!("c")), Some((a, 1)));

@@ -23,11 +23,18 @@ impl Router {
             return self.fail(id, INVALID_REQUEST, "initialize was already received");
         }
         let params = msg.get("params").cloned().unwrap_or_else(|| json!({}));
+        self.start_init(params, Some(id), now);
+    }
+
+    /// Initializes every idle child with `params`; the merged result
+    /// answers `reply_to` (None: the gateway initializes them for a
+    /// 2026-07-28 client).
+    pub(super) fn start_init(&mut self, params: Value, reply_to: Option<Value>, now: Instant) {
         self.init_params = Some(params.clone());
         let targets: Vec<usize> = (0..self.children.len())
             .filter(|&i| self.children[i].status == Status::Idle)
             .collect();
-        let fid = self.fan_out(FanKind::Init, Some(id), targets.len());
+        let fid = self.fan_out(FanKind::Init, reply_to, targets.len());
         for i in targets {
             self.children[i].status = Status::Initializing;
             self.send_part(i, fid, 0, "initialize", params.clone(), now);
@@ -83,10 +90,38 @@ impl Router {
         self.maybe_finish(fid, now);
     }
 
-    /// The gateway's `initialize` result: the ready children's
-    /// capabilities merged (boolean flags as a union), their instructions
-    /// tagged by server, and the client's version if we speak it.
+    /// The gateway's `initialize` result: the merged capabilities and
+    /// instructions, and the client's version if we speak it.
     pub(super) fn merged_init(&self) -> Value {
+        let (caps, instructions) = self.merged_caps();
+        let mut r = json!({
+            "protocolVersion": self.legacy_version(),
+            "capabilities": caps,
+            "serverInfo": {"name": self.opts.server_name, "version": self.opts.server_version},
+        });
+        if let Some(i) = instructions {
+            r["instructions"] = Value::String(i);
+        }
+        r
+    }
+
+    /// The legacy version this session speaks: the client's, if we speak it.
+    pub(super) fn legacy_version(&self) -> &'static str {
+        let requested = self
+            .init_params
+            .as_ref()
+            .and_then(|p| p.get("protocolVersion"))
+            .and_then(Value::as_str)
+            .unwrap_or(SUPPORTED_VERSIONS[0]);
+        SUPPORTED_VERSIONS
+            .iter()
+            .find(|v| **v == requested)
+            .unwrap_or(&SUPPORTED_VERSIONS[0])
+    }
+
+    /// The ready children's capabilities merged (boolean flags as a
+    /// union) and their instructions tagged by server.
+    pub(super) fn merged_caps(&self) -> (Map<String, Value>, Option<String>) {
         let mut caps = Map::new();
         let mut instructions = Vec::new();
         for c in self.children.iter().filter(|c| c.status == Status::Ready) {
@@ -105,25 +140,7 @@ impl Router {
                 instructions.push(format!("[{}] {i}", c.info.name));
             }
         }
-        let requested = self
-            .init_params
-            .as_ref()
-            .and_then(|p| p.get("protocolVersion"))
-            .and_then(Value::as_str)
-            .unwrap_or(SUPPORTED_VERSIONS[0]);
-        let version = if SUPPORTED_VERSIONS.contains(&requested) {
-            requested
-        } else {
-            SUPPORTED_VERSIONS[0]
-        };
-        let mut r = json!({
-            "protocolVersion": version,
-            "capabilities": caps,
-            "serverInfo": {"name": self.opts.server_name, "version": self.opts.server_version},
-        });
-        if !instructions.is_empty() {
-            r["instructions"] = Value::String(instructions.join("\n\n"));
-        }
-        r
+        let instructions = (!instructions.is_empty()).then(|| instructions.join("\n\n"));
+        (caps, instructions)
     }
 }

@@ -12,13 +12,17 @@
 //!   and URI maps that route calls back.
 //! - `init.rs`: `initialize` and `logging/setLevel`, fanned out.
 //! - `ids.rs`: every id in flight either way, and its progress token.
+//! - `era.rs`: the client's MCP era, locked per connection, and the rules
+//!   and stamps of 2026-07-28; `modern.rs` serves a modern client with them.
 
 mod audit;
 mod catalog;
 mod child;
 mod client;
+mod era;
 mod ids;
 mod init;
+mod modern;
 #[cfg(test)]
 mod tests;
 
@@ -180,11 +184,14 @@ pub struct Router {
     /// The tracked client request being routed (audit), until it is sent
     /// to a child or refused.
     opening: Option<audit::Open>,
+    /// The client's era and what a modern client needs.
+    era: era::EraState,
     out: Vec<Action>,
 }
 
 impl Router {
     pub fn new(children: Vec<ChildInfo>, opts: Options, access: Access) -> Router {
+        let era = era::EraState::new(&opts.server_name, &opts.server_version, children.len());
         Router {
             children: children
                 .into_iter()
@@ -208,6 +215,7 @@ impl Router {
             deferred: Vec::new(),
             init_params: None,
             opening: None,
+            era,
             out: Vec::new(),
         }
     }
@@ -235,13 +243,22 @@ impl Router {
         std::mem::take(&mut self.out)
     }
 
-    fn reply(&mut self, id: Value, result: Value) {
+    fn reply(&mut self, id: Value, mut result: Value) {
+        if self.era.modern() {
+            self.era.stamp(&mut result, false);
+        }
         self.out.push(Action::ToClient(jsonrpc::result(id, result)));
     }
 
     fn fail(&mut self, id: Value, code: i64, msg: impl Into<String>) {
-        self.out
-            .push(Action::ToClient(jsonrpc::error(id, code, msg)));
+        let mut v = jsonrpc::error(id, code, msg);
+        if self.era.modern()
+            && let (code, Some(reason)) = era::modern_code(code)
+        {
+            v["error"]["code"] = json!(code);
+            v["error"]["data"] = json!({ "reason": reason });
+        }
+        self.out.push(Action::ToClient(v));
     }
 
     /// Answers a client request with an error; a tracked one is recorded
@@ -341,6 +358,8 @@ impl Router {
                 if let Some(id) = f.reply_to {
                     let r = self.merged_init();
                     self.reply(id, r);
+                } else {
+                    self.initialized_for_modern();
                 }
             }
             FanKind::Restart(child) => self.restarted(child),
@@ -353,7 +372,11 @@ impl Router {
                 let merged = self.merge(kind, f.items);
                 self.refreshing.retain(|k| *k != kind);
                 if let Some(id) = f.reply_to {
-                    self.reply(id, json!({ kind.field(): merged }));
+                    let mut r = json!({ kind.field(): merged });
+                    if self.era.modern() {
+                        self.era.stamp(&mut r, true);
+                    }
+                    self.reply(id, r);
                 }
             }
         }
