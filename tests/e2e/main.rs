@@ -14,6 +14,7 @@ mod channels;
 mod cli;
 mod client;
 mod clients;
+mod eras;
 mod eras_core;
 mod flow;
 mod gateway;
