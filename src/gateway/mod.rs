@@ -189,9 +189,15 @@ pub fn serve(session: Session, login: &Login, gw: &Gateway, conn: Conn, shutdown
         let who = json!({
             "client": conn.peer.ip().to_string(),
             "user": est.user,
-            "key": crate::keys::fingerprint(&est.key.1),
+            "key": est.key.fingerprint(),
             "comment": grant.comment(),
         });
+        let mut who = who;
+        if let Some(c) = est.key.cert() {
+            who["cert_id"] = json!(c.key_id);
+            who["cert_serial"] = json!(c.serial);
+            who["ca"] = json!(c.ca_fingerprint());
+        }
         SessionAudit::new(log.clone(), id, who)
     });
     let servers = match select::servers(&gw.servers, &est.start, |s| grant.allows_server(s)) {
@@ -222,9 +228,9 @@ pub fn serve(session: Session, login: &Login, gw: &Gateway, conn: Conn, shutdown
         })),
         prompts: Some(Box::new(move |name: &str| grant.allows_prompt(name))),
     };
-    let (kind, blob) = est.key;
+    let (offer, user) = (est.key, est.user);
     let peer = conn.peer.ip();
-    let trusted = || conn::admit(&login.authorized, &kind, &blob, peer).map(|_| ());
+    let trusted = || conn::admit(login, &user, &offer, peer).map(|_| ());
     let started = Instant::now();
     let relay = Relay::new(conn.wake.clone());
     let notify: Notify = {
