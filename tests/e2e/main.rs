@@ -10,10 +10,13 @@ mod common;
 
 mod access;
 mod audit;
+mod certs;
 mod channels;
 mod cli;
 mod client;
 mod clients;
+mod eras;
+mod eras_core;
 mod flow;
 mod gateway;
 mod isolation;
