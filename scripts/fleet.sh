@@ -1,20 +1,17 @@
 #!/usr/bin/env bash
 # Fleet test: HAProxy (Debian's) in TCP mode with send-proxy-v2 in front of
-# two gateway instances that share a host key, the client keys and a servers
-# config, each with --proxy-protocol-from 127.0.0.1 and its own audit log.
-# Driven by plain OpenSSH: a client reaches both instances, the audit logs
-# name the client's address from the PROXY header (the client connects from
-# 127.0.0.3 to HAProxy on 127.0.0.2; HAProxy reaches the gateways from
-# 127.0.0.1), a client that bypasses HAProxy from its address is refused,
-# and with one instance killed the other serves every new session.
+# two gateway instances that share a host key, a user CA, a revoked-keys
+# file and a servers config (and no client keys: clients hold certificates),
+# each with --proxy-protocol-from 127.0.0.1 and its own audit log. Driven by
+# plain OpenSSH: a client with a certificate signed by the CA (ssh-keygen -s)
+# reaches both instances, the audit logs name the client's address from the
+# PROXY header (the client connects from 127.0.0.3 to HAProxy on 127.0.0.2;
+# HAProxy reaches the gateways from 127.0.0.1) and its certificate, the
+# certificate revoked in the shared file is refused by both, a client that
+# bypasses HAProxy from its address is refused, and with one instance killed
+# the other serves every new session.
 # Builds nothing: uses the release binary and the fixture MCP server built
 # before (scripts/test.sh builds both). Exits non-zero on any failure.
-#
-# TODO(certificates): once --trusted-user-ca-keys and --revoked-keys are on
-# main, give both instances one CA and one revoked-keys file; log in with a
-# certificate signed by the CA (ssh-keygen -s) through HAProxy to either
-# instance, then revoke it (add it to the shared file) and show that both
-# refuse it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -50,10 +47,17 @@ wait_for() { for _ in $(seq 1 100); do "$@" && return 0; sleep 0.1; done; return
 freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # What both instances share: the host key (clients see one server behind
-# HAProxy), the trusted client keys, the MCP servers.
+# HAProxy), the user CA, the revoked keys, the MCP servers; no client key.
 ssh-keygen -q -t ed25519 -N '' -C fleet-host -f "$T/host_key"
-ssh-keygen -q -t ed25519 -N '' -C fleet-client -f "$T/client"
-cp "$T/client.pub" "$T/authorized_keys"
+ssh-keygen -q -t ed25519 -N '' -C fleet-user-ca -f "$T/ca"
+cp "$T/ca.pub" "$T/user_ca_keys"
+: >"$T/revoked_keys"
+: >"$T/authorized_keys"
+# Two clients, each with a key of its own and a certificate for user mcp.
+for who in alice bob; do
+  ssh-keygen -q -t ed25519 -N '' -C "$who" -f "$T/$who"
+  ssh-keygen -q -s "$T/ca" -I "$who@fleet" -n mcp -V -5m:+1h "$T/$who.pub"
+done
 printf '{"mcpServers":{"alpha":{"command":"%s","args":["--name","alpha"]}}}\n' "$FIXTURE" >"$T/servers_config.json"
 
 declare -A PORT GW
@@ -62,6 +66,7 @@ start_gateway() {
   PORT[$name]=$(freeport)
   "$BIN" --port "${PORT[$name]}" --server-key "$T/host_key" --authorized-clients "$T/authorized_keys" \
     --registered-clients "$T/registered" --servers-config "$T/servers_config.json" \
+    --trusted-user-ca-keys "$T/user_ca_keys" --revoked-keys "$T/revoked_keys" \
     --proxy-protocol-from 127.0.0.1 --audit-log "$T/audit-$name.jsonl" --log-level DEBUG \
     2>"$T/gateway-$name.log" &
   GW[$name]=$!
@@ -104,23 +109,25 @@ ok "haproxy $("$HAPROXY" -v | head -1 | awk '{print $3}') on 127.0.0.2:$FPORT, s
 # Strict host key checking with one known_hosts line: both instances are
 # the same server to the client.
 echo "[127.0.0.2]:$FPORT $(cut -d' ' -f1,2 "$T/host_key.pub")" >"$T/known_hosts"
-SSH=(timeout 30 ssh -T -b 127.0.0.3 -p "$FPORT" -i "$T/client" -o IdentitiesOnly=yes -o BatchMode=yes
+SSH=(timeout 30 ssh -T -b 127.0.0.3 -p "$FPORT" -o IdentitiesOnly=yes -o BatchMode=yes
      -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$T/known_hosts" -o LogLevel=ERROR)
 INIT='{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"fleet","version":"1"}}}'
 INITED='{"jsonrpc":"2.0","method":"notifications/initialized"}'
-# One MCP session through HAProxy: an echo of $1 comes back.
+# One MCP session through HAProxy as $1 (its key and certificate): an echo
+# of $2 comes back.
 session() {
-  local call="{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"text\":\"$1\"}}}"
+  local call="{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"text\":\"$2\"}}}"
   local out
-  out=$(printf '%s\n' "$INIT" "$INITED" "$call" | "${SSH[@]}" mcp@127.0.0.2) || return 1
-  echo "$out" | grep '"id":2' | grep -q "$1"
+  out=$(printf '%s\n' "$INIT" "$INITED" "$call" |
+    "${SSH[@]}" -i "$T/$1" -o CertificateFile="$T/$1-cert.pub" mcp@127.0.0.2) || return 1
+  echo "$out" | grep '"id":2' | grep -q "$2"
 }
 starts() { grep -c '"event":"session_start"' "$T/audit-$1.jsonl" 2>/dev/null || true; }
 # Audit records are written as the session starts: wait for the count.
 audited() { wait_for test "$(starts "$1")" -ge "$2"; }
 
-for i in 1 2 3 4; do session "fleet-$i" || fail "session $i through haproxy"; done
-ok "4 sessions through haproxy with OpenSSH (one host key, checked strictly)"
+for i in 1 2 3 4; do session alice "fleet-$i" || fail "session $i through haproxy"; done
+ok "4 sessions through haproxy with OpenSSH and a CA-signed certificate (one host key, checked strictly)"
 if ! audited a 1 || ! audited b 1; then fail "not both instances served: a=$(starts a) b=$(starts b)"; fi
 ok "both instances served: a=$(starts a), b=$(starts b) sessions"
 for n in a b; do
@@ -129,9 +136,27 @@ for n in a b; do
 done
 grep -q "127.0.0.1 relays 127.0.0.3:" "$T/gateway-a.log" || fail "gateway a did not log the relayed client"
 ok "both audit logs name the client 127.0.0.3 from the PROXY header, not haproxy's 127.0.0.1"
+for n in a b; do
+  grep '"event":"session_start"' "$T/audit-$n.jsonl" | grep -qv '"cert_id":"alice@fleet"' &&
+    fail "gateway $n audited a session without alice's certificate"
+done
+ok "both audit logs name the certificate (cert_id alice@fleet)"
+
+# Revoke alice's key in the shared file: both instances refuse her now.
+cat "$T/alice.pub" >>"$T/revoked_keys"
+for i in 1 2 3 4; do
+  session alice "revoked-$i" 2>/dev/null && fail "alice's revoked certificate got in (attempt $i)"
+done
+for n in a b; do
+  grep -q "from 127.0.0.3: certified key SHA256:.* is revoked" "$T/gateway-$n.log" ||
+    fail "gateway $n did not refuse alice as revoked"
+done
+ok "alice's certificate, revoked in the shared file, is refused by both instances (4 tries)"
+session bob "bob-1" || fail "bob's certificate, not revoked"
+ok "bob's certificate from the same CA still gets in"
 
 set +e
-err=$(timeout 30 ssh -T -p "${PORT[a]}" -i "$T/client" -o IdentitiesOnly=yes -o BatchMode=yes \
+err=$(timeout 30 ssh -T -p "${PORT[a]}" -i "$T/bob" -o IdentitiesOnly=yes -o BatchMode=yes \
   -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null mcp@127.0.0.1 </dev/null 2>&1)
 rc=$?
 set -e
@@ -143,7 +168,7 @@ ok "a client bypassing haproxy from 127.0.0.1 is refused: no PROXY header"
 kill -TERM "${GW[a]}"
 wait_for grep -q '^.*\] stopped$' "$T/gateway-a.log" || fail "gateway a did not stop"
 before=$(starts b)
-for i in 5 6 7; do session "fleet-$i" || fail "session $i with gateway a down"; done
+for i in 5 6 7; do session bob "fleet-$i" || fail "session $i with gateway a down"; done
 audited b $((before + 3)) || fail "gateway b did not serve the 3 new sessions: $(starts b) (was $before)"
 ok "gateway a stopped: 3 new sessions, all served by b ($before -> $(starts b))"
 
