@@ -6,7 +6,8 @@
 # plain OpenSSH: a client with a certificate signed by the CA (ssh-keygen -s)
 # reaches both instances, the audit logs name the client's address from the
 # PROXY header (the client connects from 127.0.0.3 to HAProxy on 127.0.0.2;
-# HAProxy reaches the gateways from 127.0.0.1) and its certificate, the
+# HAProxy reaches the gateways from 127.0.0.1) and its certificate, a
+# certificate's source-address is checked against that address, the
 # certificate revoked in the shared file is refused by both, a client that
 # bypasses HAProxy from its address is refused, and with one instance killed
 # the other serves every new session.
@@ -53,11 +54,14 @@ ssh-keygen -q -t ed25519 -N '' -C fleet-user-ca -f "$T/ca"
 cp "$T/ca.pub" "$T/user_ca_keys"
 : >"$T/revoked_keys"
 : >"$T/authorized_keys"
-# Two clients, each with a key of its own and a certificate for user mcp.
-for who in alice bob; do
-  ssh-keygen -q -t ed25519 -N '' -C "$who" -f "$T/$who"
-  ssh-keygen -q -s "$T/ca" -I "$who@fleet" -n mcp -V -5m:+1h "$T/$who.pub"
-done
+# Clients, each with a key of its own and a certificate for user mcp;
+# alice's may be used from 127.0.0.3 only, carol's from 127.0.0.1 only
+# (HAProxy's address: it must not count).
+sign() { ssh-keygen -q -s "$T/ca" -I "$1@fleet" -n mcp -V -5m:+1h "${@:2}" "$T/$1.pub"; }
+for who in alice bob carol; do ssh-keygen -q -t ed25519 -N '' -C "$who" -f "$T/$who"; done
+sign alice -O source-address=127.0.0.3
+sign bob
+sign carol -O source-address=127.0.0.1
 printf '{"mcpServers":{"alpha":{"command":"%s","args":["--name","alpha"]}}}\n' "$FIXTURE" >"$T/servers_config.json"
 
 declare -A PORT GW
@@ -140,7 +144,11 @@ for n in a b; do
   grep '"event":"session_start"' "$T/audit-$n.jsonl" | grep -qv '"cert_id":"alice@fleet"' &&
     fail "gateway $n audited a session without alice's certificate"
 done
-ok "both audit logs name the certificate (cert_id alice@fleet)"
+ok "both audit logs name the certificate (cert_id alice@fleet, whose source-address is 127.0.0.3)"
+session carol "carol-1" 2>/dev/null && fail "carol's certificate, good from 127.0.0.1 only, got in"
+grep -q "client address 127.0.0.3 is not in the certificate.s source-address" "$T/gateway-a.log" "$T/gateway-b.log" ||
+  fail "no source-address refusal of 127.0.0.3 logged for carol"
+ok "carol's certificate, limited to haproxy's own 127.0.0.1, is refused: the header's address counts"
 
 # Revoke alice's key in the shared file: both instances refuse her now.
 cat "$T/alice.pub" >>"$T/revoked_keys"
