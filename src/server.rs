@@ -7,6 +7,7 @@ use crate::error::Error;
 use crate::gateway::{self, Gateway};
 use crate::keyapi::{self, KeyApi, RateLimiter};
 use crate::keys::cert::Authorities;
+use crate::keys::command::KeysCommand;
 use crate::keys::registry::Registry;
 use crate::keys::revoked::Revoked;
 use crate::keys::{self, authorized::Authorized};
@@ -56,6 +57,8 @@ pub struct ServerOptions {
     pub trusted_user_ca_keys: Option<PathBuf>,
     /// `--revoked-keys`.
     pub revoked_keys: Option<PathBuf>,
+    /// `--authorized-keys-command` and its timeout.
+    pub authorized_keys_command: Option<(String, Duration)>,
 }
 
 /// `--run-key-server` settings.
@@ -129,6 +132,7 @@ pub fn run(opts: &ServerOptions) -> Result<(), Error> {
         authorized,
         cas: user_cas(opts)?,
         revoked: opts.revoked_keys.clone().map(Revoked::open).transpose()?,
+        command: keys_command(opts)?,
         grace: opts.login_grace,
         // libssh warnings reach the DEBUG log; M2M_LIBSSH_LOG=2..4 asks for more.
         libssh_verbosity: std::env::var("M2M_LIBSSH_LOG")
@@ -322,6 +326,20 @@ fn user_cas(opts: &ServerOptions) -> Result<Option<Authorities>, Error> {
         path.display()
     );
     Ok(Some(cas))
+}
+
+/// `--authorized-keys-command`, checked at start-up (exit 2 when unusable).
+fn keys_command(opts: &ServerOptions) -> Result<Option<KeysCommand>, Error> {
+    let Some((cmd, timeout)) = &opts.authorized_keys_command else {
+        return Ok(None);
+    };
+    let c = KeysCommand::new(cmd, *timeout)
+        .map_err(|e| Error::Config(format!("--authorized-keys-command {cmd:?}: {e}")))?;
+    log::info!(
+        "AuthorizedKeysCommand: {cmd} (timeout {} s)",
+        timeout.as_secs_f64()
+    );
+    Ok(Some(c))
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit and returns the soft

@@ -4,6 +4,7 @@
 pub mod authorized;
 pub mod cert;
 pub mod clients;
+pub mod command;
 pub mod options;
 pub mod pattern;
 pub mod registry;

@@ -82,13 +82,17 @@ impl Revoked {
         let now = stamp(&self.path);
         if now.is_none() || now != st.stamp {
             st.stamp = now;
-            st.keys = read(&self.path);
-            if let Err(e) = &st.keys {
+            let keys = read(&self.path);
+            // Logged when it starts failing (or fails anew), not at every check.
+            if let Err(e) = &keys
+                && st.keys.as_ref().err() != Some(e)
+            {
                 log::error!(
                     "--revoked-keys {}: {e}; every key is refused",
                     self.path.display()
                 );
             }
+            st.keys = keys;
         }
         f(st.keys.as_ref())
     }

@@ -176,6 +176,7 @@ fn a_certificate_for_other_principals_is_refused_unless_the_ca_line_allows_them(
         &[],
         "do not include the principals= at",
     );
+    assert_eq!(tools(&srv, &key, "mcp", &[]).len(), 14);
 }
 
 #[test]

@@ -22,6 +22,7 @@ mod gateway;
 mod isolation;
 mod keyapi;
 mod keyapi_limits;
+mod keys_command;
 mod lifecycle;
 mod login;
 mod persource;
