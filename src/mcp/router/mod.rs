@@ -25,6 +25,7 @@ mod drive;
 mod era;
 mod ids;
 mod init;
+mod listen;
 mod modern;
 mod mrtr;
 #[cfg(test)]

@@ -1838,3 +1838,64 @@ fn input_a_legacy_client_did_not_declare_or_answered_with_an_error_fails_its_cal
     assert!(e["error"]["message"].as_str().unwrap().contains("10 times"));
     assert!(r.ids.is_empty() && r.drives.is_empty());
 }
+
+#[test]
+fn listen_streams_subscribe_a_legacy_childs_resources_while_any_stream_names_them() {
+    let now = Instant::now();
+    let mut r = router(1);
+    discover(&mut r, json!({"resources":{"subscribe":true}}), now);
+    let listen = |r: &mut Router, id: &str| {
+        let m = modern(
+            json!(id),
+            "subscriptions/listen",
+            json!({"notifications":{"resourceSubscriptions":["a://x","zz://none"]}}),
+            json!({}),
+        );
+        r.from_client(m, now)
+    };
+    // The resource maps are fetched first.
+    let a = listen(&mut r, "l1");
+    let mut last = Vec::new();
+    for (_, m) in to_child(&a) {
+        let (field, items) = if m["method"] == "resources/list" {
+            ("resources", json!([{"uri":"a://x","name":"x"}]))
+        } else {
+            ("resourceTemplates", json!([]))
+        };
+        last = r.from_child(
+            0,
+            json!({"jsonrpc":"2.0","id":m["id"],"result":{field: items}}),
+            now,
+        );
+    }
+    let (_, sub) = to_child(&last)
+        .into_iter()
+        .find(|(_, m)| m["method"] == "resources/subscribe")
+        .unwrap();
+    assert_eq!(sub["params"]["uri"], "a://x");
+    let ack = &to_client(&last)[0];
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"resourceSubscriptions":["a://x"]}),
+        "only what a child serves"
+    );
+    let a = listen(&mut r, "l2");
+    assert!(to_child(&a).is_empty(), "subscribed once");
+    let updated = |uri: &str| json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":uri}});
+    let n = to_client(&r.from_child(0, updated("a://x/part"), now));
+    assert_eq!(n.len(), 2, "both streams, a sub-resource too");
+    assert_eq!(
+        n[0]["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "l1"
+    );
+    assert_eq!(n[0]["params"]["uri"], "a://x/part");
+    assert!(to_client(&r.from_child(0, updated("b://y"), now)).is_empty());
+    let cancel = |id: &str| json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":id}});
+    assert!(
+        r.from_client(cancel("l1"), now).is_empty(),
+        "l2 still names it"
+    );
+    let a = r.from_client(cancel("l2"), now);
+    assert_eq!(to_child(&a)[0].1["method"], "resources/unsubscribe");
+    assert!(to_client(&r.from_child(0, updated("a://x"), now)).is_empty());
+}
