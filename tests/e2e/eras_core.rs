@@ -319,3 +319,49 @@ fn a_legacy_childs_sampling_and_roots_reach_a_modern_client_as_input_required() 
     assert_eq!(got["sampling"]["result"]["model"], "m");
     assert_eq!(got["roots"]["result"]["roots"][0]["uri"], "file:///tmp");
 }
+
+#[test]
+fn a_listen_stream_gets_its_acknowledgement_and_a_restarted_childs_list_change() {
+    let srv = Server::start(alpha(), &[]);
+    let mut c = srv.connect();
+    let filter = json!({"notifications": {"toolsListChanged": true,
+        "resourceSubscriptions": ["fixture://alpha/info", "nobody://x"]}});
+    c.send(
+        &json!({"jsonrpc": "2.0", "id": "listen-1", "method": "subscriptions/listen",
+                   "params": params(filter, json!({}))}),
+    );
+    let ack = c.recv();
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    assert_eq!(
+        ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "listen-1"
+    );
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"toolsListChanged": true, "resourceSubscriptions": ["fixture://alpha/info"]})
+    );
+    // The child crashes and is restarted: its tools may have changed.
+    let r = modern(
+        &mut c,
+        "tools/call",
+        json!({"name": "crash", "arguments": {}}),
+    );
+    assert!(r.get("error").is_some(), "{r}");
+    let n = c.recv();
+    assert_eq!(n["method"], "notifications/tools/list_changed", "{n}");
+    assert_eq!(
+        n["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "listen-1"
+    );
+    // The stream never answers; cancelling it ends it quietly.
+    c.send(&json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "listen-1"}}));
+    let r = modern(
+        &mut c,
+        "tools/call",
+        json!({"name": "echo", "arguments": {"text": "after"}}),
+    );
+    assert_eq!(text(&r), "after");
+}

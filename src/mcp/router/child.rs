@@ -38,7 +38,11 @@ impl Router {
             .and_then(|c| self.ids.get(c))
             .is_some_and(|p| matches!(p, Pending::Forward { child: c, .. } if *c == child));
         // A call that asked for input takes the general path (rare).
-        let input = !self.mrtr.is_empty() && cid.is_some_and(|c| self.mrtr.has(c));
+        let input = (!self.mrtr.is_empty() && cid.is_some_and(|c| self.mrtr.has(c)))
+            || (self.children[child].modern
+                && !is_error
+                && cid.is_some_and(|c| self.may_need_input(c))
+                && payload.get().contains("\"input_required\""));
         if !forwarded || input || self.children[child].status == Status::Out {
             let key = if is_error { "error" } else { "result" };
             let v = match serde_json::from_str::<Value>(payload.get()) {
@@ -158,6 +162,9 @@ impl Router {
         }
         if self.stash_answer(cid, &msg) {
             return; // the client has not retried yet
+        }
+        if self.drive_input(cid, &msg, now) {
+            return; // the client is asked for the input
         }
         match self.ids.take(cid) {
             Some(Pending::Forward {

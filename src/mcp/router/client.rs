@@ -4,6 +4,7 @@
 
 use super::audit::{Open, Outcome};
 use super::catalog::ListKind;
+use super::drive::Resend;
 use super::era::{self, Era};
 use super::ids::{Pending, token_key};
 use super::{Action, Router, Status};
@@ -82,7 +83,7 @@ impl Router {
                 self.client_notification(&method, msg, now)
             }
             (None, Some(id)) if obj.contains_key("result") || obj.contains_key("error") => {
-                self.client_response(id, msg)
+                self.client_response(id, msg, now)
             }
             (None, id) => self.fail(
                 id.unwrap_or(Value::Null),
@@ -93,8 +94,11 @@ impl Router {
     }
 
     /// The client answers a child's request: back to that child, its id restored.
-    fn client_response(&mut self, id: Value, mut msg: Value) {
+    fn client_response(&mut self, id: Value, mut msg: Value, now: Instant) {
         let Some(gid) = id.as_u64() else { return };
+        if self.drive_answer(gid, &msg, now) {
+            return;
+        }
         let Some((child, orig)) = self.ids.take_outbound(gid) else {
             log::debug!("response to unknown request {gid} dropped");
             return;
@@ -135,6 +139,7 @@ impl Router {
                     }
                     return;
                 }
+                self.cancel_run(rid);
                 if let Some((cid, child)) = self.ids.find_forward(rid) {
                     if let Some(Pending::Forward { audit, .. }) = self.ids.take(cid) {
                         self.record(audit, child, Outcome::Cancelled, 0, now);
@@ -261,12 +266,13 @@ impl Router {
             return self.refuse(id, code, msg, Outcome::Error(code), now);
         }
         let token = msg.pointer("/params/_meta/progressToken").map(token_key);
-        let pending = Pending::Forward {
+        let mut pending = Pending::Forward {
             child,
             client_id: id,
             token,
             audit: self.opening.take().map(Box::new),
             modern: self.era.current.take(),
+            resend: None,
         };
         if let Pending::Forward {
             modern: Some(era::Reply { level: Some(l), .. }),
@@ -294,6 +300,28 @@ impl Router {
             }
             _ => {} // the same era: the client's own `_meta` passes
         }
+        if !from_modern
+            && self.children[child].modern
+            && let Pending::Forward { resend, .. } = &mut pending
+            && let Some("tools/call" | "prompts/get" | "resources/read") =
+                msg.get("method").and_then(Value::as_str)
+        {
+            *resend = Some(Box::new(Resend {
+                msg: msg.clone(),
+                rounds: 0,
+            }));
+        }
+        self.send_forward(child, pending, msg, now);
+    }
+
+    /// Sends a registered client request to `child` under a fresh id.
+    pub(super) fn send_forward(
+        &mut self,
+        child: usize,
+        pending: Pending,
+        mut msg: Value,
+        now: Instant,
+    ) {
         let cid = self
             .ids
             .insert(pending, self.children[child].info.timeout, now);

@@ -199,6 +199,8 @@ pub struct Listen {
     pub id: Value,
     /// `toolsListChanged`, `promptsListChanged`, `resourcesListChanged`.
     pub lists: [bool; 3],
+    /// The resources it named that a child serves: (child, uri).
+    pub subs: Vec<(usize, String)>,
 }
 
 impl EraState {
@@ -216,6 +218,13 @@ impl EraState {
                 (CLIENT_INFO.to_owned(), info),
             ]),
         }
+    }
+
+    /// Whether an open stream names resource `uri` of `child`.
+    pub fn subscribed(&self, child: usize, uri: &str) -> bool {
+        self.listens
+            .iter()
+            .any(|l| l.subs.iter().any(|(c, u)| *c == child && u == uri))
     }
 
     pub fn client_meta(&self) -> &Map<String, Value> {

@@ -20,6 +20,9 @@ pub enum Pending {
         audit: Option<Box<super::audit::Open>>,
         /// For a modern client: how its result is stamped.
         modern: Option<super::era::Reply>,
+        /// A legacy client's call to a modern child, as sent: resent with
+        /// the client's input if the child answers `input_required`.
+        resend: Option<Box<super::drive::Resend>>,
     },
     /// One child's part of a fan-out (initialize, a list, setLevel).
     Part {
@@ -298,6 +301,7 @@ mod tests {
             token: Some(tok.into()),
             audit: None,
             modern: None,
+            resend: None,
         };
         let a = t.insert(fwd("\"p\""), T, now);
         assert_eq!(t.find_forward(&json!("c")), Some((a, 1)));

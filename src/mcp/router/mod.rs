@@ -14,15 +14,18 @@
 //! - `ids.rs`: every id in flight either way, and its progress token.
 //! - `era.rs`: the client's MCP era, locked per connection, and the rules
 //!   and stamps of 2026-07-28; `modern.rs` serves a modern client with them;
-//!   `mrtr.rs` turns a legacy child's requests into `input_required`.
+//!   `mrtr.rs` turns a legacy child's requests into `input_required`, and
+//!   `drive.rs` a modern child's `input_required` into requests.
 
 mod audit;
 mod catalog;
 mod child;
 mod client;
+mod drive;
 mod era;
 mod ids;
 mod init;
+mod listen;
 mod modern;
 mod mrtr;
 #[cfg(test)]
@@ -192,6 +195,8 @@ pub struct Router {
     era: era::EraState,
     /// Calls of a modern client that a legacy child asked input for.
     mrtr: mrtr::Mrtr,
+    /// Calls of a legacy client that a modern child asked input for.
+    drives: drive::Drives,
     out: Vec<Action>,
 }
 
@@ -224,6 +229,7 @@ impl Router {
             opening: None,
             era,
             mrtr: mrtr::Mrtr::default(),
+            drives: drive::Drives::default(),
             out: Vec::new(),
         }
     }

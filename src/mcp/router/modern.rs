@@ -6,22 +6,12 @@
 
 use super::audit::Open;
 use super::catalog::ListKind;
-use super::era::{self, Era, Listen, Refusal};
+use super::era::{self, Era, Refusal};
 use super::{Action, Router, Status};
-use crate::mcp::jsonrpc::{self, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST};
+use crate::mcp::jsonrpc::{self, INTERNAL_ERROR, INVALID_PARAMS};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::time::Instant;
-
-/// The listen filter flags, in [`Listen::lists`] order.
-const LIST_FLAGS: [(&str, &str); 3] = [
-    ("toolsListChanged", "notifications/tools/list_changed"),
-    ("promptsListChanged", "notifications/prompts/list_changed"),
-    (
-        "resourcesListChanged",
-        "notifications/resources/list_changed",
-    ),
-];
 
 impl Router {
     fn refuse_with(&mut self, id: Value, e: Refusal) {
@@ -51,7 +41,7 @@ impl Router {
         }
         match method {
             "server/discover" => return self.discover(id),
-            "subscriptions/listen" => return self.listen(id, &msg),
+            "subscriptions/listen" => return self.listen(id, &msg, now),
             _ => {}
         }
         if self.opts.audit {
@@ -127,72 +117,6 @@ impl Router {
         self.reply(id, r);
     }
 
-    /// `subscriptions/listen`: acknowledged with the list flags the gateway
-    /// honours; the stream stays open until the client cancels it. Resource
-    /// subscriptions are not served yet, so the ack leaves them out.
-    fn listen(&mut self, id: Value, msg: &Value) {
-        if self.era.listens.iter().any(|l| l.id == id) {
-            let e = jsonrpc::error(
-                id,
-                INVALID_REQUEST,
-                "subscriptions/listen: a stream with this id is already open",
-            );
-            return self.out.push(Action::ToClient(e));
-        }
-        let filter = msg.pointer("/params/notifications");
-        if filter.is_some_and(|f| !f.is_object()) {
-            let e = jsonrpc::error(
-                id,
-                INVALID_PARAMS,
-                "subscriptions/listen: params.notifications must be an object",
-            );
-            return self.out.push(Action::ToClient(e));
-        }
-        let mut lists = [false; 3];
-        let mut honoured = serde_json::Map::new();
-        for (i, (flag, _)) in LIST_FLAGS.iter().enumerate() {
-            if filter.and_then(|f| f.get(flag)).and_then(Value::as_bool) == Some(true) {
-                lists[i] = true;
-                honoured.insert((*flag).into(), Value::Bool(true));
-            }
-        }
-        self.out.push(Action::ToClient(json!({
-            "jsonrpc": "2.0",
-            "method": "notifications/subscriptions/acknowledged",
-            "params": {"_meta": {"io.modelcontextprotocol/subscriptionId": id},
-                       "notifications": honoured},
-        })));
-        self.era.listens.push(Listen { id, lists });
-    }
-
-    /// The client cancelled request `rid`: true if it was a listen stream
-    /// (now closed; a cancelled request gets no answer).
-    pub(super) fn end_listen(&mut self, rid: &Value) -> bool {
-        let before = self.era.listens.len();
-        self.era.listens.retain(|l| &l.id != rid);
-        self.era.listens.len() != before
-    }
-
-    /// Tells the client a list changed: a legacy client directly, a modern
-    /// one on each listen stream that asked for it.
-    pub(super) fn tell_list_changed(&mut self, kind: ListKind) {
-        let (at, method) = match kind {
-            ListKind::Tools => (0, LIST_FLAGS[0].1),
-            ListKind::Prompts => (1, LIST_FLAGS[1].1),
-            ListKind::Resources | ListKind::Templates => (2, LIST_FLAGS[2].1),
-        };
-        if !self.era.modern() {
-            let n = json!({"jsonrpc": "2.0", "method": method});
-            return self.out.push(Action::ToClient(n));
-        }
-        for l in self.era.listens.iter().filter(|l| l.lists[at]) {
-            self.out.push(Action::ToClient(json!({
-                "jsonrpc": "2.0", "method": method,
-                "params": {"_meta": {"io.modelcontextprotocol/subscriptionId": l.id}},
-            })));
-        }
-    }
-
     /// Before a request with `logLevel` goes to a child that logs: lowers
     /// the child's level to it if the child may now be too quiet.
     pub(super) fn raise_log_level(&mut self, child: usize, level: u8) {
@@ -229,6 +153,7 @@ impl Router {
                     self.out.push(Action::ToClient(msg));
                 }
             }
+            "notifications/resources/updated" => self.resource_updated(child, msg),
             "notifications/tools/list_changed" => self.tell_list_changed(ListKind::Tools),
             "notifications/prompts/list_changed" => self.tell_list_changed(ListKind::Prompts),
             "notifications/resources/list_changed" => self.tell_list_changed(ListKind::Resources),

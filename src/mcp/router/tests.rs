@@ -1686,3 +1686,216 @@ fn input_the_client_did_not_declare_or_outside_a_call_is_refused_to_the_child() 
     assert!(to_child(&a).is_empty());
     assert!(r.ids.is_empty());
 }
+
+// ---- MRTR driven by the gateway for a legacy client (ERAS §4.2) ----
+
+/// A legacy client (declaring `sampling` and form elicitation) with the
+/// modern child 1's tool `now` listed; returns the router.
+fn legacy_with_modern_child(now: Instant) -> Router {
+    let mut r = with_modern_child();
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"sampling":{},"elicitation":{}},"clientInfo":{"name":"lc","version":"1"}}}),
+        now,
+    );
+    let (_, m) = &to_child(&a)[0];
+    r.from_child(
+        0,
+        json!({"jsonrpc":"2.0","id":m["id"],"result":{"capabilities":{}}}),
+        now,
+    );
+    let a = r.from_client(json!({"jsonrpc":"2.0","id":"L","method":"tools/list"}), now);
+    let (_, m) = &to_child(&a)[0];
+    r.from_child(1, json!({"jsonrpc":"2.0","id":m["id"],"result":{"resultType":"complete","tools":[{"name":"now"}]}}), now);
+    r
+}
+
+fn input_required_line(id: &Value, requests: Value, state: &str) -> String {
+    json!({"jsonrpc":"2.0","id":id,"result":{"resultType":"input_required","inputRequests":requests,"requestState":state}}).to_string()
+}
+
+#[test]
+fn a_modern_childs_input_required_becomes_requests_to_a_legacy_client_and_a_retry() {
+    let now = Instant::now();
+    let mut r = legacy_with_modern_child(now);
+    let a = r.from_client(json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"now","arguments":{"a":1},"_meta":{"progressToken":"p"}}}), now);
+    let (_, first) = to_child(&a)[0].clone();
+    let state = "opaque \"state\" \u{e9}";
+    let line = input_required_line(
+        &first["id"],
+        json!({"s": {"method":"sampling/createMessage","params":{"messages":[],"maxTokens":3}},
+               "e": {"method":"elicitation/create","params":{"message":"name?","requestedSchema":{"type":"object"}}}}),
+        state,
+    );
+    let a = r.from_child_incoming(1, jsonrpc::parse_child_line(line.as_bytes()).unwrap(), now);
+    let asks = to_client(&a);
+    assert_eq!(asks.len(), 2, "{asks:?}");
+    let by_method = |m: &str| asks.iter().find(|x| x["method"] == m).unwrap().clone();
+    let (s, e) = (
+        by_method("sampling/createMessage"),
+        by_method("elicitation/create"),
+    );
+    assert_eq!(s["params"]["maxTokens"], 3);
+    assert!(r.from_client(json!({"jsonrpc":"2.0","id":s["id"],"result":{"role":"assistant","content":{"type":"text","text":"x"},"model":"m"}}), now).is_empty());
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":e["id"],"result":{"action":"accept","content":{"n":"z"}}}),
+        now,
+    );
+    let (i, again) = to_child(&a)[0].clone();
+    assert_eq!(i, 1);
+    assert_ne!(again["id"], first["id"], "a new id");
+    assert_eq!(again["params"]["name"], "now");
+    assert_eq!(again["params"]["arguments"], json!({"a":1}));
+    assert_eq!(again["params"]["requestState"], state, "echoed as it came");
+    assert_eq!(again["params"]["inputResponses"]["s"]["model"], "m");
+    assert_eq!(again["params"]["inputResponses"]["e"]["action"], "accept");
+    assert_eq!(again["params"]["_meta"]["progressToken"], "p");
+    assert_eq!(
+        again["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"],
+        MODERN
+    );
+    let v = raw(
+        &mut r,
+        1,
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"result":{{"resultType":"complete","content":[{{"type":"text","text":"t"}}]}}}}"#,
+            again["id"]
+        ),
+        now,
+    );
+    assert_eq!(v["id"], 7, "the original id");
+    assert_eq!(v["result"]["content"][0]["text"], "t");
+    assert!(r.ids.is_empty() && r.drives.is_empty());
+}
+
+#[test]
+fn input_a_legacy_client_did_not_declare_or_answered_with_an_error_fails_its_call() {
+    let now = Instant::now();
+    let mut r = legacy_with_modern_child(now);
+    let call = |r: &mut Router, id: i64| {
+        let a = r.from_client(
+            json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"now"}}),
+            now,
+        );
+        to_child(&a)[0].1["id"].clone()
+    };
+    let cid = call(&mut r, 1);
+    let line = input_required_line(&cid, json!({"r": {"method":"roots/list","params":{}}}), "s");
+    let a = r.from_child_incoming(1, jsonrpc::parse_child_line(line.as_bytes()).unwrap(), now);
+    let e = &to_client(&a)[0];
+    assert_eq!(e["id"], 1);
+    assert_eq!(e["error"]["code"], -32021);
+    assert_eq!(
+        e["error"]["data"]["requiredCapabilities"],
+        json!({"roots":{}})
+    );
+    let m = e["error"]["message"].as_str().unwrap();
+    assert!(m.contains("s1") && m.contains("roots"), "{m}");
+    // url elicitation needs elicitation.url.
+    let cid = call(&mut r, 2);
+    let line = input_required_line(
+        &cid,
+        json!({"u": {"method":"elicitation/create","params":{"mode":"url","url":"https://x","message":"m"}}}),
+        "s",
+    );
+    let a = r.from_child_incoming(1, jsonrpc::parse_child_line(line.as_bytes()).unwrap(), now);
+    assert!(
+        to_client(&a)[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("elicitation.url")
+    );
+    // The client answers with an error: the call fails with it.
+    let cid = call(&mut r, 3);
+    let line = input_required_line(
+        &cid,
+        json!({"s": {"method":"sampling/createMessage","params":{"messages":[]}}}),
+        "s",
+    );
+    let a = r.from_child_incoming(1, jsonrpc::parse_child_line(line.as_bytes()).unwrap(), now);
+    let ask = &to_client(&a)[0];
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":ask["id"],"error":{"code":-1,"message":"user declined"}}),
+        now,
+    );
+    let e = &to_client(&a)[0];
+    assert_eq!(
+        (e["id"].clone(), e["error"]["message"].clone()),
+        (json!(3), json!("user declined"))
+    );
+    assert!(to_child(&a).is_empty());
+    // A child that keeps asking gives up after ten rounds.
+    let mut cid = call(&mut r, 4);
+    let mut last = Vec::new();
+    for _ in 0..11 {
+        let line = input_required_line(&cid, json!({}), "again");
+        last = r.from_child_incoming(1, jsonrpc::parse_child_line(line.as_bytes()).unwrap(), now);
+        if let Some((_, m)) = to_child(&last).first() {
+            cid = m["id"].clone();
+        }
+    }
+    let e = &to_client(&last)[0];
+    assert_eq!(e["id"], 4);
+    assert!(e["error"]["message"].as_str().unwrap().contains("10 times"));
+    assert!(r.ids.is_empty() && r.drives.is_empty());
+}
+
+#[test]
+fn listen_streams_subscribe_a_legacy_childs_resources_while_any_stream_names_them() {
+    let now = Instant::now();
+    let mut r = router(1);
+    discover(&mut r, json!({"resources":{"subscribe":true}}), now);
+    let listen = |r: &mut Router, id: &str| {
+        let m = modern(
+            json!(id),
+            "subscriptions/listen",
+            json!({"notifications":{"resourceSubscriptions":["a://x","zz://none"]}}),
+            json!({}),
+        );
+        r.from_client(m, now)
+    };
+    // The resource maps are fetched first.
+    let a = listen(&mut r, "l1");
+    let mut last = Vec::new();
+    for (_, m) in to_child(&a) {
+        let (field, items) = if m["method"] == "resources/list" {
+            ("resources", json!([{"uri":"a://x","name":"x"}]))
+        } else {
+            ("resourceTemplates", json!([]))
+        };
+        last = r.from_child(
+            0,
+            json!({"jsonrpc":"2.0","id":m["id"],"result":{field: items}}),
+            now,
+        );
+    }
+    let (_, sub) = to_child(&last)
+        .into_iter()
+        .find(|(_, m)| m["method"] == "resources/subscribe")
+        .unwrap();
+    assert_eq!(sub["params"]["uri"], "a://x");
+    let ack = &to_client(&last)[0];
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"resourceSubscriptions":["a://x"]}),
+        "only what a child serves"
+    );
+    let a = listen(&mut r, "l2");
+    assert!(to_child(&a).is_empty(), "subscribed once");
+    let updated = |uri: &str| json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":uri}});
+    let n = to_client(&r.from_child(0, updated("a://x/part"), now));
+    assert_eq!(n.len(), 2, "both streams, a sub-resource too");
+    assert_eq!(
+        n[0]["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "l1"
+    );
+    assert_eq!(n[0]["params"]["uri"], "a://x/part");
+    assert!(to_client(&r.from_child(0, updated("b://y"), now)).is_empty());
+    let cancel = |id: &str| json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":id}});
+    assert!(
+        r.from_client(cancel("l1"), now).is_empty(),
+        "l2 still names it"
+    );
+    let a = r.from_client(cancel("l2"), now);
+    assert_eq!(to_child(&a)[0].1["method"], "resources/unsubscribe");
+    assert!(to_client(&r.from_child(0, updated("a://x"), now)).is_empty());
+}
