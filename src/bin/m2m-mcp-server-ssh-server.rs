@@ -84,6 +84,12 @@ struct Args {
     /// CIDR,...: connections from these addresses (a load balancer such as HAProxy with send-proxy-v2) must start with a PROXY protocol v1 or v2 header, whose client address then counts for from=, limits, logs and the audit log
     #[argh(option)]
     proxy_protocol_from: Option<String>,
+    /// CA public keys (authorized_keys format) whose OpenSSH user certificates are accepted, as sshd's TrustedUserCAKeys
+    #[argh(option)]
+    trusted_user_ca_keys: Option<String>,
+    /// public keys refused however offered (plain, certified, or as a certificate's CA), as sshd's RevokedKeys
+    #[argh(option)]
+    revoked_keys: Option<String>,
     /// print the version and exit
     #[argh(switch)]
     version: bool,
@@ -172,6 +178,8 @@ fn main() {
             per_minute: args.key_server_rate_limit,
         }),
         proxy_protocol_from: args.proxy_protocol_from,
+        trusted_user_ca_keys: args.trusted_user_ca_keys.as_deref().map(expand_home),
+        revoked_keys: args.revoked_keys.as_deref().map(expand_home),
     };
     if let Err(e) = server::run(&opts) {
         log::error!("{e}");

@@ -28,6 +28,7 @@ pub mod select;
 use crate::audit::{AuditLog, SessionAudit};
 use crate::child::{self, Backlog, ChildEvent, ChildProc, Sink};
 use crate::config::{Scope, ServerSpec};
+use crate::eras::ChildEra;
 use crate::mcp::framing::{Frame, Framer};
 use crate::mcp::jsonrpc;
 use crate::mcp::router::{Access, Action, ChildInfo, Options, Outcome, Record, Router};
@@ -188,9 +189,15 @@ pub fn serve(session: Session, login: &Login, gw: &Gateway, conn: Conn, shutdown
         let who = json!({
             "client": conn.peer.ip().to_string(),
             "user": est.user,
-            "key": crate::keys::fingerprint(&est.key.1),
+            "key": est.key.fingerprint(),
             "comment": grant.comment(),
         });
+        let mut who = who;
+        if let Some(c) = est.key.cert() {
+            who["cert_id"] = json!(c.key_id);
+            who["cert_serial"] = json!(c.serial);
+            who["ca"] = json!(c.ca_fingerprint());
+        }
         SessionAudit::new(log.clone(), id, who)
     });
     let servers = match select::servers(&gw.servers, &est.start, |s| grant.allows_server(s)) {
@@ -221,9 +228,9 @@ pub fn serve(session: Session, login: &Login, gw: &Gateway, conn: Conn, shutdown
         })),
         prompts: Some(Box::new(move |name: &str| grant.allows_prompt(name))),
     };
-    let (kind, blob) = est.key;
+    let (offer, user) = (est.key, est.user);
     let peer = conn.peer.ip();
-    let trusted = || conn::admit(&login.authorized, &kind, &blob, peer).map(|_| ());
+    let trusted = || conn::admit(login, &user, &offer, peer).map(|_| ());
     let started = Instant::now();
     let relay = Relay::new(conn.wake.clone());
     let notify: Notify = {
@@ -506,8 +513,18 @@ impl Bridge {
                 Some(c) => Ok(c),
                 None => ChildProc::spawn(spec, gw.max_line),
             };
+            let started = started.map_err(|e| e.to_string()).and_then(|mut c| {
+                let era = gw
+                    .pool
+                    .era(spec, &mut c)
+                    .map_err(|e| format!("[{}] {e}", spec.name))?;
+                Ok((c, era))
+            });
             match started {
-                Ok(mut c) => {
+                Ok((mut c, era)) => {
+                    if let ChildEra::Modern(discover) = &era {
+                        router.child_modern(index, discover);
+                    }
                     c.attach(Sink {
                         index,
                         tx: tx.clone(),
@@ -727,6 +744,10 @@ impl Bridge {
                 Some(c) => Ok(c),
                 None => ChildProc::spawn(spec, self.framer.max()),
             };
+            // The era was found before; a probe runs only if it was not.
+            let started = started
+                .map_err(|e| e.to_string())
+                .and_then(|mut c| sup.pool.era(spec, &mut c).map(|_| c));
             match started {
                 Ok(mut c) => {
                     c.attach(Sink {

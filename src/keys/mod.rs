@@ -2,10 +2,12 @@
 //! format (shared by server and client), and file-mode checks.
 
 pub mod authorized;
+pub mod cert;
 pub mod clients;
 pub mod options;
 pub mod pattern;
 pub mod registry;
+pub mod revoked;
 pub mod scope;
 pub mod validate;
 

@@ -6,6 +6,8 @@ use super::persource::{self, Ending, PerSource, Slot};
 use super::sys::{Channel, Live, Request, Session};
 use crate::gateway::select::Start;
 use crate::keys::authorized::{Authorized, Grant};
+use crate::keys::cert::{Authorities, Offer};
+use crate::keys::revoked::Revoked;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +16,10 @@ use std::time::{Duration, Instant, SystemTime};
 /// How clients log in; shared by every connection.
 pub struct Login {
     pub authorized: Authorized,
+    /// `--trusted-user-ca-keys`: CAs whose user certificates are accepted.
+    pub cas: Option<Authorities>,
+    /// `--revoked-keys`: keys refused however they are offered.
+    pub revoked: Option<Revoked>,
     /// Time for key exchange and authentication together.
     pub grace: Duration,
     /// libssh's own log verbosity for connection threads (`M2M_LIBSSH_LOG`).
@@ -95,8 +101,8 @@ pub struct Established {
     pub start: Start,
     /// What the client's key may use (its authorized_keys options).
     pub grant: Grant,
-    /// The key it logged in with: type and blob.
-    pub key: (String, Vec<u8>),
+    /// The key it logged in with, plain or a certificate.
+    pub key: Offer,
 }
 
 /// Runs the handshake; None (after logging why) if the client did not get
@@ -141,7 +147,7 @@ pub fn establish(
         startup.end(ending);
         return None;
     }
-    let (user, grant, key) = match authenticate(&session, &login.authorized, deadline, id, peer) {
+    let (user, grant, key) = match authenticate(&session, login, deadline, id, peer) {
         Ok(done) => done,
         Err(ending) => {
             session.disconnect();
@@ -176,15 +182,15 @@ pub fn establish(
     })
 }
 
-/// Who logged in: the user, what the key may use, and the key (type, blob).
-type LoggedIn = (String, Grant, (String, Vec<u8>));
+/// Who logged in: the user, what the key may use, and the key.
+type LoggedIn = (String, Grant, Offer);
 
 /// Public-key auth only; every other method is refused. A listed key is
 /// also checked against its `from=` and `expiry-time` options. Returns the
 /// user, what the key may use, and the key; or how the login ended.
 fn authenticate(
     session: &Session,
-    authorized: &Authorized,
+    login: &Login,
     deadline: Instant,
     id: u64,
     peer: IpAddr,
@@ -212,17 +218,31 @@ fn authenticate(
                     continue;
                 };
                 let fp = crate::keys::fingerprint(&blob);
-                let verdict = admit(authorized, &kind, &blob, peer);
-                match (verdict, signed) {
-                    (Ok(_), false) => msg.reply_pk_ok(),
-                    (Ok(grant), true) => {
+                let user = msg.auth_user();
+                let offer = Offer::parse(&kind, blob);
+                let verdict = offer
+                    .as_ref()
+                    .map_err(String::clone)
+                    .and_then(|o| admit(login, &user, o, peer));
+                match (verdict, offer, signed) {
+                    (Ok(_), _, false) => msg.reply_pk_ok(),
+                    (Ok(grant), Ok(offer), true) => {
                         msg.reply_auth_success();
-                        return Ok((msg.auth_user(), grant, (kind, blob)));
+                        if offer.cert().is_some() {
+                            log::info!("s{id}: accepted {offer} for user {user:?}");
+                        }
+                        return Ok((user, grant, offer));
                     }
-                    (Err(why), _) => {
+                    (verdict, offer, _) => {
                         // Logged once per key: clients probe before they sign.
+                        let why = verdict.err().unwrap_or_default();
                         if !signed {
-                            log::info!("s{id}: refused {kind} key {fp} from {peer}: {why}");
+                            match offer {
+                                Ok(o) => log::info!("s{id}: refused {o} from {peer}: {why}"),
+                                Err(_) => {
+                                    log::info!("s{id}: refused {kind} key {fp} from {peer}: {why}")
+                                }
+                            }
                         }
                         keys_refused += 1;
                         msg.reply_auth_denied()
@@ -247,18 +267,41 @@ fn authenticate(
     })
 }
 
-/// Whether `authorized` lets this key in from `peer` now: its grant, or why
-/// not. Asked at login and again while the session lasts, so a key removed
-/// or expired loses its open sessions too.
-pub fn admit(
+/// Whether `login` lets `user` in with this key from `peer` now: its
+/// grant, or why not. A revoked key (or CA) is refused first; a
+/// certificate is checked against the trusted CAs only (as sshd: a
+/// certificate never matches a plain authorized_keys line), a plain key
+/// against the trust files. Asked at login and again while the session
+/// lasts, so a key removed, revoked or expired (a certificate's too) loses
+/// its open sessions.
+pub fn admit(login: &Login, user: &str, offer: &Offer, peer: IpAddr) -> Result<Grant, String> {
+    let now = SystemTime::now();
+    if let Some(r) = &login.revoked {
+        match offer {
+            Offer::Key { blob, .. } => r.check(&[("key", blob)])?,
+            Offer::Cert(c) => r.check(&[("certified key", &c.key), ("CA key", &c.ca)])?,
+        }
+    }
+    match offer {
+        Offer::Cert(c) => match &login.cas {
+            Some(cas) => cas.admit(c, user, peer, now),
+            None => Err("certificates are not accepted (no --trusted-user-ca-keys)".into()),
+        },
+        Offer::Key { kind, blob } => admit_key(&login.authorized, kind, blob, peer, now),
+    }
+}
+
+/// A plain key against the trust files.
+fn admit_key(
     authorized: &Authorized,
     kind: &str,
     blob: &[u8],
     peer: IpAddr,
+    now: SystemTime,
 ) -> Result<Grant, String> {
     match authorized.lookup(kind, blob) {
         None => Err("not authorized".to_owned()),
-        Some(g) => match g.check_login(peer, SystemTime::now()) {
+        Some(g) => match g.check_login(peer, now) {
             Ok(()) => Ok(g),
             Err(why) => Err(why.to_string()),
         },

@@ -185,26 +185,137 @@ fn a_legacy_connection_refuses_modern_requests_and_a_refused_one_does_not_lock()
     assert!(r["result"].get("resultType").is_none(), "{r}");
 }
 
+/// `mcp-server-time` with `"protocol": protocol`.
+fn time(protocol: &str) -> Value {
+    json!({"time": {"command": time_server(), "args": ["--local-timezone", "UTC"], "protocol": protocol}})
+}
+
 #[test]
-fn a_modern_client_reaches_mcp_server_time_through_the_gateway() {
+fn a_modern_client_reaches_mcp_server_time_in_either_of_its_eras() {
+    // legacy: initialized by the gateway; auto: probed, found modern.
+    for protocol in ["legacy", "auto"] {
+        let srv = Server::start(time(protocol), &[]);
+        let mut c = srv.connect();
+        let d = modern(&mut c, "server/discover", json!({}));
+        assert!(complete(&d)["capabilities"]["tools"].is_object(), "{d}");
+        let list = modern(&mut c, "tools/list", json!({}));
+        complete(&list);
+        assert!(
+            names(&list, "tools").contains(&"get_current_time".to_owned()),
+            "{list}"
+        );
+        let r = modern(
+            &mut c,
+            "tools/call",
+            json!({"name": "get_current_time", "arguments": {"timezone": "UTC"}}),
+        );
+        complete(&r);
+        assert!(text(&r).contains("UTC"), "{protocol}: {r}");
+        let found = if protocol == "auto" {
+            "[time] speaks 2026-07-28"
+        } else {
+            ""
+        };
+        assert!(srv.log().contains(found), "{protocol}");
+    }
+}
+
+#[test]
+fn a_legacy_client_reaches_mcp_server_time_spoken_to_in_2026_07_28() {
+    for protocol in ["2026-07-28", "auto"] {
+        let srv = Server::start(time(protocol), &["--warm-spares", "0"]);
+        let mut c = srv.connect();
+        let init = c.initialize();
+        assert!(
+            init["result"]["capabilities"]["tools"].is_object(),
+            "{protocol}: {init}"
+        );
+        let list = c.request("tools/list", json!({}));
+        assert!(
+            names(&list, "tools").contains(&"convert_time".to_owned()),
+            "{list}"
+        );
+        let r = c.call("get_current_time", json!({"timezone": "UTC"}));
+        assert!(text(&r).contains("UTC"), "{protocol}: {r}");
+        // 2026-07-28: probed, with no fallback. auto: a probe that timed out
+        // on a slow start-up finds it locked modern at initialize.
+        let log = srv.log();
+        assert!(
+            log.contains("[time] speaks 2026-07-28")
+                || log.contains("[time] refused initialize with -32022"),
+            "{protocol}"
+        );
+    }
+}
+
+#[test]
+fn a_server_that_must_be_modern_and_is_not_is_left_out_with_a_reason() {
+    let mut fx = fixture("alpha", &[]);
+    fx["protocol"] = json!("2026-07-28");
     let srv = Server::start(
-        json!({"time": {"command": time_server(), "args": ["--local-timezone", "UTC"]}}),
-        &[],
+        json!({"alpha": fx, "beta": fixture("beta", &[])}),
+        &["--warm-spares", "0"],
     );
     let mut c = srv.connect();
-    let d = modern(&mut c, "server/discover", json!({}));
-    assert!(complete(&d)["capabilities"]["tools"].is_object(), "{d}");
-    let list = modern(&mut c, "tools/list", json!({}));
-    complete(&list);
+    c.initialize();
+    let list = c.request("tools/list", json!({}));
     assert!(
-        names(&list, "tools").contains(&"get_current_time".to_owned()),
-        "{list}"
+        names(&list, "tools").contains(&"echo".to_owned()),
+        "beta serves: {list}"
     );
-    let r = modern(
-        &mut c,
-        "tools/call",
-        json!({"name": "get_current_time", "arguments": {"timezone": "UTC"}}),
+    assert!(
+        srv.wait_log("configured \"protocol\": \"2026-07-28\" but server/discover"),
+        "{}",
+        srv.log()
     );
+}
+
+/// The one entry of an `input_required` result: (key, request, state).
+fn input_required(r: &Value) -> (String, Value, Value) {
+    let res = &r["result"];
+    assert_eq!(res["resultType"], "input_required", "{r}");
+    let (k, v) = res["inputRequests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    (k.clone(), v.clone(), res["requestState"].clone())
+}
+
+#[test]
+fn a_legacy_childs_sampling_and_roots_reach_a_modern_client_as_input_required() {
+    let srv = Server::start(alpha(), &[]);
+    let mut c = srv.connect();
+    let caps = json!({"io.modelcontextprotocol/clientCapabilities": {"sampling": {}, "roots": {}}});
+    let call = json!({"name": "sample", "arguments": {}});
+    let r = c.request("tools/call", params(call.clone(), caps.clone()));
+    let (key, req, state) = input_required(&r);
+    assert_eq!(req["method"], "sampling/createMessage");
+    // A foreign requestState is refused and the session goes on.
+    let mut bad = params(call.clone(), caps.clone());
+    bad["requestState"] = json!("not-ours");
+    assert_error(&c.request("tools/call", bad), -32602, "requestState");
+    let mut retry = params(call.clone(), caps.clone());
+    retry["requestState"] = state.clone();
+    retry["inputResponses"] =
+        json!({key: {"role": "assistant", "content": {"type": "text", "text": "s"}, "model": "m"}});
+    let r = c.request("tools/call", retry.clone());
+    let (key2, req2, state2) = input_required(&r);
+    assert_eq!(req2["method"], "roots/list");
+    // The same state again (a replay) is refused.
+    assert_error(
+        &c.request("tools/call", retry),
+        -32602,
+        "unknown, used or expired",
+    );
+    let mut retry = params(call, caps);
+    retry["requestState"] = state2;
+    retry["inputResponses"] = json!({key2: {"roots": [{"uri": "file:///tmp", "name": "tmp"}]}});
+    let r = c.request("tools/call", retry);
     complete(&r);
-    assert!(text(&r).contains("UTC"), "{r}");
+    assert_eq!(text(&r), "sampled");
+    let got = &r["result"]["structuredContent"];
+    assert_eq!(got["sampling"]["result"]["model"], "m");
+    assert_eq!(got["roots"]["result"]["roots"][0]["uri"], "file:///tmp");
 }

@@ -10,6 +10,7 @@ mod common;
 
 mod access;
 mod audit;
+mod certs;
 mod channels;
 mod cli;
 mod client;

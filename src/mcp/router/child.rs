@@ -37,7 +37,9 @@ impl Router {
         let forwarded = cid
             .and_then(|c| self.ids.get(c))
             .is_some_and(|p| matches!(p, Pending::Forward { child: c, .. } if *c == child));
-        if !forwarded || self.children[child].status == Status::Out {
+        // A call that asked for input takes the general path (rare).
+        let input = !self.mrtr.is_empty() && cid.is_some_and(|c| self.mrtr.has(c));
+        if !forwarded || input || self.children[child].status == Status::Out {
             let key = if is_error { "error" } else { "result" };
             let v = match serde_json::from_str::<Value>(payload.get()) {
                 Ok(p) => json!({"jsonrpc": "2.0", "id": id, key: p}),
@@ -73,7 +75,7 @@ impl Router {
         let method = msg.get("method").and_then(Value::as_str).map(str::to_owned);
         let id = msg.get("id").cloned();
         match (method, id) {
-            (Some(_), Some(id)) => self.child_request(child, id, msg),
+            (Some(_), Some(id)) => self.child_request(child, id, msg, now),
             (Some(m), None) => self.child_notification(child, &m, msg, now),
             (None, Some(id)) => self.child_response(child, id, msg, now),
             (None, None) => log::debug!(
@@ -86,8 +88,11 @@ impl Router {
 
     /// A child asks the client (sampling, roots, elicitation): under an id
     /// of ours, so two children's ids cannot collide.
-    fn child_request(&mut self, child: usize, id: Value, mut msg: Value) {
+    fn child_request(&mut self, child: usize, id: Value, mut msg: Value, now: Instant) {
         if self.era.modern() {
+            if self.input_from_child(child, id.clone(), &msg, now) {
+                return;
+            }
             let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
             let method = method.to_owned();
             return self.modern_child_request(child, id, &method);
@@ -151,6 +156,9 @@ impl Router {
             );
             return;
         }
+        if self.stash_answer(cid, &msg) {
+            return; // the client has not retried yet
+        }
         match self.ids.take(cid) {
             Some(Pending::Forward {
                 client_id,
@@ -177,7 +185,7 @@ impl Router {
                     None => return,
                 };
                 match kind {
-                    None => self.init_answer(child, fanout, &msg),
+                    None => self.init_answer(child, fanout, &msg, now),
                     Some(Some(k)) => self.list_page(child, fanout, k, pages, &msg, now),
                     Some(None) => {
                         if let Some(f) = self.fanouts.get_mut(&fanout) {
@@ -198,6 +206,12 @@ impl Router {
         let c = &mut self.children[child];
         c.status = Status::Idle;
         c.overdue = 0;
+        if c.modern {
+            // Nothing to initialize: it serves as it did.
+            c.status = Status::Ready;
+            self.restarted(child);
+            return self.take();
+        }
         if let Some(params) = self.init_params.clone() {
             self.children[child].status = Status::Initializing;
             let fid = self.fan_out(FanKind::Restart(child), None, 1);
@@ -212,10 +226,12 @@ impl Router {
         if self.children[child].status != Status::Ready {
             return;
         }
-        self.out.push(Action::ToChild(
-            child,
-            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-        ));
+        if !self.children[child].modern {
+            self.out.push(Action::ToChild(
+                child,
+                json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            ));
+        }
         for kind in [ListKind::Tools, ListKind::Prompts, ListKind::Resources] {
             if self.children[child].caps.contains_key(kind.field()) {
                 self.forget_map(kind);
@@ -255,7 +271,10 @@ impl Router {
                 audit,
                 ..
             }) => {
-                self.fail(client_id, code, why);
+                // A call waiting for a retry has no client request to fail.
+                if !self.drop_call(cid, why) {
+                    self.fail(client_id, code, why);
+                }
                 let outcome = if code == jsonrpc::REQUEST_TIMEOUT {
                     Outcome::Timeout
                 } else {
@@ -290,7 +309,8 @@ impl Router {
                     !self.fanouts.get(fanout).is_some_and(|f| f.kind.is_init())
                 }
             };
-            if matches!(p, Pending::Forward { .. }) {
+            // A client that does not retry says nothing about the child.
+            if matches!(p, Pending::Forward { .. }) && !self.mrtr.waiting(cid) {
                 let c = &mut self.children[child];
                 c.overdue += 1;
                 if c.overdue >= HUNG_AFTER {
@@ -299,11 +319,19 @@ impl Router {
                 }
             }
             let info = &self.children[child].info;
-            let why = format!(
-                "request to server {} timed out after {} s",
-                info.name,
-                info.timeout.as_secs_f64()
-            );
+            let why = if self.mrtr.waiting(cid) {
+                format!(
+                    "the client did not retry within the {} s request timeout of server {}",
+                    info.timeout.as_secs_f64(),
+                    info.name
+                )
+            } else {
+                format!(
+                    "request to server {} timed out after {} s",
+                    info.name,
+                    info.timeout.as_secs_f64()
+                )
+            };
             if cancel {
                 self.out.push(Action::ToChild(
                     child,

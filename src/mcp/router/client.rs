@@ -113,7 +113,9 @@ impl Router {
         match method {
             "notifications/initialized" | "notifications/roots/list_changed" => {
                 for i in self.ready() {
-                    self.out.push(Action::ToChild(i, msg.clone()));
+                    if !self.children[i].modern {
+                        self.out.push(Action::ToChild(i, msg.clone()));
+                    }
                 }
             }
             "notifications/cancelled" => {
@@ -137,6 +139,7 @@ impl Router {
                     if let Some(Pending::Forward { audit, .. }) = self.ids.take(cid) {
                         self.record(audit, child, Outcome::Cancelled, 0, now);
                     }
+                    self.drop_call(cid, "the client cancelled the request");
                     let mut m = msg.clone();
                     m["params"]["requestId"] = json!(cid);
                     self.out.push(Action::ToChild(child, m));
@@ -244,6 +247,12 @@ impl Router {
 
     /// Sends a client request to one child under a fresh id.
     pub(super) fn forward(&mut self, child: usize, id: Value, mut msg: Value, now: Instant) {
+        if self.era.current.is_some() && !self.children[child].modern && Router::foreign_state(&msg)
+        {
+            self.era.current = None;
+            let why = "requestState: unknown, used or expired (or inputResponses without one)";
+            return self.refuse(id, INVALID_PARAMS, why, Outcome::Error(INVALID_PARAMS), now);
+        }
         if self.children[child].status != Status::Ready {
             self.era.current = None;
             let name = self.children[child].info.name.clone();
@@ -266,11 +275,24 @@ impl Router {
         {
             self.raise_log_level(child, *l);
         }
-        if let Pending::Forward {
-            modern: Some(_), ..
-        } = &pending
-        {
-            era::strip_meta(&mut msg);
+        let from_modern = matches!(
+            &pending,
+            Pending::Forward {
+                modern: Some(_),
+                ..
+            }
+        );
+        match (from_modern, self.children[child].modern) {
+            (true, false) => era::strip_meta(&mut msg),
+            (false, true) => {
+                let params = msg
+                    .as_object_mut()
+                    .map(|m| m.entry("params").or_insert_with(|| json!({})));
+                if let Some(p) = params {
+                    era::add_meta(p, self.era.client_meta());
+                }
+            }
+            _ => {} // the same era: the client's own `_meta` passes
         }
         let cid = self
             .ids

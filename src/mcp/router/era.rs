@@ -90,13 +90,56 @@ pub enum Era {
 }
 
 /// How a forwarded request's result is stamped for a modern client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
     /// A `resources/read`: it carries the cache hints.
     pub cacheable: bool,
     /// The request's `logLevel` rank: the child's log messages reach the
     /// client while it is in flight, at or above this level.
     pub level: Option<u8>,
+    /// It may be answered `input_required` (`tools/call`, `prompts/get`,
+    /// `resources/read`).
+    pub input: Option<Box<InputCall>>,
+}
+
+/// A call that may be answered `input_required`: what its retry must
+/// repeat, and the input capabilities it declared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputCall {
+    pub method: String,
+    /// The client's `params.name` or `params.uri`.
+    pub target: Value,
+    pub inputs: Inputs,
+}
+
+/// Which client input capabilities a request declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Inputs {
+    pub elicitation: bool,
+    pub sampling: bool,
+    pub roots: bool,
+}
+
+impl Inputs {
+    pub fn of(caps: &Map<String, Value>) -> Inputs {
+        Inputs {
+            elicitation: caps.contains_key("elicitation"),
+            sampling: caps.contains_key("sampling"),
+            roots: caps.contains_key("roots"),
+        }
+    }
+
+    /// The capability a server request needs, if this one lacks it; Err
+    /// for a method that is no input request.
+    pub fn lacks(self, method: &str) -> Result<Option<&'static str>, ()> {
+        let (has, cap) = match method {
+            "elicitation/create" => (self.elicitation, "elicitation"),
+            "sampling/createMessage" => (self.sampling, "sampling"),
+            "roots/list" => (self.roots, "roots"),
+            _ => return Err(()),
+        };
+        Ok((!has).then_some(cap))
+    }
 }
 
 /// A request refused before it is routed: code, message, optional data.
@@ -146,6 +189,9 @@ pub struct EraState {
     pub sent_level: Vec<Option<u8>>,
     /// Open `subscriptions/listen` streams: the client's id and filter.
     pub listens: Vec<Listen>,
+    /// The `_meta` the gateway puts on requests of its own to modern
+    /// children (list fan-outs) and on a legacy client's requests to them.
+    client_meta: Map<String, Value>,
 }
 
 /// One open `subscriptions/listen`.
@@ -164,7 +210,55 @@ impl EraState {
             current: None,
             sent_level: vec![None; children],
             listens: Vec::new(),
+            client_meta: Map::from_iter([
+                (PROTOCOL_VERSION.to_owned(), json!(MODERN)),
+                (CLIENT_CAPABILITIES.to_owned(), json!({})),
+                (CLIENT_INFO.to_owned(), info),
+            ]),
         }
+    }
+
+    pub fn client_meta(&self) -> &Map<String, Value> {
+        &self.client_meta
+    }
+
+    /// A modern client locked the era with this request's `_meta`.
+    pub fn modern_client(&mut self, meta: &Meta) {
+        self.client_meta.insert(
+            CLIENT_CAPABILITIES.into(),
+            Value::Object(meta.capabilities.clone()),
+        );
+        if let Some(info) = &meta.client_info {
+            self.client_meta.insert(CLIENT_INFO.into(), info.clone());
+        }
+    }
+
+    /// A legacy client's `initialize` params, mapped to the `_meta` of
+    /// 2026-07-28 (ERAS §4 column B): `roots.listChanged` and `tasks` go.
+    pub fn legacy_client(&mut self, init: &Value) {
+        let mut caps = init
+            .get("capabilities")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        caps.remove("tasks");
+        if caps.contains_key("roots") {
+            caps.insert("roots".into(), json!({}));
+        }
+        self.client_meta
+            .insert(CLIENT_CAPABILITIES.into(), Value::Object(caps));
+        if let Some(info) = init.get("clientInfo").filter(|v| v.is_object()) {
+            self.client_meta.insert(CLIENT_INFO.into(), info.clone());
+        }
+    }
+
+    /// A legacy client's `logging/setLevel`: stamped on its later
+    /// requests to modern children.
+    pub fn legacy_level(&mut self, level: Option<&str>) {
+        match level.filter(|l| level_rank(l).is_some()) {
+            Some(l) => self.client_meta.insert(LOG_LEVEL.into(), json!(l)),
+            None => self.client_meta.remove(LOG_LEVEL),
+        };
     }
 
     pub fn modern(&self) -> bool {
@@ -386,6 +480,26 @@ pub fn strip_meta(msg: &mut Value) {
     };
     if empty {
         params.remove("_meta");
+    }
+}
+
+/// Puts `meta` into `params._meta` (a request to a modern child), keeping
+/// what is there (`progressToken`).
+pub fn add_meta(params: &mut Value, meta: &Map<String, Value>) {
+    if !params.is_object() {
+        *params = json!({});
+    }
+    let Some(p) = params.as_object_mut() else {
+        return;
+    };
+    let slot = p.entry("_meta").or_insert_with(|| json!({}));
+    if !slot.is_object() {
+        *slot = json!({});
+    }
+    if let Some(m) = slot.as_object_mut() {
+        for (k, v) in meta {
+            m.entry(k.clone()).or_insert_with(|| v.clone());
+        }
     }
 }
 

@@ -104,6 +104,53 @@ impl IdTable {
         Some(e.pending)
     }
 
+    /// Points forwarded request `id` at another client request (a retry of
+    /// 2026-07-28, or Null while it waits for one) with its progress token
+    /// and a new deadline.
+    pub fn retarget(&mut self, id: u64, to: Value, token: Option<String>, deadline: Instant) {
+        let Some(e) = self.pending.get_mut(&id) else {
+            return;
+        };
+        e.deadline = deadline;
+        if let Pending::Forward {
+            client_id,
+            token: t,
+            ..
+        } = &mut e.pending
+        {
+            *client_id = to;
+            if let Some(old) = std::mem::replace(t, token.clone()) {
+                self.client_tokens.remove(&old);
+            }
+            if let Some(new) = token {
+                self.client_tokens.insert(new, id);
+            }
+        }
+    }
+
+    /// `child`'s open calls of a modern client that may take input, oldest
+    /// first: (id, the client's id, the call).
+    pub fn input_legs(&self, child: usize) -> Vec<(u64, Value, super::era::InputCall)> {
+        let mut legs: Vec<_> = self
+            .pending
+            .iter()
+            .filter_map(|(id, e)| match &e.pending {
+                Pending::Forward {
+                    child: c,
+                    client_id,
+                    modern: Some(m),
+                    ..
+                } if *c == child && !client_id.is_null() => m
+                    .input
+                    .as_ref()
+                    .map(|i| (*id, client_id.clone(), (**i).clone())),
+                _ => None,
+            })
+            .collect();
+        legs.sort_by_key(|l| l.0);
+        legs
+    }
+
     /// The forwarded request the client knows as `client_id`.
     pub fn find_forward(&self, client_id: &Value) -> Option<(u64, usize)> {
         self.pending.iter().find_map(|(id, e)| match &e.pending {

@@ -3,6 +3,7 @@
 //! `initialize` params (so its sampling, roots and elicitation support
 //! reaches them); the reply merges their capabilities and instructions.
 
+use super::era;
 use super::{Action, FanKind, Router, Status};
 use crate::mcp::jsonrpc::INVALID_REQUEST;
 use serde_json::{Map, Value, json};
@@ -23,6 +24,7 @@ impl Router {
             return self.fail(id, INVALID_REQUEST, "initialize was already received");
         }
         let params = msg.get("params").cloned().unwrap_or_else(|| json!({}));
+        self.era.legacy_client(&params);
         self.start_init(params, Some(id), now);
     }
 
@@ -43,13 +45,37 @@ impl Router {
     }
 
     /// A child's answer to `initialize`: ready with its capabilities, or out.
-    pub(super) fn init_answer(&mut self, child: usize, fid: u64, msg: &Value) {
+    /// A dual-era child that locked itself to 2026-07-28 (it answered a
+    /// probe too late) refuses it with -32022: it is asked `server/discover`
+    /// instead and served as modern (ERAS §2.2, races).
+    pub(super) fn init_answer(&mut self, child: usize, fid: u64, msg: &Value, now: Instant) {
         let Some(f) = self.fanouts.get_mut(&fid) else {
             return;
         };
         f.waiting -= 1;
         let c = &mut self.children[child];
+        let locked_modern =
+            msg.pointer("/error/code").and_then(Value::as_i64) == Some(era::UNSUPPORTED_VERSION);
+        if locked_modern && !c.modern {
+            log::info!(
+                "[{}] refused initialize with -32022: asking server/discover",
+                c.info.name
+            );
+            c.modern = true;
+            f.waiting += 1;
+            return self.send_part(child, fid, 0, "server/discover", json!({}), now);
+        }
         match msg.get("result") {
+            Some(r) if c.modern => {
+                if r.get("supportedVersions").is_some() {
+                    let r = r.clone();
+                    self.child_modern(child, &r);
+                } else {
+                    c.status = Status::Out;
+                    let why = "no discover result after refusing initialize";
+                    self.out.push(Action::ChildFailed(child, why.into()));
+                }
+            }
             Some(r) => {
                 c.caps = r
                     .get("capabilities")
@@ -81,9 +107,12 @@ impl Router {
             .ready()
             .into_iter()
             .filter(|&i| self.children[i].caps.contains_key("logging"))
+            .filter(|&i| !self.children[i].modern) // they get it as `_meta`
             .collect();
         let fid = self.fan_out(FanKind::SetLevel, Some(id), targets.len());
         let params = msg.get("params").cloned().unwrap_or(Value::Null);
+        self.era
+            .legacy_level(params.get("level").and_then(Value::as_str));
         for i in targets {
             self.send_part(i, fid, 0, "logging/setLevel", params.clone(), now);
         }

@@ -13,7 +13,8 @@
 //! - `init.rs`: `initialize` and `logging/setLevel`, fanned out.
 //! - `ids.rs`: every id in flight either way, and its progress token.
 //! - `era.rs`: the client's MCP era, locked per connection, and the rules
-//!   and stamps of 2026-07-28; `modern.rs` serves a modern client with them.
+//!   and stamps of 2026-07-28; `modern.rs` serves a modern client with them;
+//!   `mrtr.rs` turns a legacy child's requests into `input_required`.
 
 mod audit;
 mod catalog;
@@ -23,6 +24,7 @@ mod era;
 mod ids;
 mod init;
 mod modern;
+mod mrtr;
 #[cfg(test)]
 mod tests;
 
@@ -138,6 +140,8 @@ struct Child {
     instructions: Option<String>,
     /// Its requests in a row that ran past their timeout.
     overdue: u32,
+    /// It speaks 2026-07-28: no `initialize`, `_meta` on every request.
+    modern: bool,
 }
 
 enum FanKind {
@@ -186,6 +190,8 @@ pub struct Router {
     opening: Option<audit::Open>,
     /// The client's era and what a modern client needs.
     era: era::EraState,
+    /// Calls of a modern client that a legacy child asked input for.
+    mrtr: mrtr::Mrtr,
     out: Vec<Action>,
 }
 
@@ -201,6 +207,7 @@ impl Router {
                     caps: Map::new(),
                     instructions: None,
                     overdue: 0,
+                    modern: false,
                 })
                 .collect(),
             opts,
@@ -216,6 +223,7 @@ impl Router {
             init_params: None,
             opening: None,
             era,
+            mrtr: mrtr::Mrtr::default(),
             out: Vec::new(),
         }
     }
@@ -232,6 +240,23 @@ impl Router {
     /// Marks a child as unusable from the start (it failed to spawn).
     pub fn child_unavailable(&mut self, child: usize) {
         self.children[child].status = Status::Out;
+    }
+
+    /// Child `child` speaks 2026-07-28 (its `server/discover` result): it
+    /// is ready at once, with no `initialize`.
+    pub fn child_modern(&mut self, child: usize, discover: &Value) {
+        let c = &mut self.children[child];
+        c.modern = true;
+        c.status = Status::Ready;
+        c.caps = discover
+            .get("capabilities")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        c.instructions = discover
+            .get("instructions")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
     }
 
     /// When the session should call [`Router::tick`] next.
@@ -319,6 +344,10 @@ impl Router {
             fanout,
             pages,
         };
+        let mut params = params;
+        if self.children[child].modern {
+            era::add_meta(&mut params, self.era.client_meta());
+        }
         let id = self
             .ids
             .insert(part, self.children[child].info.timeout, now);

@@ -57,9 +57,20 @@ impl Router {
         if self.opts.audit {
             self.opening = Open::start(method, &msg, now);
         }
+        let input = matches!(method, "tools/call" | "prompts/get" | "resources/read").then(|| {
+            Box::new(era::InputCall {
+                method: method.to_owned(),
+                target: super::mrtr::target_of(&msg),
+                inputs: era::Inputs::of(&meta.capabilities),
+            })
+        });
+        if input.is_some() && self.retry(&id, &msg, now) {
+            return;
+        }
         self.era.current = Some(era::Reply {
             cacheable: method == "resources/read",
             level: meta.level,
+            input,
         });
         self.route_request(method, id, msg, now);
         self.opening = None;
@@ -71,6 +82,7 @@ impl Router {
     /// (ERAS §5.8); requests wait for them as they wait for `initialize`.
     fn lock_modern(&mut self, meta: &era::Meta, now: Instant) {
         self.era.era = Era::Modern;
+        self.era.modern_client(meta);
         let params =
             era::legacy_init_params(meta, &self.opts.server_name, &self.opts.server_version);
         self.start_init(params, None, now);
@@ -80,6 +92,9 @@ impl Router {
     /// client, so it sends `notifications/initialized`.
     pub(super) fn initialized_for_modern(&mut self) {
         for i in self.ready() {
+            if self.children[i].modern {
+                continue;
+            }
             self.out.push(Action::ToChild(
                 i,
                 json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
@@ -90,7 +105,20 @@ impl Router {
     /// `server/discover`: the children's capabilities merged, as for
     /// `initialize`, and only the modern version (ERAS §1.3, §5.4).
     fn discover(&mut self, id: Value) {
-        let (caps, instructions) = self.merged_caps();
+        let (mut caps, instructions) = self.merged_caps();
+        // The modern children's extensions, as the issue asks (ERAS §5.15
+        // would list only the ones the gateway routes).
+        let mut ext = serde_json::Map::new();
+        for c in self.children.iter().filter(|c| c.status == Status::Ready) {
+            if let Some(e) = c.caps.get("extensions").and_then(Value::as_object) {
+                for (k, v) in e {
+                    ext.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+        }
+        if !ext.is_empty() {
+            caps.insert("extensions".into(), Value::Object(ext));
+        }
         let mut r = json!({"supportedVersions": [era::MODERN], "capabilities": caps});
         if let Some(i) = instructions {
             r["instructions"] = Value::String(i);
@@ -168,7 +196,8 @@ impl Router {
     /// Before a request with `logLevel` goes to a child that logs: lowers
     /// the child's level to it if the child may now be too quiet.
     pub(super) fn raise_log_level(&mut self, child: usize, level: u8) {
-        if !self.children[child].caps.contains_key("logging")
+        if self.children[child].modern // it reads `logLevel` from `_meta`
+            || !self.children[child].caps.contains_key("logging")
             || self.era.sent_level[child].is_some_and(|s| s <= level)
         {
             return;

@@ -1273,3 +1273,416 @@ fn a_legacy_childs_requests_are_refused_for_a_modern_client_and_errors_use_moder
     assert_eq!(e["code"], jsonrpc::INTERNAL_ERROR);
     assert_eq!(e["data"]["reason"], "timeout");
 }
+
+// ---- 2026-07-28 children (ERAS §2.2, §4 columns B and C) ----
+
+/// Child 1 of two speaks 2026-07-28 (its discover result).
+fn with_modern_child() -> Router {
+    let mut r = router(2);
+    r.child_modern(
+        1,
+        &json!({"supportedVersions":[MODERN],"capabilities":{"tools":{},"logging":{},"extensions":{"io.modelcontextprotocol/tasks":{}}},"instructions":"m"}),
+    );
+    r
+}
+
+#[test]
+fn a_legacy_client_reaches_a_modern_child_with_meta_built_from_its_initialize() {
+    let now = Instant::now();
+    let mut r = with_modern_child();
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"roots":{"listChanged":true},"tasks":{},"sampling":{}},"clientInfo":{"name":"lc","version":"3"}}}),
+        now,
+    );
+    let sent = to_child(&a);
+    assert_eq!(sent.len(), 1, "no initialize for the modern child");
+    assert_eq!(sent[0].0, 0);
+    let a = r.from_child(
+        0,
+        json!({"jsonrpc":"2.0","id":sent[0].1["id"],"result":{"capabilities":{"logging":{}}}}),
+        now,
+    );
+    let init = &to_client(&a)[0]["result"];
+    assert!(
+        init["capabilities"]["tools"].is_object(),
+        "the modern child's tools count: {init}"
+    );
+    assert!(
+        init["capabilities"].get("extensions").is_none(),
+        "no extensions in legacy"
+    );
+    assert!(init["instructions"].as_str().unwrap().contains("[s1] m"));
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+        now,
+    );
+    assert_eq!(
+        to_child(&a).iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        [0],
+        "not to the modern child"
+    );
+    // setLevel: answered for the legacy child, remembered for the modern one.
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":1,"method":"logging/setLevel","params":{"level":"notice"}}),
+        now,
+    );
+    let sent = to_child(&a);
+    assert_eq!(sent.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0]);
+    r.from_child(
+        0,
+        json!({"jsonrpc":"2.0","id":sent[0].1["id"],"result":{}}),
+        now,
+    );
+    // The list fan-out to the modern child carries the mapped _meta.
+    let a = r.from_client(json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}), now);
+    let (i, m) = to_child(&a)[0].clone();
+    assert_eq!(i, 1, "only the modern child has tools");
+    let meta = &m["params"]["_meta"];
+    assert_eq!(meta["io.modelcontextprotocol/protocolVersion"], MODERN);
+    assert_eq!(
+        meta["io.modelcontextprotocol/clientCapabilities"],
+        json!({"roots":{},"sampling":{}})
+    );
+    assert_eq!(meta["io.modelcontextprotocol/clientInfo"]["name"], "lc");
+    assert_eq!(meta["io.modelcontextprotocol/logLevel"], "notice");
+    r.from_child(1, json!({"jsonrpc":"2.0","id":m["id"],"result":{"resultType":"complete","tools":[{"name":"now"}],"ttlMs":60000,"cacheScope":"public"}}), now);
+    // A call: the client's progressToken stays next to the added keys.
+    let a = r.from_client(json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"now","_meta":{"progressToken":5}}}), now);
+    let (_, m) = &to_child(&a)[0];
+    assert_eq!(m["params"]["_meta"]["progressToken"], 5);
+    assert_eq!(
+        m["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"],
+        MODERN
+    );
+    let v = raw(
+        &mut r,
+        1,
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"result":{{"resultType":"complete","content":[]}}}}"#,
+            m["id"]
+        ),
+        now,
+    );
+    assert_eq!(v["id"], 3);
+    assert_eq!(v["result"]["content"], json!([]));
+    // A restart needs no initialize either.
+    let a = r.child_restarted(1, now);
+    assert!(to_child(&a).is_empty());
+    assert_eq!(
+        to_client(&a)[0]["method"],
+        "notifications/tools/list_changed"
+    );
+}
+
+#[test]
+fn a_modern_client_and_a_modern_child_pass_meta_and_input_required_through() {
+    let now = Instant::now();
+    let mut r = with_modern_child();
+    let d = discover_with_modern(&mut r, now);
+    assert_eq!(
+        d["capabilities"]["extensions"],
+        json!({"io.modelcontextprotocol/tasks":{}})
+    );
+    list_tools(&mut r, now, |i| json!([{"name": format!("t{i}")}]));
+    let call = modern(
+        json!("c"),
+        "tools/call",
+        json!({"name":"t1"}),
+        json!({"io.modelcontextprotocol/logLevel":"debug"}),
+    );
+    let a = r.from_client(call.clone(), now);
+    let sent = to_child(&a);
+    assert_eq!(sent.len(), 1, "no setLevel for a modern child");
+    let (i, m) = &sent[0];
+    assert_eq!(*i, 1);
+    assert_eq!(
+        m["params"]["_meta"], call["params"]["_meta"],
+        "the client's own _meta"
+    );
+    let v = raw(
+        &mut r,
+        1,
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"result":{{"resultType":"input_required","inputRequests":{{"k":{{"method":"roots/list","params":{{}}}}}},"requestState":"s1"}}}}"#,
+            m["id"]
+        ),
+        now,
+    );
+    assert_eq!(v["result"]["resultType"], "input_required");
+    assert_eq!(v["result"]["requestState"], "s1");
+    assert!(v["result"].get("ttlMs").is_none());
+    // The retry reaches the same child with its answers as sent.
+    let retry = modern(
+        json!("c2"),
+        "tools/call",
+        json!({"name":"t1","inputResponses":{"k":{"roots":[]}},"requestState":"s1"}),
+        json!({}),
+    );
+    let a = r.from_client(retry, now);
+    let (i, m) = &to_child(&a)[0];
+    assert_eq!(*i, 1);
+    assert_eq!(m["params"]["requestState"], "s1");
+    assert_eq!(m["params"]["inputResponses"]["k"], json!({"roots":[]}));
+}
+
+/// `server/discover` when child 0 is legacy and child 1 modern.
+fn discover_with_modern(r: &mut Router, now: Instant) -> Value {
+    let a = r.from_client(
+        modern(json!("d"), "server/discover", json!({}), json!({})),
+        now,
+    );
+    let sent = to_child(&a);
+    assert_eq!(sent.len(), 1, "only the legacy child is initialized");
+    let a = r.from_child(
+        0,
+        json!({"jsonrpc":"2.0","id":sent[0].1["id"],"result":{"capabilities":{"tools":{}}}}),
+        now,
+    );
+    let initialized: Vec<usize> = to_child(&a).iter().map(|(i, _)| *i).collect();
+    assert_eq!(initialized, [0]);
+    to_client(&a)[0]["result"].clone()
+}
+
+#[test]
+fn a_child_that_refuses_initialize_with_32022_is_asked_discover_and_served_modern() {
+    let now = Instant::now();
+    let mut r = router(1);
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{}}}),
+        now,
+    );
+    let (_, m) = &to_child(&a)[0];
+    let a = r.from_child(0, json!({"jsonrpc":"2.0","id":m["id"],"error":{"code":-32022,"message":"locked","data":{"supported":[MODERN]}}}), now);
+    assert!(to_client(&a).is_empty(), "initialize still waits");
+    let (_, d) = &to_child(&a)[0];
+    assert_eq!(d["method"], "server/discover");
+    assert_eq!(
+        d["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"],
+        MODERN
+    );
+    let a = r.from_child(0, json!({"jsonrpc":"2.0","id":d["id"],"result":{"resultType":"complete","supportedVersions":[MODERN],"capabilities":{"tools":{}}}}), now);
+    assert!(to_client(&a)[0]["result"]["capabilities"]["tools"].is_object());
+    assert_eq!(r.ready_children(), ["s0"]);
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+        now,
+    );
+    assert!(a.is_empty(), "a modern child gets no initialized");
+}
+
+// ---- MRTR: a legacy child's requests for a 2026-07-28 client (ERAS §4.1) ----
+
+/// A modern client (declaring `sampling` and `roots`) with tool `t` of a
+/// legacy child open as call "c1"; returns the call as the child got it.
+fn open_call(r: &mut Router, now: Instant) -> Value {
+    discover(r, json!({"tools":{}}), now);
+    list_tools(r, now, |_| json!([{"name":"t"}]));
+    let mut call = modern(
+        json!("c1"),
+        "tools/call",
+        json!({"name":"t","arguments":{}}),
+        json!({}),
+    );
+    call["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] =
+        json!({"sampling":{},"roots":{}});
+    let a = r.from_client(call, now);
+    to_child(&a)[0].1.clone()
+}
+
+fn retry(id: &str, state: &Value, responses: Value) -> Value {
+    let mut m = modern(
+        json!(id),
+        "tools/call",
+        json!({"name":"t","arguments":{}}),
+        json!({}),
+    );
+    m["params"]["requestState"] = state.clone();
+    m["params"]["inputResponses"] = responses;
+    m
+}
+
+#[test]
+fn a_legacy_childs_request_becomes_input_required_and_the_retry_answers_it() {
+    let now = Instant::now();
+    let mut r = router(1);
+    let call = open_call(&mut r, now);
+    let a = r.from_child(0, json!({"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{"messages":[],"maxTokens":5}}), now);
+    let ir = &to_client(&a)[0];
+    assert_eq!(ir["id"], "c1");
+    let res = &ir["result"];
+    assert_eq!(res["resultType"], "input_required");
+    let (key, req) = res["inputRequests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    assert_eq!(req["method"], "sampling/createMessage");
+    assert_eq!(req["params"]["maxTokens"], 5);
+    let state = res["requestState"].clone();
+    assert_eq!(state.as_str().unwrap().len(), 32, "128 random bits");
+    assert!(to_child(&a).is_empty(), "the child's call stays open");
+    // Cancelling the answered id is ignored.
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"c1"}}),
+        now,
+    );
+    assert!(a.is_empty());
+    // The retry answers the child's request under its own id.
+    let a = r.from_client(
+        retry(
+            "c2",
+            &state,
+            json!({key: {"role":"assistant","content":{"type":"text","text":"hi"},"model":"m"}}),
+        ),
+        now,
+    );
+    let (_, answer) = &to_child(&a)[0];
+    assert_eq!(answer["id"], "s1");
+    assert_eq!(answer["result"]["model"], "m");
+    // A second request of the child: input_required again, on the retry.
+    let a = r.from_child(
+        0,
+        json!({"jsonrpc":"2.0","id":"s2","method":"roots/list"}),
+        now,
+    );
+    let ir = &to_client(&a)[0];
+    assert_eq!(ir["id"], "c2");
+    let (key2, _) = ir["result"]["inputRequests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    let state2 = ir["result"]["requestState"].clone();
+    assert_ne!(state2, state);
+    // Replayed, tampered and unknown keys are refused; the session goes on.
+    for (bad, why) in [
+        (retry("x1", &state, json!({})), "unknown, used or expired"),
+        (
+            retry("x2", &json!("0123456789abcdef0123456789abcdef"), json!({})),
+            "unknown, used or expired",
+        ),
+        (
+            retry("x3", &state2, json!({"nobody-asked": {}})),
+            "nobody-asked",
+        ),
+        (
+            retry("x4", &state2, json!({key2.clone(): 5})),
+            "must be an object",
+        ),
+    ] {
+        let a = r.from_client(bad, now);
+        let e = &to_client(&a)[0];
+        assert_eq!(e["error"]["code"], INVALID_PARAMS, "{e}");
+        assert!(e["error"]["message"].as_str().unwrap().contains(why), "{e}");
+        assert!(to_child(&a).is_empty());
+    }
+    let mut other = retry("x5", &state2, json!({}));
+    other["params"]["name"] = json!("u");
+    let a = r.from_client(other, now);
+    assert!(
+        to_client(&a)[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("another request")
+    );
+    // The real retry: the child's final answer answers it, stamped.
+    let a = r.from_client(
+        retry("c3", &state2, json!({key2.clone(): {"roots":[]}})),
+        now,
+    );
+    assert_eq!(to_child(&a)[0].1["id"], "s2");
+    let v = raw(
+        &mut r,
+        0,
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"result":{{"content":[{{"type":"text","text":"ok"}}]}}}}"#,
+            call["id"]
+        ),
+        now,
+    );
+    assert_eq!(v["id"], "c3");
+    assert_eq!(v["result"]["resultType"], "complete");
+    assert!(r.ids.is_empty() && r.mrtr.is_empty() && r.mrtr.handles() == 0);
+}
+
+#[test]
+fn a_client_that_never_retries_gets_the_childs_call_cancelled_at_the_timeout() {
+    let now = Instant::now();
+    let mut r = router(1);
+    let call = open_call(&mut r, now);
+    let t5 = now + Duration::from_secs(5);
+    let a = r.from_child(
+        0,
+        json!({"jsonrpc":"2.0","id":"q","method":"roots/list"}),
+        t5,
+    );
+    let state = to_client(&a)[0]["result"]["requestState"].clone();
+    assert!(
+        r.tick(now + Duration::from_secs(14)).is_empty(),
+        "the wait starts at input_required"
+    );
+    let a = r.tick(t5 + Duration::from_secs(10));
+    assert!(
+        to_client(&a).is_empty(),
+        "the client's request was answered already"
+    );
+    let sent = to_child(&a);
+    assert!(
+        sent.iter()
+            .any(|(_, m)| m["method"] == "notifications/cancelled"
+                && m["params"]["requestId"] == call["id"])
+    );
+    let e = sent.iter().find(|(_, m)| m["id"] == "q").unwrap();
+    assert!(
+        e.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not retry")
+    );
+    assert!(r.ids.is_empty() && r.mrtr.is_empty());
+    let a = r.from_client(
+        retry("late", &state, json!({})),
+        t5 + Duration::from_secs(11),
+    );
+    assert_eq!(to_client(&a)[0]["error"]["code"], INVALID_PARAMS);
+}
+
+#[test]
+fn input_the_client_did_not_declare_or_outside_a_call_is_refused_to_the_child() {
+    let now = Instant::now();
+    let mut r = router(1);
+    let call = open_call(&mut r, now);
+    let a = r.from_child(
+        0,
+        json!({"jsonrpc":"2.0","id":"e","method":"elicitation/create","params":{"message":"?"}}),
+        now,
+    );
+    assert!(to_client(&a).is_empty(), "not listed in inputRequests");
+    let (_, e) = &to_child(&a)[0];
+    assert_eq!(e["error"]["code"], METHOD_NOT_FOUND);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("elicitation")
+    );
+    // The call ends; a request outside any call gets an error.
+    r.from_child(
+        0,
+        json!({"jsonrpc":"2.0","id":call["id"],"result":{"content":[]}}),
+        now,
+    );
+    let a = r.from_child(
+        0,
+        json!({"jsonrpc":"2.0","id":"late","method":"roots/list"}),
+        now,
+    );
+    assert_eq!(to_child(&a)[0].1["error"]["code"], jsonrpc::INTERNAL_ERROR);
+    // A requestState the gateway never issued, for a legacy child: refused.
+    let a = r.from_client(retry("f", &json!("foreign"), json!({})), now);
+    assert_eq!(to_client(&a)[0]["error"]["code"], INVALID_PARAMS);
+    assert!(to_child(&a).is_empty());
+    assert!(r.ids.is_empty());
+}
