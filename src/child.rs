@@ -179,7 +179,8 @@ impl ChildProc {
             (child.stdin.take(), child.stdout.take(), child.stderr.take());
         let pidfd = os::pidfd_open(child.id());
         let (stdin_tx, stdin_rx) = crossbeam_channel::unbounded::<Vec<u8>>();
-        let (sink_tx, sink_rx) = crossbeam_channel::bounded::<Sink>(1);
+        // Two: a probe's sink, then the session's.
+        let (sink_tx, sink_rx) = crossbeam_channel::bounded::<Sink>(2);
         // From here on, dropping `proc` stops and reaps the process.
         let mut proc = ChildProc {
             name: spec.name.clone(),
@@ -234,6 +235,46 @@ impl ChildProc {
             .spawn(f)?;
         self.threads.push(h);
         Ok(())
+    }
+
+    /// Before any session owns the child: sends `line` (a request with id
+    /// `id`) and waits up to `timeout` for its answer; None on silence, an
+    /// exit or a line that is not JSON. Anything else it writes meanwhile is
+    /// dropped. [`ChildProc::attach`] may follow.
+    pub fn probe(
+        &mut self,
+        line: Vec<u8>,
+        id: &serde_json::Value,
+        timeout: Duration,
+    ) -> Option<Incoming> {
+        let tx = self.sink_tx.as_ref()?;
+        let wake = Arc::new(Wake::new().ok()?);
+        let (etx, erx) = crossbeam_channel::unbounded();
+        let sink = Sink {
+            index: 0,
+            tx: etx,
+            wake,
+            notify: Arc::new(|| {}),
+            backlog: Backlog::new(usize::MAX),
+        };
+        tx.try_send(sink).ok()?;
+        self.send(line);
+        let deadline = Instant::now() + timeout;
+        loop {
+            match erx.recv_deadline(deadline).ok()? {
+                (_, ChildEvent::Message(m)) => {
+                    let matches = match &m {
+                        Incoming::Response { id: got, .. } => got == id,
+                        Incoming::Other(_) => false,
+                    };
+                    if matches {
+                        return Some(m);
+                    }
+                }
+                (_, ChildEvent::BadLine(_)) => {}
+                (_, ChildEvent::Closed) => return None,
+            }
+        }
     }
 
     /// Routes this child's output to a session.
@@ -483,11 +524,16 @@ fn read_stdout(
     name: String,
     stopping: Arc<AtomicBool>,
 ) {
-    // Nothing is read until a session owns the child (a warm spare stays quiet).
-    let Ok(sink) = sink_rx.recv() else { return };
+    // Nothing is read until a session owns the child (a warm spare stays
+    // quiet) or a probe asks it something; a session's sink replaces a
+    // probe's before the next line.
+    let Ok(mut sink) = sink_rx.recv() else { return };
     let mut reader = LineReader::new(stdout, max_line);
     let mut queued = false;
     loop {
+        if let Ok(next) = sink_rx.try_recv() {
+            sink = next;
+        }
         let frame = reader.next_frame_with(|| {
             if std::mem::take(&mut queued) {
                 (sink.notify)();
@@ -505,8 +551,21 @@ fn read_stdout(
             }
             None => ChildEvent::Closed,
         };
+        if let Ok(next) = sink_rx.try_recv() {
+            (sink.notify)();
+            sink = next;
+        }
         let closed = matches!(event, ChildEvent::Closed);
-        if sink.tx.send((sink.index, event)).is_err() || closed {
+        if let Err(e) = sink.tx.send((sink.index, event)) {
+            // A finished probe's sink: the line is dropped (its exit is
+            // kept for the session), and the reader waits for the session.
+            let Ok(next) = sink_rx.recv() else { return };
+            sink = next;
+            if closed {
+                let _ = sink.tx.send((sink.index, e.into_inner().1));
+            }
+        }
+        if closed {
             (sink.notify)();
             return;
         }

@@ -33,6 +33,20 @@ pub struct ServerSpec {
     pub prompts: Option<NameFilter>,
     /// One process set per session, or processes shared by every session.
     pub scope: Scope,
+    /// The MCP era the server speaks (`"protocol"`).
+    pub protocol: Protocol,
+}
+
+/// `"protocol"`: how the gateway talks to a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Probed once with `server/discover` (the default); a shared server is
+    /// not probed and speaks legacy.
+    Auto,
+    /// `initialize` and the legacy rules, never probed.
+    Legacy,
+    /// 2026-07-28: no `initialize`, `_meta` on every request.
+    Modern,
 }
 
 /// `"scope"`: who a server's processes belong to.
@@ -59,6 +73,7 @@ impl ServerSpec {
             tools: None,
             prompts: None,
             scope: Scope::Session,
+            protocol: Protocol::Auto,
         }
     }
 }
@@ -167,6 +182,25 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<ServerSpec>, Error> {
         if scope != Scope::Session && warm_spares.is_some() {
             return Err(err("warmSpares", "applies to \"scope\": \"session\" only"));
         }
+        let protocol = match obj.get("protocol") {
+            None => Protocol::Auto,
+            Some(Value::String(p)) if p == "auto" => Protocol::Auto,
+            Some(Value::String(p)) if p == "legacy" => Protocol::Legacy,
+            Some(Value::String(p)) if p == "2026-07-28" => Protocol::Modern,
+            Some(_) => {
+                return Err(err(
+                    "protocol",
+                    "must be \"auto\", \"legacy\" or \"2026-07-28\"",
+                ));
+            }
+        };
+        if protocol == Protocol::Modern && scope != Scope::Session {
+            return Err(err(
+                "protocol",
+                "\"2026-07-28\" is not served with \"scope\": \"shared\" yet; \
+                 use \"scope\": \"session\" or \"protocol\": \"legacy\"",
+            ));
+        }
         let tools = name_filter(obj, "tools").map_err(|w| err("tools", &w))?;
         let prompts = name_filter(obj, "prompts").map_err(|w| err("prompts", &w))?;
         out.push(ServerSpec {
@@ -181,6 +215,7 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<ServerSpec>, Error> {
             tools,
             prompts,
             scope,
+            protocol,
         });
     }
     Ok(out)
@@ -359,6 +394,15 @@ mod tests {
             )
         };
         assert_eq!(one("").unwrap()[0].scope, Scope::Session);
+        assert_eq!(one("").unwrap()[0].protocol, Protocol::Auto);
+        for (p, want) in [
+            ("auto", Protocol::Auto),
+            ("legacy", Protocol::Legacy),
+            ("2026-07-28", Protocol::Modern),
+        ] {
+            let extra = format!(r#", "protocol": "{p}""#);
+            assert_eq!(one(&extra).unwrap()[0].protocol, want);
+        }
         assert_eq!(
             one(r#", "scope": "shared""#).unwrap()[0].scope,
             Scope::Shared { processes: 1 }
@@ -373,6 +417,12 @@ mod tests {
             (r#", "processes": 2"#, "processes"),
             (r#", "scope": "session", "processes": 2"#, "processes"),
             (r#", "scope": "shared", "warmSpares": 1"#, "warmSpares"),
+            (r#", "protocol": "2025-11-25""#, "protocol"),
+            (r#", "protocol": true"#, "protocol"),
+            (
+                r#", "scope": "shared", "protocol": "2026-07-28""#,
+                "protocol",
+            ),
         ] {
             let e = one(bad).unwrap_err().to_string();
             let want = format!("c.json: server \"a\": field \"{field}\"");

@@ -10,6 +10,7 @@
 //!   that merges the children into one MCP server.
 //! - [`child`]: a child process and its reader, writer and stderr threads.
 //! - [`pool`]: warm spare children handed to new sessions.
+//! - [`eras`]: each configured server's MCP era, probed once.
 //! - [`supervise`]: the restart backoff rule.
 //! - [`shared`]: `"scope": "shared"` servers, one set of processes for every session.
 //! - [`config`]: `servers_config.json` -> server specs.
@@ -26,6 +27,7 @@ pub mod audit;
 pub mod child;
 pub mod client;
 pub mod config;
+pub mod eras;
 pub mod error;
 pub mod gateway;
 pub mod keyapi;

@@ -2,9 +2,12 @@
 //! handed to new sessions so they do not wait for Python or Node to start.
 //! A filler thread replaces what was taken, and replaces spares that died
 //! (checked when taken and every few seconds); a dead spare is never handed out.
+//! The filler also finds each server's era on its first spare (`eras`), so
+//! no session waits for a probe.
 
 use crate::child::{self, ChildProc};
 use crate::config::ServerSpec;
+use crate::eras::{ChildEra, Eras};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -25,12 +28,14 @@ pub struct Pool {
     tx: Sender<Cmd>,
     filler: Mutex<Option<JoinHandle<()>>>,
     max_line: usize,
+    eras: Eras,
 }
 
 impl Pool {
     /// Starts the filler thread, which fills every server's spares at once.
     pub fn start(specs: Vec<ServerSpec>, targets: Vec<usize>, max_line: usize) -> Arc<Pool> {
         let (tx, rx) = crossbeam_channel::unbounded();
+        let specs_len = specs.len();
         let pool = Arc::new(Pool {
             spares: Mutex::new(specs.iter().map(|_| Vec::new()).collect()),
             specs,
@@ -38,6 +43,7 @@ impl Pool {
             tx,
             filler: Mutex::new(None),
             max_line,
+            eras: Eras::new(specs_len),
         });
         if pool.targets.iter().any(|&t| t > 0) {
             let p = pool.clone();
@@ -60,6 +66,16 @@ impl Pool {
             return 0;
         };
         self.spares.lock().unwrap_or_else(|e| e.into_inner())[i].len()
+    }
+
+    /// The era of server `name` for its new process `child`: known, or
+    /// probed on `child` now (a session that found no spare).
+    pub fn era(&self, spec: &ServerSpec, child: &mut ChildProc) -> Result<ChildEra, String> {
+        match self.specs.iter().position(|s| s.name == spec.name) {
+            Some(i) => self.eras.settle(i, spec, child),
+            // A server the pool does not know (cannot happen): as configured.
+            None => Eras::new(1).settle(0, spec, child),
+        }
     }
 
     /// A live spare of the server named `name`, if one is ready.
@@ -135,7 +151,16 @@ impl Pool {
                 return;
             }
             match ChildProc::spawn(&self.specs[i], self.max_line) {
-                Ok(c) => self.spares.lock().unwrap_or_else(|e| e.into_inner())[i].push(c),
+                Ok(mut c) => {
+                    if self.eras.needs_probe(i, &self.specs[i])
+                        && let Err(e) = self.eras.settle(i, &self.specs[i], &mut c)
+                    {
+                        log::error!("[{}] {e}", self.specs[i].name);
+                        child::stop_all(vec![c]);
+                        return;
+                    }
+                    self.spares.lock().unwrap_or_else(|e| e.into_inner())[i].push(c)
+                }
                 Err(e) => {
                     // Tried again on the next take or check, not in a hot loop.
                     log::warn!("[{}] cannot start a warm spare: {e}", self.specs[i].name);

@@ -15,8 +15,9 @@ use crate::os::{self, Wake};
 use crate::pool::Pool;
 use crate::shared::SharedServer;
 use crate::ssh::conn::Login;
-use crate::ssh::listener::{self, Limits};
+use crate::ssh::listener::{self, Limits, Proxied};
 use crate::ssh::persource::Policy;
+use crate::ssh::proxy;
 use crate::ssh::sys::{Bind, BindConfig, Key};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -49,6 +50,9 @@ pub struct ServerOptions {
     /// `--audit-log`.
     pub audit_log: Option<PathBuf>,
     pub key_server: Option<KeyServerOptions>,
+    /// `--proxy-protocol-from`: addresses whose connections start with a
+    /// PROXY header (checked by [`run`]).
+    pub proxy_protocol_from: Option<String>,
     /// `--trusted-user-ca-keys`.
     pub trusted_user_ca_keys: Option<PathBuf>,
     /// `--revoked-keys`.
@@ -76,6 +80,10 @@ pub fn is_loopback(host: &str) -> bool {
 
 /// Runs the server until a shutdown signal; every session ends first.
 pub fn run(opts: &ServerOptions) -> Result<(), Error> {
+    let proxy_senders = match &opts.proxy_protocol_from {
+        Some(list) => Some(proxy::parse_senders(list).map_err(Error::Config)?),
+        None => None,
+    };
     os::limit_malloc_arenas();
     let nofile = raise_fd_limit();
     let servers = config::load(&opts.servers_config)?;
@@ -183,6 +191,11 @@ pub fn run(opts: &ServerOptions) -> Result<(), Error> {
     })
     .and_then(|bind| {
         log::info!("SSH server listening on {}:{}", opts.host, opts.port);
+        if let Some(list) = &opts.proxy_protocol_from {
+            log::info!(
+                "PROXY protocol: connections from {list} must start with a header naming the client"
+            );
+        }
         let shutdown = Arc::new(AtomicBool::new(false));
         let (login, gw, flag) = (Arc::new(login), current.clone(), shutdown.clone());
         listener::serve(
@@ -191,6 +204,10 @@ pub fn run(opts: &ServerOptions) -> Result<(), Error> {
                 max_sessions: opts.max_sessions,
                 max_startups: opts.max_startups,
                 per_source: opts.per_source,
+                proxy: proxy_senders.map(|senders| Proxied {
+                    senders,
+                    grace: opts.login_grace,
+                }),
             },
             &stop,
             (&hangup, &on_hangup),

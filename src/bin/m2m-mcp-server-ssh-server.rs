@@ -81,6 +81,9 @@ struct Args {
     /// key API requests allowed per client IP per minute (default: 10)
     #[argh(option, default = "10")]
     key_server_rate_limit: u32,
+    /// CIDR,...: connections from these addresses (a load balancer such as HAProxy with send-proxy-v2) must start with a PROXY protocol v1 or v2 header, whose client address then counts for from=, limits, logs and the audit log
+    #[argh(option)]
+    proxy_protocol_from: Option<String>,
     /// CA public keys (authorized_keys format) whose OpenSSH user certificates are accepted, as sshd's TrustedUserCAKeys
     #[argh(option)]
     trusted_user_ca_keys: Option<String>,
@@ -180,6 +183,7 @@ fn main() {
             token_file: args.key_server_token_file.as_deref().map(expand_home),
             per_minute: args.key_server_rate_limit,
         }),
+        proxy_protocol_from: args.proxy_protocol_from,
         trusted_user_ca_keys: args.trusted_user_ca_keys.as_deref().map(expand_home),
         revoked_keys: args.revoked_keys.as_deref().map(expand_home),
         authorized_keys_command: args.authorized_keys_command.map(|c| {

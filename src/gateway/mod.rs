@@ -28,6 +28,7 @@ pub mod select;
 use crate::audit::{AuditLog, SessionAudit};
 use crate::child::{self, Backlog, ChildEvent, ChildProc, Sink};
 use crate::config::{Scope, ServerSpec};
+use crate::eras::ChildEra;
 use crate::mcp::framing::{Frame, Framer};
 use crate::mcp::jsonrpc;
 use crate::mcp::router::{Access, Action, ChildInfo, Options, Outcome, Record, Router};
@@ -509,8 +510,18 @@ impl Bridge {
                 Some(c) => Ok(c),
                 None => ChildProc::spawn(spec, gw.max_line),
             };
+            let started = started.map_err(|e| e.to_string()).and_then(|mut c| {
+                let era = gw
+                    .pool
+                    .era(spec, &mut c)
+                    .map_err(|e| format!("[{}] {e}", spec.name))?;
+                Ok((c, era))
+            });
             match started {
-                Ok(mut c) => {
+                Ok((mut c, era)) => {
+                    if let ChildEra::Modern(discover) = &era {
+                        router.child_modern(index, discover);
+                    }
                     c.attach(Sink {
                         index,
                         tx: tx.clone(),
@@ -730,6 +741,10 @@ impl Bridge {
                 Some(c) => Ok(c),
                 None => ChildProc::spawn(spec, self.framer.max()),
             };
+            // The era was found before; a probe runs only if it was not.
+            let started = started
+                .map_err(|e| e.to_string())
+                .and_then(|mut c| sup.pool.era(spec, &mut c).map(|_| c));
             match started {
                 Ok(mut c) => {
                     c.attach(Sink {

@@ -51,12 +51,25 @@ impl Startup {
         table: &Arc<Mutex<PerSource>>,
         slot: Slot,
     ) -> Startup {
+        let mut s = Startup::take_unsourced(id, count);
+        s.set_source(table, slot);
+        s
+    }
+
+    /// Like [`Startup::take`], with its source's place still to come: a
+    /// PROXY header names the source later, on the connection's thread.
+    pub fn take_unsourced(id: u64, count: &Arc<AtomicUsize>) -> Startup {
         count.fetch_add(1, Ordering::Relaxed);
         Startup {
             id,
             count: Some(count.clone()),
-            source: Some((table.clone(), slot)),
+            source: None,
         }
+    }
+
+    /// The place of its source, as `slot` in `table`.
+    pub fn set_source(&mut self, table: &Arc<Mutex<PerSource>>, slot: Slot) {
+        self.source = Some((table.clone(), slot));
     }
 
     /// Gives the place back (once; later calls do nothing), logging the
@@ -126,10 +139,19 @@ pub fn establish(
     session.prepare(login.grace);
     if let Err(e) = session.handle_key_exchange() {
         let stalled = Instant::now() >= deadline;
+        // A PROXY header where an SSH banner belongs: a balancer (or a
+        // client posing as one) that --proxy-protocol-from does not list.
+        let header = session
+            .client_banner()
+            .and_then(|b| super::proxy::header_banner(&b));
         // libssh leaves its message empty when the client went silent (the
         // login deadline) or hung up.
-        match e {
-            crate::error::Error::Ssh { detail, .. } if !detail.is_empty() => {
+        match (header, e) {
+            (Some(v), _) => log::warn!(
+                "s{id}: refused: {peer} sent what starts as a PROXY {v} header, but \
+                 --proxy-protocol-from does not list it"
+            ),
+            (None, crate::error::Error::Ssh { detail, .. }) if !detail.is_empty() => {
                 log::info!("s{id}: key exchange failed: {detail}")
             }
             _ => log::info!(

@@ -3,14 +3,23 @@
 //! (in all and per source, with penalties for sources that keep failing to
 //! log in), and a clean stop on SIGINT/SIGTERM (every session ends, every
 //! thread joins). A panic in a connection's thread ends that connection only.
+//!
+//! A connection from a `--proxy-protocol-from` sender reads its PROXY header
+//! on its own thread (a slow sender holds up no other connection), and only
+//! then takes the place of the client the header names among its source's
+//! connections logging in: the sender, the balancer, is every client's
+//! address and is not counted as a source itself.
 
 use super::conn::Startup;
 use super::persource::{self, PerSource, Policy, Refused};
-use super::sys::{Bind, Session};
+use super::proxy;
+use super::sys::{Accepted, Bind, Session};
 use crate::error::Error;
 use crate::gateway::Conn;
+use crate::keys::pattern::AddrPatterns;
 use crate::os::{self, Wake};
 use std::collections::HashMap;
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -31,6 +40,15 @@ pub struct Limits {
     pub max_startups: usize,
     /// The share of those one source may take, and its penalties.
     pub per_source: Policy,
+    /// `--proxy-protocol-from`, if given.
+    pub proxy: Option<Proxied>,
+}
+
+/// Who must start each connection with a PROXY header, and the time it may
+/// take (the login deadline's length; key exchange gets its own after it).
+pub struct Proxied {
+    pub senders: AddrPatterns,
+    pub grace: Duration,
 }
 
 /// What runs a connection, on its own thread.
@@ -58,6 +76,8 @@ pub fn serve(
         limits.per_source,
         persource::MAX_SOURCES,
     )));
+    let proxied = limits.proxy.map(Arc::new);
+    let is_sender = |ip| proxied.as_ref().is_some_and(|p| p.senders.matches(ip));
     let mut conns: HashMap<u64, Running> = HashMap::new();
     // Each connection thread sends its id here as its last act and wakes
     // `reap`, so the loop joins it at once: no finished thread, stack or
@@ -105,7 +125,11 @@ pub fn serve(
         if !ready[0] {
             continue;
         }
-        let (session, peer) = match bind.accept() {
+        let Accepted {
+            session,
+            peer,
+            stream,
+        } = match bind.accept(is_sender) {
             Ok(Some(s)) => s,
             Ok(None) => continue, // nobody waiting after all
             Err(e) => {
@@ -134,17 +158,27 @@ pub fn serve(
             );
             continue;
         }
-        // The lock is released before a refusal is logged, and before a
-        // startup dropped below takes it again.
-        let started = persource::lock(&sources).try_start(peer.ip(), Instant::now());
-        let slot = match started {
-            Ok(slot) => slot,
-            Err(why) => {
-                refused_from_source(id, peer.ip(), &limits.per_source, why);
-                continue;
+        // A PROXY sender's connection is counted by its header's client,
+        // on the connection's thread (`through_proxy`).
+        let (startup, front) = match (stream, &proxied) {
+            (Some(stream), Some(p)) => {
+                let front = (stream, p.clone(), sources.clone());
+                (Startup::take_unsourced(id, &startups), Some(front))
+            }
+            _ => {
+                // The lock is released before a refusal is logged, and before
+                // a startup dropped below takes it again.
+                let started = persource::lock(&sources).try_start(peer.ip(), Instant::now());
+                let slot = match started {
+                    Ok(slot) => slot,
+                    Err(why) => {
+                        refused_from_source(id, peer.ip(), &limits.per_source, why);
+                        continue;
+                    }
+                };
+                (Startup::take(id, &startups, &sources, slot), None)
             }
         };
-        let startup = Startup::take(id, &startups, &sources, slot);
         let wake = match Wake::new() {
             Ok(w) => Arc::new(w),
             Err(e) => {
@@ -161,11 +195,20 @@ pub fn serve(
         active.fetch_add(1, Ordering::Relaxed);
         let (handler, active2) = (handler.clone(), active.clone());
         let (done, r) = (done_tx.clone(), reap.clone());
+        let policy = limits.per_source;
         let spawned = std::thread::Builder::new()
             .name(format!("s{id}"))
             .stack_size(SESSION_STACK)
             .spawn(move || {
-                let run = std::panic::AssertUnwindSafe(|| handler(session, conn));
+                let run = std::panic::AssertUnwindSafe(|| {
+                    let mut conn = conn;
+                    if let Some((stream, p, sources)) = front {
+                        if !through_proxy(stream, &mut conn, &p, &sources, &policy) {
+                            return;
+                        }
+                    }
+                    handler(session, conn)
+                });
                 if let Err(p) = std::panic::catch_unwind(run) {
                     log::error!("s{id}: session ended by a bug: {}", panic_text(&p));
                 }
@@ -197,6 +240,53 @@ pub fn serve(
         let _ = c.thread.join();
     }
     Ok(())
+}
+
+/// Reads the PROXY header of a connection from a listed sender and makes
+/// the client it names the connection's peer, with that source's place
+/// among the connections logging in. False (after logging why) if the
+/// connection must end: a missing, bad, truncated or late header, a source
+/// over its limits, or the server shutting down.
+fn through_proxy(
+    mut stream: TcpStream,
+    conn: &mut Conn,
+    proxied: &Proxied,
+    sources: &Arc<Mutex<PerSource>>,
+    policy: &Policy,
+) -> bool {
+    let (id, sender) = (conn.id, conn.peer.ip());
+    let deadline = Instant::now() + proxied.grace;
+    let header = match proxy::read_header(&mut stream, deadline, conn.wake.fd()) {
+        None => return false,
+        Some(Ok(h)) => h,
+        Some(Err(why)) => {
+            log::warn!("s{id}: refused: {sender} is a --proxy-protocol-from sender, but {why}");
+            return false;
+        }
+    };
+    drop(stream);
+    match header.source {
+        Some(client) => {
+            log::debug!("s{id}: {sender} relays {client} (PROXY {})", header.version);
+            conn.peer = client;
+        }
+        None => log::debug!(
+            "s{id}: {sender} sent a PROXY {} header without a client: serving it as itself",
+            header.version
+        ),
+    }
+    let ip = conn.peer.ip();
+    let started = persource::lock(sources).try_start(ip, Instant::now());
+    match started {
+        Ok(slot) => {
+            conn.startup.set_source(sources, slot);
+            true
+        }
+        Err(why) => {
+            refused_from_source(id, ip, policy, why);
+            false
+        }
+    }
 }
 
 /// Logs a refusal by the per-source limits: the first while a source is at

@@ -239,9 +239,21 @@ impl Bind {
 
     /// Accepts one connection if one is waiting (poll `fd` first), with the
     /// peer's address: `None` when none was (the listener does not block).
-    pub fn accept(&self) -> Result<Option<(Session, std::net::SocketAddr)>, Error> {
-        let (fd, peer) = match self.1.accept() {
-            Ok((stream, peer)) => (std::os::fd::OwnedFd::from(stream), peer),
+    /// When `keep_stream` says so for the peer, also a second handle on the
+    /// socket (a dup), for reading a PROXY header before libssh reads: in
+    /// libssh 0.10, `ssh_bind_accept_fd` only stores the fd (no I/O).
+    pub fn accept(
+        &self,
+        keep_stream: impl Fn(std::net::IpAddr) -> bool,
+    ) -> Result<Option<Accepted>, Error> {
+        let (fd, peer, stream) = match self.1.accept() {
+            Ok((stream, peer)) => {
+                let dup = keep_stream(peer.ip())
+                    .then(|| stream.try_clone())
+                    .transpose()
+                    .map_err(|e| Error::io("duplicating an accepted socket", e))?;
+                (std::os::fd::OwnedFd::from(stream), peer, dup)
+            }
             // None waiting, or the one waiting gave up (reset) meanwhile.
             Err(e)
                 if matches!(
@@ -276,8 +288,20 @@ impl Bind {
             }
             return Err(Error::ssh("accepting a connection", e));
         }
-        Ok(Some((session, peer)))
+        Ok(Some(Accepted {
+            session,
+            peer,
+            stream,
+        }))
     }
+}
+
+/// A connection [`Bind::accept`] took.
+pub struct Accepted {
+    pub session: Session,
+    pub peer: std::net::SocketAddr,
+    /// A second handle on its socket, if asked for.
+    pub stream: Option<std::net::TcpStream>,
 }
 
 impl Drop for Bind {
@@ -414,6 +438,18 @@ impl Session {
             sys::ssh_set_auth_methods(self.0, sys::SSH_AUTH_METHOD_PUBLICKEY as c_int);
         }
         Ok(())
+    }
+
+    /// The client's first line, as libssh received it (CR and LF removed),
+    /// once key exchange got that far: its SSH banner, or what it sent
+    /// instead.
+    pub fn client_banner(&self) -> Option<String> {
+        // SAFETY: self.0 is live; libssh returns its own NUL-terminated copy
+        // of the line, or NULL, valid while the session is: copied at once.
+        unsafe {
+            let p = sys::ssh_get_clientbanner(self.0);
+            (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
+        }
     }
 
     /// After the channel is set up: later requests get libssh's default

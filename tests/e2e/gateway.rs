@@ -179,7 +179,8 @@ fn unknown_tool_prompt_and_resource_names_get_invalid_params() {
 #[test]
 fn an_unknown_method_and_a_made_up_cursor_get_json_rpc_errors() {
     let (_srv, mut c) = merged();
-    assert_error(&c.request("server/discover", json!({})), -32601, "");
+    assert_error(&c.request("made/up", json!({})), -32601, "made/up");
+    // server/discover on an initialize-era connection: eras_core.
     let e = c.request("tools/list", json!({"cursor": "made-up"}));
     assert_error(&e, -32602, "");
 }

@@ -230,7 +230,7 @@ impl Router {
     }
 
     /// Defers `msg` until the maps in `kinds` exist; true if deferred.
-    fn need_maps(&mut self, kinds: &[ListKind], msg: &Value, now: Instant) -> bool {
+    pub(super) fn need_maps(&mut self, kinds: &[ListKind], msg: &Value, now: Instant) -> bool {
         let missing: Vec<ListKind> = kinds
             .iter()
             .copied()

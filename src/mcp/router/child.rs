@@ -37,7 +37,13 @@ impl Router {
         let forwarded = cid
             .and_then(|c| self.ids.get(c))
             .is_some_and(|p| matches!(p, Pending::Forward { child: c, .. } if *c == child));
-        if !forwarded || self.children[child].status == Status::Out {
+        // A call that asked for input takes the general path (rare).
+        let input = (!self.mrtr.is_empty() && cid.is_some_and(|c| self.mrtr.has(c)))
+            || (self.children[child].modern
+                && !is_error
+                && cid.is_some_and(|c| self.may_need_input(c))
+                && payload.get().contains("\"input_required\""));
+        if !forwarded || input || self.children[child].status == Status::Out {
             let key = if is_error { "error" } else { "result" };
             let v = match serde_json::from_str::<Value>(payload.get()) {
                 Ok(p) => json!({"jsonrpc": "2.0", "id": id, key: p}),
@@ -46,10 +52,16 @@ impl Router {
             return self.from_child(child, v, now);
         }
         if let Some(Pending::Forward {
-            client_id, audit, ..
+            client_id,
+            audit,
+            modern,
+            ..
         }) = cid.and_then(|c| self.ids.take(c))
         {
-            let line = jsonrpc::response_line(&client_id, is_error, &payload);
+            let line = match modern {
+                None => jsonrpc::response_line(&client_id, is_error, &payload),
+                Some(m) => self.modern_response_line(&client_id, is_error, &payload, m),
+            };
             if audit.is_some() {
                 let outcome = audit::outcome_of(is_error, payload.get());
                 self.record(audit, child, outcome, line.len(), now);
@@ -67,7 +79,7 @@ impl Router {
         let method = msg.get("method").and_then(Value::as_str).map(str::to_owned);
         let id = msg.get("id").cloned();
         match (method, id) {
-            (Some(_), Some(id)) => self.child_request(child, id, msg),
+            (Some(_), Some(id)) => self.child_request(child, id, msg, now),
             (Some(m), None) => self.child_notification(child, &m, msg, now),
             (None, Some(id)) => self.child_response(child, id, msg, now),
             (None, None) => log::debug!(
@@ -80,7 +92,15 @@ impl Router {
 
     /// A child asks the client (sampling, roots, elicitation): under an id
     /// of ours, so two children's ids cannot collide.
-    fn child_request(&mut self, child: usize, id: Value, mut msg: Value) {
+    fn child_request(&mut self, child: usize, id: Value, mut msg: Value, now: Instant) {
+        if self.era.modern() {
+            if self.input_from_child(child, id.clone(), &msg, now) {
+                return;
+            }
+            let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
+            let method = method.to_owned();
+            return self.modern_child_request(child, id, &method);
+        }
         let token = msg.pointer("/params/_meta/progressToken");
         let gid = self.ids.outbound(child, id, token);
         msg["id"] = json!(gid);
@@ -95,12 +115,16 @@ impl Router {
                 self.forget_map(ListKind::Resources);
                 self.forget_map(ListKind::Templates);
             }
-            "notifications/progress" => {
-                if let Some(t) = msg.pointer("/params/progressToken") {
-                    let timeout = self.children[child].info.timeout;
-                    self.ids.progress(t, timeout, self.opts.max_total, now);
-                }
+            _ => {}
+        }
+        if self.era.modern() {
+            if method == "notifications/progress" {
+                self.progress_from(child, &msg, now);
             }
+            return self.modern_child_notification(child, method, msg);
+        }
+        match method {
+            "notifications/progress" => self.progress_from(child, &msg, now),
             "notifications/cancelled" => {
                 // The child cancels one of its own requests to the client.
                 let Some(rid) = msg.pointer("/params/requestId") else {
@@ -117,6 +141,14 @@ impl Router {
         self.out.push(Action::ToClient(msg));
     }
 
+    /// A child's progress extends its request's deadline.
+    fn progress_from(&mut self, child: usize, msg: &Value, now: Instant) {
+        if let Some(t) = msg.pointer("/params/progressToken") {
+            let timeout = self.children[child].info.timeout;
+            self.ids.progress(t, timeout, self.opts.max_total, now);
+        }
+    }
+
     /// An answer to something the gateway asked this child.
     fn child_response(&mut self, child: usize, id: Value, mut msg: Value, now: Instant) {
         self.children[child].overdue = 0;
@@ -128,11 +160,23 @@ impl Router {
             );
             return;
         }
+        if self.stash_answer(cid, &msg) {
+            return; // the client has not retried yet
+        }
+        if self.drive_input(cid, &msg, now) {
+            return; // the client is asked for the input
+        }
         match self.ids.take(cid) {
             Some(Pending::Forward {
-                client_id, audit, ..
+                client_id,
+                audit,
+                modern,
+                ..
             }) => {
                 msg["id"] = client_id;
+                if let Some(m) = modern {
+                    self.modern_response(&mut msg, m);
+                }
                 if audit.is_some() {
                     let outcome = audit::outcome_of_error(msg.get("error"));
                     let bytes = serde_json::to_vec(&msg).map_or(0, |b| b.len() + 1);
@@ -148,7 +192,7 @@ impl Router {
                     None => return,
                 };
                 match kind {
-                    None => self.init_answer(child, fanout, &msg),
+                    None => self.init_answer(child, fanout, &msg, now),
                     Some(Some(k)) => self.list_page(child, fanout, k, pages, &msg, now),
                     Some(None) => {
                         if let Some(f) = self.fanouts.get_mut(&fanout) {
@@ -169,6 +213,12 @@ impl Router {
         let c = &mut self.children[child];
         c.status = Status::Idle;
         c.overdue = 0;
+        if c.modern {
+            // Nothing to initialize: it serves as it did.
+            c.status = Status::Ready;
+            self.restarted(child);
+            return self.take();
+        }
         if let Some(params) = self.init_params.clone() {
             self.children[child].status = Status::Initializing;
             let fid = self.fan_out(FanKind::Restart(child), None, 1);
@@ -183,20 +233,19 @@ impl Router {
         if self.children[child].status != Status::Ready {
             return;
         }
-        self.out.push(Action::ToChild(
-            child,
-            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-        ));
+        if !self.children[child].modern {
+            self.out.push(Action::ToChild(
+                child,
+                json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            ));
+        }
         for kind in [ListKind::Tools, ListKind::Prompts, ListKind::Resources] {
             if self.children[child].caps.contains_key(kind.field()) {
                 self.forget_map(kind);
                 if kind == ListKind::Resources {
                     self.forget_map(ListKind::Templates);
                 }
-                let method = format!("notifications/{}/list_changed", kind.field());
-                self.out.push(Action::ToClient(
-                    json!({"jsonrpc": "2.0", "method": method}),
-                ));
+                self.tell_list_changed(kind);
             }
         }
     }
@@ -229,7 +278,10 @@ impl Router {
                 audit,
                 ..
             }) => {
-                self.fail(client_id, code, why);
+                // A call waiting for a retry has no client request to fail.
+                if !self.drop_call(cid, why) {
+                    self.fail(client_id, code, why);
+                }
                 let outcome = if code == jsonrpc::REQUEST_TIMEOUT {
                     Outcome::Timeout
                 } else {
@@ -264,7 +316,8 @@ impl Router {
                     !self.fanouts.get(fanout).is_some_and(|f| f.kind.is_init())
                 }
             };
-            if matches!(p, Pending::Forward { .. }) {
+            // A client that does not retry says nothing about the child.
+            if matches!(p, Pending::Forward { .. }) && !self.mrtr.waiting(cid) {
                 let c = &mut self.children[child];
                 c.overdue += 1;
                 if c.overdue >= HUNG_AFTER {
@@ -273,11 +326,19 @@ impl Router {
                 }
             }
             let info = &self.children[child].info;
-            let why = format!(
-                "request to server {} timed out after {} s",
-                info.name,
-                info.timeout.as_secs_f64()
-            );
+            let why = if self.mrtr.waiting(cid) {
+                format!(
+                    "the client did not retry within the {} s request timeout of server {}",
+                    info.timeout.as_secs_f64(),
+                    info.name
+                )
+            } else {
+                format!(
+                    "request to server {} timed out after {} s",
+                    info.name,
+                    info.timeout.as_secs_f64()
+                )
+            };
             if cancel {
                 self.out.push(Action::ToChild(
                     child,

@@ -4,6 +4,8 @@
 
 use super::audit::{Open, Outcome};
 use super::catalog::ListKind;
+use super::drive::Resend;
+use super::era::{self, Era};
 use super::ids::{Pending, token_key};
 use super::{Action, Router, Status};
 use crate::mcp::jsonrpc::{self, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND};
@@ -81,7 +83,7 @@ impl Router {
                 self.client_notification(&method, msg, now)
             }
             (None, Some(id)) if obj.contains_key("result") || obj.contains_key("error") => {
-                self.client_response(id, msg)
+                self.client_response(id, msg, now)
             }
             (None, id) => self.fail(
                 id.unwrap_or(Value::Null),
@@ -92,8 +94,11 @@ impl Router {
     }
 
     /// The client answers a child's request: back to that child, its id restored.
-    fn client_response(&mut self, id: Value, mut msg: Value) {
+    fn client_response(&mut self, id: Value, mut msg: Value, now: Instant) {
         let Some(gid) = id.as_u64() else { return };
+        if self.drive_answer(gid, &msg, now) {
+            return;
+        }
         let Some((child, orig)) = self.ids.take_outbound(gid) else {
             log::debug!("response to unknown request {gid} dropped");
             return;
@@ -105,16 +110,25 @@ impl Router {
     }
 
     fn client_notification(&mut self, method: &str, msg: Value, now: Instant) {
+        if self.era.modern() && method != "notifications/cancelled" {
+            // The only client notification of 2026-07-28 (ERAS §1.6).
+            return log::debug!("client notification {method} ignored (2026-07-28)");
+        }
         match method {
             "notifications/initialized" | "notifications/roots/list_changed" => {
                 for i in self.ready() {
-                    self.out.push(Action::ToChild(i, msg.clone()));
+                    if !self.children[i].modern {
+                        self.out.push(Action::ToChild(i, msg.clone()));
+                    }
                 }
             }
             "notifications/cancelled" => {
                 let Some(rid) = msg.pointer("/params/requestId") else {
                     return;
                 };
+                if self.end_listen(rid) {
+                    return;
+                }
                 // Still waiting for a name map or for initialize: drop it.
                 if let Some(at) = self.deferred.iter().position(|m| m.get("id") == Some(rid)) {
                     let m = self.deferred.remove(at);
@@ -125,10 +139,12 @@ impl Router {
                     }
                     return;
                 }
+                self.cancel_run(rid);
                 if let Some((cid, child)) = self.ids.find_forward(rid) {
                     if let Some(Pending::Forward { audit, .. }) = self.ids.take(cid) {
                         self.record(audit, child, Outcome::Cancelled, 0, now);
                     }
+                    self.drop_call(cid, "the client cancelled the request");
                     let mut m = msg.clone();
                     m["params"]["requestId"] = json!(cid);
                     self.out.push(Action::ToChild(child, m));
@@ -147,17 +163,29 @@ impl Router {
     }
 
     fn client_request(&mut self, method: &str, id: Value, msg: Value, now: Instant) {
+        match self.era.era {
+            Era::Modern => return self.modern_request(method, id, msg, now),
+            Era::Unlocked if era::is_modern_request(method, &msg) => {
+                return self.modern_request(method, id, msg, now);
+            }
+            Era::Legacy if era::is_modern_request(method, &msg) => {
+                let v = self.legacy_version();
+                let e = era::modern_when_legacy(method, v);
+                return self.out.push(Action::ToClient(e.response(id)));
+            }
+            _ => {}
+        }
         match method {
-            "initialize" => return self.initialize(id, msg, now),
+            "initialize" => {
+                self.era.era = Era::Legacy;
+                return self.initialize(id, msg, now);
+            }
             "ping" => return self.reply(id, json!({})),
             _ => {}
         }
         if self.init_params.is_none() {
-            return self.fail(
-                id,
-                INVALID_REQUEST,
-                format!("{method}: the session is not initialized; send initialize first"),
-            );
+            let e = era::unlocked(method);
+            return self.out.push(Action::ToClient(e.response(id)));
         }
         if self.initializing() {
             self.deferred.push(msg);
@@ -170,7 +198,7 @@ impl Router {
         self.opening = None; // deferred for a name map: tracked when retried
     }
 
-    fn route_request(&mut self, method: &str, id: Value, msg: Value, now: Instant) {
+    pub(super) fn route_request(&mut self, method: &str, id: Value, msg: Value, now: Instant) {
         if let Some(kind) = ListKind::from_method(method) {
             if msg.pointer("/params/cursor").is_some_and(|c| !c.is_null()) {
                 return self.fail(
@@ -224,19 +252,76 @@ impl Router {
 
     /// Sends a client request to one child under a fresh id.
     pub(super) fn forward(&mut self, child: usize, id: Value, mut msg: Value, now: Instant) {
+        if self.era.current.is_some() && !self.children[child].modern && Router::foreign_state(&msg)
+        {
+            self.era.current = None;
+            let why = "requestState: unknown, used or expired (or inputResponses without one)";
+            return self.refuse(id, INVALID_PARAMS, why, Outcome::Error(INVALID_PARAMS), now);
+        }
         if self.children[child].status != Status::Ready {
+            self.era.current = None;
             let name = self.children[child].info.name.clone();
             let code = jsonrpc::SERVER_UNAVAILABLE;
             let msg = format!("server {name} is not available");
             return self.refuse(id, code, msg, Outcome::Error(code), now);
         }
         let token = msg.pointer("/params/_meta/progressToken").map(token_key);
-        let pending = Pending::Forward {
+        let mut pending = Pending::Forward {
             child,
             client_id: id,
             token,
             audit: self.opening.take().map(Box::new),
+            modern: self.era.current.take(),
+            resend: None,
         };
+        if let Pending::Forward {
+            modern: Some(era::Reply { level: Some(l), .. }),
+            ..
+        } = &pending
+        {
+            self.raise_log_level(child, *l);
+        }
+        let from_modern = matches!(
+            &pending,
+            Pending::Forward {
+                modern: Some(_),
+                ..
+            }
+        );
+        match (from_modern, self.children[child].modern) {
+            (true, false) => era::strip_meta(&mut msg),
+            (false, true) => {
+                let params = msg
+                    .as_object_mut()
+                    .map(|m| m.entry("params").or_insert_with(|| json!({})));
+                if let Some(p) = params {
+                    era::add_meta(p, self.era.client_meta());
+                }
+            }
+            _ => {} // the same era: the client's own `_meta` passes
+        }
+        if !from_modern
+            && self.children[child].modern
+            && let Pending::Forward { resend, .. } = &mut pending
+            && let Some("tools/call" | "prompts/get" | "resources/read") =
+                msg.get("method").and_then(Value::as_str)
+        {
+            *resend = Some(Box::new(Resend {
+                msg: msg.clone(),
+                rounds: 0,
+            }));
+        }
+        self.send_forward(child, pending, msg, now);
+    }
+
+    /// Sends a registered client request to `child` under a fresh id.
+    pub(super) fn send_forward(
+        &mut self,
+        child: usize,
+        pending: Pending,
+        mut msg: Value,
+        now: Instant,
+    ) {
         let cid = self
             .ids
             .insert(pending, self.children[child].info.timeout, now);

@@ -18,6 +18,11 @@ pub enum Pending {
         token: Option<String>,
         /// Tracked for the audit log.
         audit: Option<Box<super::audit::Open>>,
+        /// For a modern client: how its result is stamped.
+        modern: Option<super::era::Reply>,
+        /// A legacy client's call to a modern child, as sent: resent with
+        /// the client's input if the child answers `input_required`.
+        resend: Option<Box<super::drive::Resend>>,
     },
     /// One child's part of a fan-out (initialize, a list, setLevel).
     Part {
@@ -102,6 +107,53 @@ impl IdTable {
         Some(e.pending)
     }
 
+    /// Points forwarded request `id` at another client request (a retry of
+    /// 2026-07-28, or Null while it waits for one) with its progress token
+    /// and a new deadline.
+    pub fn retarget(&mut self, id: u64, to: Value, token: Option<String>, deadline: Instant) {
+        let Some(e) = self.pending.get_mut(&id) else {
+            return;
+        };
+        e.deadline = deadline;
+        if let Pending::Forward {
+            client_id,
+            token: t,
+            ..
+        } = &mut e.pending
+        {
+            *client_id = to;
+            if let Some(old) = std::mem::replace(t, token.clone()) {
+                self.client_tokens.remove(&old);
+            }
+            if let Some(new) = token {
+                self.client_tokens.insert(new, id);
+            }
+        }
+    }
+
+    /// `child`'s open calls of a modern client that may take input, oldest
+    /// first: (id, the client's id, the call).
+    pub fn input_legs(&self, child: usize) -> Vec<(u64, Value, super::era::InputCall)> {
+        let mut legs: Vec<_> = self
+            .pending
+            .iter()
+            .filter_map(|(id, e)| match &e.pending {
+                Pending::Forward {
+                    child: c,
+                    client_id,
+                    modern: Some(m),
+                    ..
+                } if *c == child && !client_id.is_null() => m
+                    .input
+                    .as_ref()
+                    .map(|i| (*id, client_id.clone(), (**i).clone())),
+                _ => None,
+            })
+            .collect();
+        legs.sort_by_key(|l| l.0);
+        legs
+    }
+
     /// The forwarded request the client knows as `client_id`.
     pub fn find_forward(&self, client_id: &Value) -> Option<(u64, usize)> {
         self.pending.iter().find_map(|(id, e)| match &e.pending {
@@ -112,6 +164,22 @@ impl IdTable {
             } if c == client_id => Some((*id, *child)),
             _ => None,
         })
+    }
+
+    /// The most verbose `logLevel` among the modern requests in flight to
+    /// `child`: its log messages at or above it reach the client.
+    pub fn log_level(&self, child: usize) -> Option<u8> {
+        self.pending
+            .values()
+            .filter_map(|e| match &e.pending {
+                Pending::Forward {
+                    child: c,
+                    modern: Some(m),
+                    ..
+                } if *c == child => m.level,
+                _ => None,
+            })
+            .min()
     }
 
     /// A child reported progress on `token`: its request may run another
@@ -232,6 +300,8 @@ mod tests {
             client_id: json!("c"),
             token: Some(tok.into()),
             audit: None,
+            modern: None,
+            resend: None,
         };
         let a = t.insert(fwd("\"p\""), T, now);
         assert_eq!(t.find_forward(&json!("c")), Some((a, 1)));

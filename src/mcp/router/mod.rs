@@ -12,13 +12,22 @@
 //!   and URI maps that route calls back.
 //! - `init.rs`: `initialize` and `logging/setLevel`, fanned out.
 //! - `ids.rs`: every id in flight either way, and its progress token.
+//! - `era.rs`: the client's MCP era, locked per connection, and the rules
+//!   and stamps of 2026-07-28; `modern.rs` serves a modern client with them;
+//!   `mrtr.rs` turns a legacy child's requests into `input_required`, and
+//!   `drive.rs` a modern child's `input_required` into requests.
 
 mod audit;
 mod catalog;
 mod child;
 mod client;
+mod drive;
+mod era;
 mod ids;
 mod init;
+mod listen;
+mod modern;
+mod mrtr;
 #[cfg(test)]
 mod tests;
 
@@ -134,6 +143,8 @@ struct Child {
     instructions: Option<String>,
     /// Its requests in a row that ran past their timeout.
     overdue: u32,
+    /// It speaks 2026-07-28: no `initialize`, `_meta` on every request.
+    modern: bool,
 }
 
 enum FanKind {
@@ -180,11 +191,18 @@ pub struct Router {
     /// The tracked client request being routed (audit), until it is sent
     /// to a child or refused.
     opening: Option<audit::Open>,
+    /// The client's era and what a modern client needs.
+    era: era::EraState,
+    /// Calls of a modern client that a legacy child asked input for.
+    mrtr: mrtr::Mrtr,
+    /// Calls of a legacy client that a modern child asked input for.
+    drives: drive::Drives,
     out: Vec<Action>,
 }
 
 impl Router {
     pub fn new(children: Vec<ChildInfo>, opts: Options, access: Access) -> Router {
+        let era = era::EraState::new(&opts.server_name, &opts.server_version, children.len());
         Router {
             children: children
                 .into_iter()
@@ -194,6 +212,7 @@ impl Router {
                     caps: Map::new(),
                     instructions: None,
                     overdue: 0,
+                    modern: false,
                 })
                 .collect(),
             opts,
@@ -208,6 +227,9 @@ impl Router {
             deferred: Vec::new(),
             init_params: None,
             opening: None,
+            era,
+            mrtr: mrtr::Mrtr::default(),
+            drives: drive::Drives::default(),
             out: Vec::new(),
         }
     }
@@ -226,6 +248,23 @@ impl Router {
         self.children[child].status = Status::Out;
     }
 
+    /// Child `child` speaks 2026-07-28 (its `server/discover` result): it
+    /// is ready at once, with no `initialize`.
+    pub fn child_modern(&mut self, child: usize, discover: &Value) {
+        let c = &mut self.children[child];
+        c.modern = true;
+        c.status = Status::Ready;
+        c.caps = discover
+            .get("capabilities")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        c.instructions = discover
+            .get("instructions")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+    }
+
     /// When the session should call [`Router::tick`] next.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.ids.next_deadline()
@@ -235,13 +274,22 @@ impl Router {
         std::mem::take(&mut self.out)
     }
 
-    fn reply(&mut self, id: Value, result: Value) {
+    fn reply(&mut self, id: Value, mut result: Value) {
+        if self.era.modern() {
+            self.era.stamp(&mut result, false);
+        }
         self.out.push(Action::ToClient(jsonrpc::result(id, result)));
     }
 
     fn fail(&mut self, id: Value, code: i64, msg: impl Into<String>) {
-        self.out
-            .push(Action::ToClient(jsonrpc::error(id, code, msg)));
+        let mut v = jsonrpc::error(id, code, msg);
+        if self.era.modern()
+            && let (code, Some(reason)) = era::modern_code(code)
+        {
+            v["error"]["code"] = json!(code);
+            v["error"]["data"] = json!({ "reason": reason });
+        }
+        self.out.push(Action::ToClient(v));
     }
 
     /// Answers a client request with an error; a tracked one is recorded
@@ -302,6 +350,10 @@ impl Router {
             fanout,
             pages,
         };
+        let mut params = params;
+        if self.children[child].modern {
+            era::add_meta(&mut params, self.era.client_meta());
+        }
         let id = self
             .ids
             .insert(part, self.children[child].info.timeout, now);
@@ -341,6 +393,8 @@ impl Router {
                 if let Some(id) = f.reply_to {
                     let r = self.merged_init();
                     self.reply(id, r);
+                } else {
+                    self.initialized_for_modern();
                 }
             }
             FanKind::Restart(child) => self.restarted(child),
@@ -353,7 +407,11 @@ impl Router {
                 let merged = self.merge(kind, f.items);
                 self.refreshing.retain(|k| *k != kind);
                 if let Some(id) = f.reply_to {
-                    self.reply(id, json!({ kind.field(): merged }));
+                    let mut r = json!({ kind.field(): merged });
+                    if self.era.modern() {
+                        self.era.stamp(&mut r, true);
+                    }
+                    self.reply(id, r);
                 }
             }
         }

@@ -1,0 +1,179 @@
+//! `subscriptions/listen` for a 2026-07-28 client (ERAS §1.5, §4 column
+//! A): each stream is acknowledged with what the gateway honours, then
+//! gets the list changes it asked for and the updates of the resources it
+//! named, each tagged with the stream's id, until the client cancels it.
+//! A resource of a legacy child that supports subscriptions is subscribed
+//! there (`resources/subscribe`) while at least one stream names it.
+//! Resources of 2026-07-28 children are not served on streams yet: the
+//! acknowledgement leaves them out.
+
+use super::catalog::ListKind;
+use super::era::Listen;
+use super::{Action, Router};
+use crate::mcp::jsonrpc::{self, INVALID_PARAMS, INVALID_REQUEST};
+use serde_json::{Map, Value, json};
+use std::time::Instant;
+
+const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+
+/// The listen filter flags, in [`Listen::lists`] order.
+const LIST_FLAGS: [(&str, &str); 3] = [
+    ("toolsListChanged", "notifications/tools/list_changed"),
+    ("promptsListChanged", "notifications/prompts/list_changed"),
+    (
+        "resourcesListChanged",
+        "notifications/resources/list_changed",
+    ),
+];
+
+impl Router {
+    /// Opens a stream: acknowledged at once with the honoured subset.
+    pub(super) fn listen(&mut self, id: Value, msg: &Value, now: Instant) {
+        let refuse = |r: &mut Router, code: i64, why: &str| {
+            let e = jsonrpc::error(id.clone(), code, format!("subscriptions/listen: {why}"));
+            r.out.push(Action::ToClient(e));
+        };
+        if self.era.listens.iter().any(|l| l.id == id) {
+            return refuse(
+                self,
+                INVALID_REQUEST,
+                "a stream with this id is already open",
+            );
+        }
+        let filter = msg.pointer("/params/notifications");
+        if filter.is_some_and(|f| !f.is_object()) {
+            return refuse(
+                self,
+                INVALID_PARAMS,
+                "params.notifications must be an object",
+            );
+        }
+        let uris: Vec<String> = match filter.and_then(|f| f.get("resourceSubscriptions")) {
+            None => Vec::new(),
+            Some(Value::Array(a)) if a.iter().all(Value::is_string) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            Some(_) => {
+                return refuse(
+                    self,
+                    INVALID_PARAMS,
+                    "notifications.resourceSubscriptions must be an array of URIs",
+                );
+            }
+        };
+        if !uris.is_empty() && self.need_maps(&[ListKind::Resources, ListKind::Templates], msg, now)
+        {
+            return; // opened again once the resource maps exist
+        }
+        let mut lists = [false; 3];
+        let mut honoured = Map::new();
+        for (i, (flag, _)) in LIST_FLAGS.iter().enumerate() {
+            if filter.and_then(|f| f.get(flag)).and_then(Value::as_bool) == Some(true) {
+                lists[i] = true;
+                honoured.insert((*flag).into(), Value::Bool(true));
+            }
+        }
+        let mut subs = Vec::new();
+        for uri in uris {
+            let child = self
+                .resources
+                .as_ref()
+                .and_then(|r| r.route(&uri))
+                .or_else(|| self.templates.as_ref().and_then(|t| t.route(&uri)));
+            let Some(child) = child.filter(|&c| self.can_subscribe(c)) else {
+                continue;
+            };
+            if subs.iter().any(|(c, u)| *c == child && *u == uri) {
+                continue;
+            }
+            if !self.era.subscribed(child, &uri) {
+                let sid = self.ids.fresh(); // its answer is dropped as unknown
+                self.out.push(Action::ToChild(
+                    child,
+                    json!({"jsonrpc": "2.0", "id": sid, "method": "resources/subscribe",
+                           "params": {"uri": uri}}),
+                ));
+            }
+            subs.push((child, uri));
+        }
+        if !subs.is_empty() {
+            let list = subs.iter().map(|(_, u)| json!(u)).collect();
+            honoured.insert("resourceSubscriptions".into(), Value::Array(list));
+        }
+        self.out.push(Action::ToClient(json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/subscriptions/acknowledged",
+            "params": {"_meta": {SUBSCRIPTION_ID: id}, "notifications": honoured},
+        })));
+        self.era.listens.push(Listen { id, lists, subs });
+    }
+
+    /// A legacy child that announced `resources.subscribe`.
+    fn can_subscribe(&self, child: usize) -> bool {
+        let c = &self.children[child];
+        let subscribe = c.caps.get("resources").and_then(|r| r.get("subscribe"));
+        !c.modern && subscribe == Some(&Value::Bool(true))
+    }
+
+    /// The client cancelled request `rid`: true if it was a stream (now
+    /// closed; a cancelled request gets no answer). Resources no other
+    /// stream names are unsubscribed at their child.
+    pub(super) fn end_listen(&mut self, rid: &Value) -> bool {
+        let Some(at) = self.era.listens.iter().position(|l| &l.id == rid) else {
+            return false;
+        };
+        let l = self.era.listens.remove(at);
+        for (child, uri) in l.subs {
+            if !self.era.subscribed(child, &uri) {
+                let id = self.ids.fresh();
+                self.out.push(Action::ToChild(
+                    child,
+                    json!({"jsonrpc": "2.0", "id": id, "method": "resources/unsubscribe",
+                           "params": {"uri": uri}}),
+                ));
+            }
+        }
+        true
+    }
+
+    /// Tells the client a list changed: a legacy client directly, a modern
+    /// one on each stream that asked for it.
+    pub(super) fn tell_list_changed(&mut self, kind: ListKind) {
+        let (at, method) = match kind {
+            ListKind::Tools => (0, LIST_FLAGS[0].1),
+            ListKind::Prompts => (1, LIST_FLAGS[1].1),
+            ListKind::Resources | ListKind::Templates => (2, LIST_FLAGS[2].1),
+        };
+        if !self.era.modern() {
+            let n = json!({"jsonrpc": "2.0", "method": method});
+            return self.out.push(Action::ToClient(n));
+        }
+        for l in self.era.listens.iter().filter(|l| l.lists[at]) {
+            self.out.push(Action::ToClient(json!({
+                "jsonrpc": "2.0", "method": method,
+                "params": {"_meta": {SUBSCRIPTION_ID: l.id}},
+            })));
+        }
+    }
+
+    /// A child's resource changed: to each stream that named it (or a
+    /// resource it is a sub-resource of: ERAS §5.16).
+    pub(super) fn resource_updated(&mut self, child: usize, msg: Value) {
+        let Some(uri) = msg.pointer("/params/uri").and_then(Value::as_str) else {
+            return;
+        };
+        for l in &self.era.listens {
+            let named = l
+                .subs
+                .iter()
+                .any(|(c, u)| *c == child && uri.starts_with(u.as_str()));
+            if named {
+                let mut n = msg.clone();
+                n["params"]["_meta"] = json!({SUBSCRIPTION_ID: l.id});
+                self.out.push(Action::ToClient(n));
+            }
+        }
+    }
+}

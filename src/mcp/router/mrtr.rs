@@ -1,0 +1,332 @@
+//! Multi round-trip requests for a 2026-07-28 client in front of a legacy
+//! child (ERAS §4.1). A legacy child asks its client for input with a
+//! request of its own (`elicitation/create`, `sampling/createMessage`,
+//! `roots/list`); a 2026-07-28 client takes no requests, so the call that
+//! is waiting is answered `input_required` instead, and the child's call
+//! stays open at the child. The client's retry (a new id, the same method
+//! and name, `inputResponses`, `requestState`) answers the child's
+//! requests, and the child's final result answers the retry.
+//!
+//! `requestState` is a random 128-bit handle into this connection's table,
+//! removed when used: a tampered, replayed or foreign state is simply not
+//! there, and is refused with -32602 (ERAS §5.12). A client that does not
+//! retry within the server's request timeout gets the child's call
+//! cancelled. Which call a legacy child's request belongs to is not on the
+//! wire: it goes to the child's oldest open call that may take input
+//! (ERAS §5.3).
+
+use super::era::Inputs;
+use super::ids::{Pending, token_key};
+use super::{Action, Router, Status};
+use crate::mcp::jsonrpc::{self, INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND};
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
+
+/// The connection's calls that asked for input.
+#[derive(Default)]
+pub struct Mrtr {
+    /// By the child-side id of the call.
+    calls: HashMap<u64, Call>,
+    /// `requestState` handle -> the call it resumes.
+    handles: HashMap<String, u64>,
+    next_key: u64,
+}
+
+struct Call {
+    child: usize,
+    /// The client's method and its `params.name` or `params.uri`: a retry
+    /// must repeat them.
+    method: String,
+    target: Value,
+    inputs: Inputs,
+    /// Set while the client holds `input_required` and no retry came.
+    handle: Option<String>,
+    /// The child's requests not yet answered: key -> (its id, the request).
+    asked: BTreeMap<String, (Value, Value)>,
+    /// The keys the client was given under `handle`.
+    issued: BTreeSet<String>,
+    /// The child's final answer, if it came while no retry was open.
+    stash: Option<Value>,
+}
+
+impl Mrtr {
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    pub fn has(&self, cid: u64) -> bool {
+        self.calls.contains_key(&cid)
+    }
+
+    /// Whether call `cid` waits for the client's retry.
+    pub fn waiting(&self, cid: u64) -> bool {
+        self.calls.get(&cid).is_some_and(|c| c.handle.is_some())
+    }
+
+    /// The call is over: forget it and its handle.
+    fn remove(&mut self, cid: u64) -> Option<Call> {
+        let c = self.calls.remove(&cid)?;
+        if let Some(h) = &c.handle {
+            self.handles.remove(h);
+        }
+        Some(c)
+    }
+
+    #[cfg(test)]
+    pub fn handles(&self) -> usize {
+        self.handles.len()
+    }
+}
+
+/// The target a retry must repeat (the client's name or uri).
+pub fn target_of(msg: &Value) -> Value {
+    let p = msg.get("params");
+    p.and_then(|p| p.get("name").or_else(|| p.get("uri")))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+impl Router {
+    /// A legacy child asks for input while the client is 2026-07-28:
+    /// attached to its oldest call that may take input; false if none.
+    pub(super) fn input_from_child(
+        &mut self,
+        child: usize,
+        id: Value,
+        msg: &Value,
+        now: Instant,
+    ) -> bool {
+        let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
+        let open = self.ids.input_legs(child).into_iter().next();
+        let open = open.map(|(cid, client_id, call)| (cid, (client_id, call)));
+        let waiting = self
+            .mrtr
+            .calls
+            .iter()
+            .filter(|(_, c)| c.child == child && c.handle.is_some())
+            .map(|(cid, _)| *cid)
+            .min();
+        let Some((cid, leg)) = open
+            .map(|(cid, leg)| (cid, Some(leg)))
+            .or(waiting.map(|c| (c, None)))
+        else {
+            return false;
+        };
+        let inputs = match (&leg, self.mrtr.calls.get(&cid)) {
+            (_, Some(c)) => c.inputs,
+            (Some((_, call)), None) => call.inputs,
+            (None, None) => return false,
+        };
+        match inputs.lacks(method) {
+            Err(()) => return false,
+            Ok(Some(cap)) => {
+                // What a legacy client lacking it would say; never listed
+                // in inputRequests (mrtr.mdx: only declared capabilities).
+                let e = jsonrpc::error(
+                    id,
+                    METHOD_NOT_FOUND,
+                    format!("{method}: the client did not declare the {cap} capability"),
+                );
+                self.out.push(Action::ToChild(child, e));
+                return true;
+            }
+            Ok(None) => {}
+        }
+        self.mrtr.next_key += 1;
+        let key = format!(
+            "{}{}",
+            method.split('/').next().unwrap_or("input"),
+            self.mrtr.next_key
+        );
+        let request =
+            json!({"method": method, "params": msg.get("params").cloned().unwrap_or(json!({}))});
+        let call = self.mrtr.calls.entry(cid).or_insert_with(|| Call {
+            child,
+            method: String::new(),
+            target: Value::Null,
+            inputs,
+            handle: None,
+            asked: BTreeMap::new(),
+            issued: BTreeSet::new(),
+            stash: None,
+        });
+        call.asked.insert(key, (id, request));
+        if let Some((client_id, c)) = leg {
+            call.method = c.method;
+            call.target = c.target;
+            self.suspend(cid, client_id, now);
+        }
+        true
+    }
+
+    /// Answers the open leg of call `cid` with `input_required` for every
+    /// child request not yet answered, under a fresh handle; the call then
+    /// waits (at most the server's request timeout) for the retry.
+    fn suspend(&mut self, cid: u64, answer_to: Value, now: Instant) {
+        let Some(call) = self.mrtr.calls.get_mut(&cid) else {
+            return;
+        };
+        let handle = format!("{:032x}", rand::random::<u128>());
+        let requests: Map<String, Value> = call
+            .asked
+            .iter()
+            .map(|(k, (_, r))| (k.clone(), r.clone()))
+            .collect();
+        call.issued = call.asked.keys().cloned().collect();
+        if let Some(old) = call.handle.replace(handle.clone()) {
+            self.mrtr.handles.remove(&old);
+        }
+        self.mrtr.handles.insert(handle.clone(), cid);
+        let timeout = self.children[call.child].info.timeout;
+        self.ids.retarget(cid, Value::Null, None, now + timeout);
+        let mut r = json!({"resultType": "input_required", "inputRequests": requests,
+                           "requestState": handle});
+        self.era.stamp(&mut r, false);
+        self.out
+            .push(Action::ToClient(jsonrpc::result(answer_to, r)));
+    }
+
+    /// A `tools/call`, `prompts/get` or `resources/read` of a modern
+    /// client: if it carries a `requestState` of ours, it is a retry and is
+    /// handled here (true). A state that is not ours is left to the route:
+    /// a modern child judges its own, a legacy child's request refuses it.
+    pub(super) fn retry(&mut self, id: &Value, msg: &Value, now: Instant) -> bool {
+        let Some(state) = msg.pointer("/params/requestState").and_then(Value::as_str) else {
+            return false;
+        };
+        let Some(&cid) = self.mrtr.handles.get(state) else {
+            return false;
+        };
+        let refuse = |r: &mut Router, why: String| {
+            r.out.push(Action::ToClient(jsonrpc::error(
+                id.clone(),
+                INVALID_PARAMS,
+                why,
+            )));
+            true
+        };
+        let Some(call) = self.mrtr.calls.get(&cid) else {
+            return refuse(self, "requestState: unknown, used or expired".into());
+        };
+        let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
+        if method != call.method || target_of(msg) != call.target {
+            return refuse(
+                self,
+                "requestState belongs to another request (method, name or uri differ)".into(),
+            );
+        }
+        let empty = Map::new();
+        let responses = match msg.pointer("/params/inputResponses") {
+            None => &empty,
+            Some(Value::Object(m)) => m,
+            Some(_) => return refuse(self, "params.inputResponses must be an object".into()),
+        };
+        for (k, v) in responses {
+            if !call.issued.contains(k) {
+                return refuse(
+                    self,
+                    format!("inputResponses: key {k:?} was not asked for under this requestState"),
+                );
+            }
+            if !v.is_object() {
+                return refuse(
+                    self,
+                    format!("inputResponses[{k:?}] must be an object (the result)"),
+                );
+            }
+        }
+        // Valid: the handle is spent, the child's requests are answered.
+        let child = call.child;
+        self.mrtr.handles.remove(state);
+        let Some(call) = self.mrtr.calls.get_mut(&cid) else {
+            return true;
+        };
+        call.handle = None;
+        call.issued.clear();
+        let mut answers = Vec::new();
+        for (k, v) in responses {
+            if let Some((child_id, _)) = call.asked.remove(k) {
+                answers.push(json!({"jsonrpc": "2.0", "id": child_id, "result": v}));
+            }
+        }
+        let more = !call.asked.is_empty();
+        let stash = if more { None } else { call.stash.take() };
+        if self.children[child].status == Status::Ready {
+            for a in answers {
+                self.out.push(Action::ToChild(child, a));
+            }
+        }
+        let token = msg.pointer("/params/_meta/progressToken").map(token_key);
+        let timeout = self.children[child].info.timeout;
+        self.ids.retarget(cid, id.clone(), token, now + timeout);
+        if more {
+            // Keys the retry left out, or asked since: ask again at once.
+            self.suspend(cid, id.clone(), now);
+        } else if let Some(done) = stash {
+            self.finish_call(cid, done, now);
+        }
+        true
+    }
+
+    /// The child answered call `cid`: true if the call waits for a retry,
+    /// so the answer is kept for it.
+    pub(super) fn stash_answer(&mut self, cid: u64, msg: &Value) -> bool {
+        match self.mrtr.calls.get_mut(&cid) {
+            Some(c) if c.handle.is_some() => {
+                c.stash = Some(msg.clone());
+                true
+            }
+            Some(_) => {
+                self.mrtr.remove(cid);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Delivers a kept final answer to the retry that call `cid` now serves.
+    fn finish_call(&mut self, cid: u64, mut msg: Value, now: Instant) {
+        self.mrtr.remove(cid);
+        if let Some(Pending::Forward {
+            child,
+            client_id,
+            audit,
+            modern,
+            ..
+        }) = self.ids.take(cid)
+        {
+            msg["id"] = client_id;
+            if let Some(m) = modern {
+                self.modern_response(&mut msg, m);
+            }
+            let outcome = super::audit::outcome_of_error(msg.get("error"));
+            let bytes = serde_json::to_vec(&msg).map_or(0, |b| b.len() + 1);
+            self.record(audit, child, outcome, bytes, now);
+            self.out.push(Action::ToClient(msg));
+        }
+    }
+
+    /// Call `cid` ends without an answer to the client (no retry in time,
+    /// the child exited, the client cancelled): the child's requests still
+    /// pending get an error. True if it was waiting for a retry.
+    pub(super) fn drop_call(&mut self, cid: u64, why: &str) -> bool {
+        let Some(call) = self.mrtr.remove(cid) else {
+            return false;
+        };
+        if self.children[call.child].status == Status::Ready {
+            for (child_id, _) in call.asked.into_values() {
+                let e = jsonrpc::error(child_id, INTERNAL_ERROR, why);
+                self.out.push(Action::ToChild(call.child, e));
+            }
+        }
+        call.handle.is_some()
+    }
+
+    /// A modern client's request for a legacy child that carries MRTR
+    /// fields the gateway did not issue: refused.
+    pub(super) fn foreign_state(msg: &Value) -> bool {
+        let p = msg.get("params");
+        p.is_some_and(|p| p.get("requestState").is_some() || p.get("inputResponses").is_some())
+    }
+}
