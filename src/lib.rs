@@ -14,7 +14,8 @@
 //! - [`supervise`]: the restart backoff rule.
 //! - [`shared`]: `"scope": "shared"` servers, one set of processes for every session.
 //! - [`config`]: `servers_config.json` -> server specs.
-//! - [`keys`]: host and client keys, the authorized-keys trust store.
+//! - [`keys`]: host and client keys, the authorized-keys trust store, user
+//!   certificates and their CAs, the revocation list, the AuthorizedKeysCommand.
 //! - [`keyapi`]: the key-management HTTP API (rouille).
 //! - [`client`]: the stdio-to-SSH client binary's bridge (ssh2).
 //! - [`server`]: wires the parts together for the server binary.
