@@ -333,6 +333,10 @@ fn check_revoked(login: &Login, offer: &Offer) -> Result<(), String> {
     }
 }
 
+/// Longest user name or certificate key id written to the audit log, in
+/// characters.
+const MAX_WHO: usize = 256;
+
 /// Who a session or a refused login is, for the audit log: client, user,
 /// key fingerprint, the key line's comment, and a certificate's id, serial
 /// and CA.
@@ -343,12 +347,21 @@ pub fn who(
     comment: Option<&str>,
     cert: Option<&crate::keys::cert::Cert>,
 ) -> serde_json::Value {
-    let mut who = serde_json::json!({"client": peer.to_string(), "user": user, "key": key});
+    // The user name and a certificate's key id come from the client before
+    // it proved anything (a self-signed certificate parses): clipped, so a
+    // refused login cannot write a long record.
+    let clip = |s: &str| -> String {
+        match s.char_indices().nth(MAX_WHO) {
+            Some((at, _)) => format!("{}...", &s[..at]),
+            None => s.to_owned(),
+        }
+    };
+    let mut who = serde_json::json!({"client": peer.to_string(), "user": clip(user), "key": key});
     if let Some(c) = comment {
         who["comment"] = c.into();
     }
     if let Some(c) = cert {
-        who["cert_id"] = c.key_id.clone().into();
+        who["cert_id"] = clip(&c.key_id).into();
         who["cert_serial"] = c.serial.into();
         who["ca"] = c.ca_fingerprint().into();
     }
@@ -506,5 +519,25 @@ pub fn close_channel(live: &mut Live, status: i32) {
         if live.poll(left.max(1)).is_err() {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_names_are_clipped() {
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let long = "é".repeat(MAX_WHO + 10);
+        let w = who(ip, &long, "SHA256:k", Some("c"), None);
+        let user = w["user"].as_str().unwrap();
+        assert_eq!(user.chars().count(), MAX_WHO + 3);
+        assert!(user.ends_with("é..."));
+        assert_eq!(w["comment"], "c");
+        assert!(w.get("cert_id").is_none());
+        let short = who(ip, "mcp", "SHA256:k", None, None);
+        assert_eq!(short["user"], "mcp");
+        assert!(short.get("comment").is_none());
     }
 }
