@@ -352,10 +352,10 @@ fn revoked_keys_refuse_a_certificate_by_its_key_its_own_line_or_its_ca() {
     still_serving(&srv);
 }
 
-/// An open session whose certificate is revoked, or runs out, ends within
-/// the trust re-check with a line to the client.
+/// An open session whose certificate is revoked, runs out, or loses its
+/// CA ends within the trust re-check with a line to the client.
 #[test]
-fn a_revoked_or_expiring_certificate_loses_its_open_session() {
+fn a_revoked_expiring_or_untrusted_certificate_loses_its_open_session() {
     use std::io::{BufRead, Write};
     let srv = start("", &[]);
     let open = |key: &Path| {
@@ -395,6 +395,13 @@ fn a_revoked_or_expiring_certificate_loses_its_open_session() {
     // Valid for 10 more seconds: the session ends when it runs out.
     let short = certified(&srv, "short", &["-V", "-1m:+10s"]);
     ended(open(&short), "certificate expired");
+    // Its CA taken out of the trusted file.
+    let bob = certified(&srv, "bob", &[]);
+    let session = open(&bob);
+    let cas = std::fs::read_to_string(srv.path("user_ca_keys")).unwrap();
+    std::fs::write(srv.path("user_ca_keys"), "").unwrap();
+    ended(session, "its CA is not listed in");
+    std::fs::write(srv.path("user_ca_keys"), cas).unwrap();
     still_serving(&srv);
 }
 
