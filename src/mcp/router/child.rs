@@ -41,7 +41,6 @@ impl Router {
         let input = (!self.mrtr.is_empty() && cid.is_some_and(|c| self.mrtr.has(c)))
             || (self.children[child].modern
                 && !is_error
-                && cid.is_some_and(|c| self.may_need_input(c))
                 && payload.get().contains("\"input_required\""));
         if !forwarded || input || self.children[child].status == Status::Out {
             let key = if is_error { "error" } else { "result" };
@@ -175,6 +174,9 @@ impl Router {
             }) => {
                 msg["id"] = client_id;
                 if let Some(m) = modern {
+                    if self.children[child].modern {
+                        self.wrap_state(child, &mut msg, &m);
+                    }
                     self.modern_response(&mut msg, m);
                 }
                 if audit.is_some() {

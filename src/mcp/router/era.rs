@@ -185,6 +185,9 @@ pub struct EraState {
     /// The stamp of the modern request being routed, until it is
     /// forwarded (like the audit's `opening`).
     pub current: Option<Reply>,
+    /// A retry of a modern child's `input_required`: our handle, and the
+    /// child it must reach.
+    pub pin: Option<(String, usize)>,
     /// Per child: the last `logging/setLevel` rank sent to it.
     pub sent_level: Vec<Option<u8>>,
     /// Open `subscriptions/listen` streams: the client's id and filter.
@@ -210,6 +213,7 @@ impl EraState {
             era: Era::Unlocked,
             server_info: info.to_string(),
             current: None,
+            pin: None,
             sent_level: vec![None; children],
             listens: Vec::new(),
             client_meta: Map::from_iter([

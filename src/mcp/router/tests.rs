@@ -1409,20 +1409,39 @@ fn a_modern_client_and_a_modern_child_pass_meta_and_input_required_through() {
         now,
     );
     assert_eq!(v["result"]["resultType"], "input_required");
-    assert_eq!(v["result"]["requestState"], "s1");
-    assert!(v["result"].get("ttlMs").is_none());
-    // The retry reaches the same child with its answers as sent.
-    let retry = modern(
-        json!("c2"),
-        "tools/call",
-        json!({"name":"t1","inputResponses":{"k":{"roots":[]}},"requestState":"s1"}),
-        json!({}),
+    let handle = v["result"]["requestState"].clone();
+    assert_ne!(
+        handle, "s1",
+        "the child's state goes out under a handle of ours"
     );
-    let a = r.from_client(retry, now);
+    assert!(v["result"].get("ttlMs").is_none());
+    let retry = |id: &str, state: &Value, name: &str| {
+        modern(
+            json!(id),
+            "tools/call",
+            json!({"name":name,"inputResponses":{"k":{"roots":[]}},"requestState":state}),
+            json!({}),
+        )
+    };
+    // The child's own state, another tool's retry: refused, nothing sent.
+    for (bad, why) in [
+        (retry("x1", &json!("s1"), "t1"), "unknown, used or expired"),
+        (retry("x2", &handle, "t0"), "another request"),
+    ] {
+        let a = r.from_client(bad, now);
+        assert!(to_child(&a).is_empty());
+        let e = &to_client(&a)[0]["error"];
+        assert!(e["message"].as_str().unwrap().contains(why), "{e}");
+    }
+    // The retry reaches the same child with its state as it came.
+    let a = r.from_client(retry("c2", &handle, "t1"), now);
     let (i, m) = &to_child(&a)[0];
     assert_eq!(*i, 1);
     assert_eq!(m["params"]["requestState"], "s1");
     assert_eq!(m["params"]["inputResponses"]["k"], json!({"roots":[]}));
+    // Used once.
+    let a = r.from_client(retry("c3", &handle, "t1"), now);
+    assert_eq!(to_client(&a)[0]["error"]["code"], INVALID_PARAMS);
 }
 
 /// `server/discover` when child 0 is legacy and child 1 modern.
