@@ -3,7 +3,7 @@
 # on Debian/Ubuntu, only those that are missing. Run as root (or with sudo).
 set -euo pipefail
 need=()
-for p in libssh-dev pkg-config libssl-dev openssh-client curl python3-venv nodejs npm ca-certificates; do
+for p in libssh-dev pkg-config libssl-dev openssh-client curl python3-venv nodejs npm ca-certificates haproxy; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
 done
 # Node.js from another source (nvm, the machine image) counts as installed.

@@ -1,6 +1,7 @@
 //! `--audit-log PATH`: one JSON line per session start and end and per
 //! `tools/call`, `prompts/get`, `resources/read` and refused request: who
-//! (session, client address, user, key fingerprint and comment), what
+//! (session, client address, user, key fingerprint and comment; for a
+//! certificate also `cert_id`, `cert_serial` and `ca`), what
 //! (server, method, tool, prompt or URI), how long, how it ended, and the
 //! bytes each way. Never arguments or results.
 //!

@@ -6,7 +6,10 @@ use crate::config::{self, Scope, ServerSpec};
 use crate::error::Error;
 use crate::gateway::{self, Gateway};
 use crate::keyapi::{self, KeyApi, RateLimiter};
+use crate::keys::cert::Authorities;
+use crate::keys::command::KeysCommand;
 use crate::keys::registry::Registry;
+use crate::keys::revoked::Revoked;
 use crate::keys::{self, authorized::Authorized};
 use crate::os::{self, Wake};
 use crate::pool::Pool;
@@ -50,6 +53,12 @@ pub struct ServerOptions {
     /// `--proxy-protocol-from`: addresses whose connections start with a
     /// PROXY header (checked by [`run`]).
     pub proxy_protocol_from: Option<String>,
+    /// `--trusted-user-ca-keys`.
+    pub trusted_user_ca_keys: Option<PathBuf>,
+    /// `--revoked-keys`.
+    pub revoked_keys: Option<PathBuf>,
+    /// `--authorized-keys-command` and its timeout.
+    pub authorized_keys_command: Option<(String, Duration)>,
 }
 
 /// `--run-key-server` settings.
@@ -121,6 +130,9 @@ pub fn run(opts: &ServerOptions) -> Result<(), Error> {
     }
     let login = Login {
         authorized,
+        cas: user_cas(opts)?,
+        revoked: opts.revoked_keys.clone().map(Revoked::open).transpose()?,
+        command: keys_command(opts)?,
         grace: opts.login_grace,
         // libssh warnings reach the DEBUG log; M2M_LIBSSH_LOG=2..4 asks for more.
         libssh_verbosity: std::env::var("M2M_LIBSSH_LOG")
@@ -297,6 +309,37 @@ fn reload(opts: &ServerOptions, current: &Mutex<Arc<Gateway>>, audit: &Option<Ar
         }
         Err(e) => log::error!("SIGHUP: {e}; still serving the previous config"),
     }
+}
+
+/// `--trusted-user-ca-keys`: the file must be readable at start-up (later
+/// it is re-read when it changes, and a missing file trusts no CA).
+fn user_cas(opts: &ServerOptions) -> Result<Option<Authorities>, Error> {
+    let Some(path) = &opts.trusted_user_ca_keys else {
+        return Ok(None);
+    };
+    std::fs::metadata(path)
+        .map_err(|e| Error::Config(format!("--trusted-user-ca-keys {}: {e}", path.display())))?;
+    let cas = Authorities::new(path.clone());
+    log::info!(
+        "{} trusted user CA key(s) in {}",
+        cas.count(),
+        path.display()
+    );
+    Ok(Some(cas))
+}
+
+/// `--authorized-keys-command`, checked at start-up (exit 2 when unusable).
+fn keys_command(opts: &ServerOptions) -> Result<Option<KeysCommand>, Error> {
+    let Some((cmd, timeout)) = &opts.authorized_keys_command else {
+        return Ok(None);
+    };
+    let c = KeysCommand::new(cmd, *timeout)
+        .map_err(|e| Error::Config(format!("--authorized-keys-command {cmd:?}: {e}")))?;
+    log::info!(
+        "AuthorizedKeysCommand: {cmd} (timeout {} s)",
+        timeout.as_secs_f64()
+    );
+    Ok(Some(c))
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit and returns the soft

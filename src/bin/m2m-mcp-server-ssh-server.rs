@@ -84,6 +84,18 @@ struct Args {
     /// CIDR,...: connections from these addresses (a load balancer such as HAProxy with send-proxy-v2) must start with a PROXY protocol v1 or v2 header, whose client address then counts for from=, limits, logs and the audit log
     #[argh(option)]
     proxy_protocol_from: Option<String>,
+    /// CA public keys (authorized_keys format) whose OpenSSH user certificates are accepted, as sshd's TrustedUserCAKeys
+    #[argh(option)]
+    trusted_user_ca_keys: Option<String>,
+    /// public keys refused however offered (plain, certified, or as a certificate's CA), as sshd's RevokedKeys
+    #[argh(option)]
+    revoked_keys: Option<String>,
+    /// program printing authorized_keys lines for a login, as sshd's AuthorizedKeysCommand: absolute path and arguments, with %u user, %f fingerprint, %t key type, %k base64 key, %% a %
+    #[argh(option)]
+    authorized_keys_command: Option<String>,
+    /// seconds the --authorized-keys-command may run before the login is refused (default: 5)
+    #[argh(option, default = "5.0")]
+    authorized_keys_command_timeout: f64,
     /// print the version and exit
     #[argh(switch)]
     version: bool,
@@ -172,6 +184,12 @@ fn main() {
             per_minute: args.key_server_rate_limit,
         }),
         proxy_protocol_from: args.proxy_protocol_from,
+        trusted_user_ca_keys: args.trusted_user_ca_keys.as_deref().map(expand_home),
+        revoked_keys: args.revoked_keys.as_deref().map(expand_home),
+        authorized_keys_command: args.authorized_keys_command.map(|c| {
+            let t = Duration::from_secs_f64(args.authorized_keys_command_timeout);
+            (c, t)
+        }),
     };
     if let Err(e) = server::run(&opts) {
         log::error!("{e}");
@@ -284,6 +302,9 @@ fn check_ranges(a: &Args) -> Result<(), String> {
     }
     if a.max_line_bytes < 1024 {
         return Err("--max-line-bytes must be at least 1024".into());
+    }
+    if !(a.authorized_keys_command_timeout > 0.0 && a.authorized_keys_command_timeout <= 600.0) {
+        return Err("--authorized-keys-command-timeout must be from 0 to 600 seconds".into());
     }
     if a.key_server_rate_limit == 0 {
         return Err("--key-server-rate-limit must be at least 1".into());

@@ -186,12 +186,17 @@ pub fn serve(session: Session, login: &Login, gw: &Gateway, conn: Conn, shutdown
     let mut live = est.live;
     let grant = est.grant;
     let audit = gw.audit.as_ref().map(|log| {
-        let who = json!({
+        let mut who = json!({
             "client": conn.peer.ip().to_string(),
             "user": est.user,
-            "key": crate::keys::fingerprint(&est.key.1),
+            "key": est.key.fingerprint(),
             "comment": grant.comment(),
         });
+        if let Some(c) = est.key.cert() {
+            who["cert_id"] = json!(c.key_id);
+            who["cert_serial"] = json!(c.serial);
+            who["ca"] = json!(c.ca_fingerprint());
+        }
         SessionAudit::new(log.clone(), id, who)
     });
     let servers = match select::servers(&gw.servers, &est.start, |s| grant.allows_server(s)) {
@@ -215,6 +220,14 @@ pub fn serve(session: Session, login: &Login, gw: &Gateway, conn: Conn, shutdown
         conn.peer.ip(),
         servers.len()
     );
+    let recheck = conn::Recheck::new(
+        login,
+        est.user,
+        est.key,
+        est.source,
+        grant.clone(),
+        conn.peer.ip(),
+    );
     let access = Access {
         tools: Some(Box::new({
             let g = grant.clone();
@@ -222,9 +235,7 @@ pub fn serve(session: Session, login: &Login, gw: &Gateway, conn: Conn, shutdown
         })),
         prompts: Some(Box::new(move |name: &str| grant.allows_prompt(name))),
     };
-    let (kind, blob) = est.key;
-    let peer = conn.peer.ip();
-    let trusted = || conn::admit(&login.authorized, &kind, &blob, peer).map(|_| ());
+    let trusted = || recheck.check();
     let started = Instant::now();
     let relay = Relay::new(conn.wake.clone());
     let notify: Notify = {

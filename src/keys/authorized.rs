@@ -125,6 +125,19 @@ impl Grant {
     pub fn is_unrestricted(&self) -> bool {
         self.listings.iter().all(|l| l.options.is_unrestricted())
     }
+
+    /// This grant narrowed by one more listing (a certificate's options,
+    /// or a line the AuthorizedKeysCommand printed).
+    pub fn with(mut self, listing: Listing) -> Grant {
+        self.listings.push(listing);
+        self
+    }
+
+    /// A grant of these listings (at least one), for keys found elsewhere
+    /// than the trust files.
+    pub fn of(listings: Vec<Listing>) -> Option<Grant> {
+        (!listings.is_empty()).then_some(Grant { listings })
+    }
 }
 
 #[derive(Default)]
@@ -136,6 +149,8 @@ struct FileState {
 /// Thread-safe trust store over one or more authorized_keys-format files.
 pub struct Authorized {
     files: Vec<(PathBuf, Mutex<FileState>)>,
+    /// The files list CA keys (`--trusted-user-ca-keys`): CA-line options.
+    cas: bool,
 }
 
 impl Authorized {
@@ -145,6 +160,17 @@ impl Authorized {
                 .into_iter()
                 .map(|p| (p, Mutex::new(FileState::default())))
                 .collect(),
+            cas: false,
+        }
+    }
+
+    /// The store of a `--trusted-user-ca-keys` file: lines parsed with
+    /// [`KeyOptions::parse_ca`], and only ed25519 CA keys (others are left
+    /// out with a warning: their certificates could not be verified).
+    pub fn cas(path: PathBuf) -> Authorized {
+        Authorized {
+            cas: true,
+            ..Authorized::new(vec![path])
         }
     }
 
@@ -152,7 +178,7 @@ impl Authorized {
     fn each_file(&self, mut f: impl FnMut(&Path, &[Entry])) {
         for (path, state) in &self.files {
             let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-            refresh(path, &mut st);
+            refresh(path, &mut st, self.cas);
             f(path, &st.entries);
         }
     }
@@ -207,20 +233,21 @@ impl Authorized {
     }
 }
 
-fn stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
+/// What tells a changed file: (mtime, size, inode).
+pub(crate) fn stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len(), m.ino()))
 }
 
-fn refresh(path: &Path, st: &mut FileState) {
+fn refresh(path: &Path, st: &mut FileState, cas: bool) {
     let now = stamp(path);
     if now == st.stamp && now.is_some() {
         return;
     }
     st.stamp = now;
     st.entries = match std::fs::read_to_string(path) {
-        Ok(text) => parse_file(&text, path),
+        Ok(text) => parse_file_as(&text, path, cas),
         Err(e) => {
             if e.kind() != std::io::ErrorKind::NotFound {
                 log::warn!("cannot read {}: {e}", path.display());
@@ -238,6 +265,11 @@ fn refresh(path: &Path, st: &mut FileState) {
 /// Parses authorized_keys text: every key line, with its options parsed;
 /// lines that are not keys, and keys whose options are refused, are logged.
 pub fn parse_file(text: &str, path: &Path) -> Vec<Entry> {
+    parse_file_as(text, path, false)
+}
+
+/// [`parse_file`], or with `cas` a `--trusted-user-ca-keys` file.
+fn parse_file_as(text: &str, path: &Path, cas: bool) -> Vec<Entry> {
     let mut entries = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let l = line.trim();
@@ -252,7 +284,21 @@ pub fn parse_file(text: &str, path: &Path) -> Vec<Entry> {
             );
             continue;
         };
-        let options = KeyOptions::parse(&opts);
+        if cas && key.kind != "ssh-ed25519" {
+            log::warn!(
+                "{}:{}: CA key {} is {}: only ssh-ed25519 CA keys are supported; line skipped",
+                path.display(),
+                n + 1,
+                key.fingerprint(),
+                key.kind
+            );
+            continue;
+        }
+        let options = if cas {
+            KeyOptions::parse_ca(&opts)
+        } else {
+            KeyOptions::parse(&opts)
+        };
         if let Err(e) = &options {
             log::warn!(
                 "{}:{}: key {} refused: {e}",

@@ -2,10 +2,13 @@
 //! format (shared by server and client), and file-mode checks.
 
 pub mod authorized;
+pub mod cert;
 pub mod clients;
+pub mod command;
 pub mod options;
 pub mod pattern;
 pub mod registry;
+pub mod revoked;
 pub mod scope;
 pub mod validate;
 

@@ -18,9 +18,16 @@
 //! | `pty`, `port-forwarding`, `agent-forwarding`, `x11-forwarding`, `user-rc` | accepted: they re-enable those, which grants nothing here |
 //! | `no-touch-required`, `no-verify-required` | accepted: they relax FIDO checks this server does not make |
 //! | `touch-required`, `verify-required` | error: they demand FIDO presence/verification flags this server does not check |
-//! | `cert-authority`, `principals=` | error: no certificate authentication here |
+//! | `cert-authority`, `principals=` | error in authorized_keys: certificate authorities go in `--trusted-user-ca-keys`, where a line may carry `principals=` (below) |
 //! | `permitopen=`, `permitlisten=`, `tunnel=` | error: such a line is meant for a forwarding key, not an MCP one |
 //! | anything else | error |
+//!
+//! A line of the `--trusted-user-ca-keys` file ([`KeyOptions::parse_ca`])
+//! takes the same options, which then apply to every certificate that CA
+//! signs, plus `principals="name,..."`: the certificate must name one of
+//! these principals instead of the SSH user name; `principals="*"` accepts
+//! any principal (the certificate must still list one). `cert-authority`
+//! is accepted there and changes nothing.
 //!
 //! Where this is stricter than sshd: every single-valued option (`from`,
 //! `command`, `expiry-time`, each environment variable) may appear once
@@ -103,6 +110,49 @@ pub struct KeyOptions {
     pub tools: Option<NameFilter>,
     /// `environment="MCP_PROMPTS=..."`.
     pub prompts: Option<NameFilter>,
+    /// `principals=`, on a CA line only: which certificate principals the
+    /// CA's certificates are accepted for.
+    pub principals: Option<Principals>,
+}
+
+/// A CA line's `principals=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principals {
+    /// `principals="*"`: any principal the certificate lists.
+    Any,
+    /// The certificate must list one of these.
+    Names(BTreeSet<String>),
+}
+
+impl Principals {
+    fn parse(v: &str) -> Result<Principals, String> {
+        if v.trim() == "*" {
+            return Ok(Principals::Any);
+        }
+        v.split(',')
+            .map(str::trim)
+            .map(|n| {
+                if n.is_empty() {
+                    Err("empty principal (a doubled, leading or trailing comma)".to_owned())
+                } else if n.contains(['*', '?']) || n.chars().any(char::is_control) {
+                    Err(format!(
+                        "{n:?} is not a principal name: write names, or \"*\" alone for any"
+                    ))
+                } else {
+                    Ok(n.to_owned())
+                }
+            })
+            .collect::<Result<_, _>>()
+            .map(Principals::Names)
+    }
+
+    /// Whether a certificate listing `names` passes.
+    pub fn admits(&self, names: &[String]) -> bool {
+        match self {
+            Principals::Any => !names.is_empty(),
+            Principals::Names(allowed) => names.iter().any(|n| allowed.contains(n)),
+        }
+    }
 }
 
 /// Flags accepted and ignored (see the module table).
@@ -128,6 +178,16 @@ const SHOWN: usize = 64;
 impl KeyOptions {
     /// Parses the options field (the text before the key type; may be empty).
     pub fn parse(text: &str) -> Result<KeyOptions, OptionError> {
+        Self::parse_as(text, false)
+    }
+
+    /// Parses the options of a `--trusted-user-ca-keys` line: the same
+    /// options, plus `principals=` and a harmless `cert-authority`.
+    pub fn parse_ca(text: &str) -> Result<KeyOptions, OptionError> {
+        Self::parse_as(text, true)
+    }
+
+    fn parse_as(text: &str, ca: bool) -> Result<KeyOptions, OptionError> {
         if let Some(c) = text.chars().find(|c| matches!(c, '\0' | '\r' | '\n')) {
             return Err(OptionError::ForbiddenChar(c));
         }
@@ -152,7 +212,7 @@ impl KeyOptions {
                 }
                 None => None,
             };
-            opts.apply(&name, value)?;
+            opts.apply(&name, value, ca)?;
             rest = match rest.strip_prefix(',') {
                 Some("") => return Err(OptionError::EmptyName),
                 Some(next) => next,
@@ -170,7 +230,7 @@ impl KeyOptions {
     }
 
     /// One option; `name` as written (matched case-insensitively).
-    fn apply(&mut self, name: &str, value: Option<String>) -> Result<(), OptionError> {
+    fn apply(&mut self, name: &str, value: Option<String>, ca: bool) -> Result<(), OptionError> {
         let lower = name.to_ascii_lowercase();
         let unsupported = |why| {
             Err(OptionError::Unsupported {
@@ -189,9 +249,19 @@ impl KeyOptions {
             ("touch-required" | "verify-required", _) => {
                 unsupported("this server does not check FIDO user presence or verification")
             }
-            ("cert-authority" | "principals", _) => {
-                unsupported("this server does not accept certificates")
+            ("cert-authority", None) if ca => Ok(()),
+            ("principals", Some(v)) if ca => {
+                let p = Principals::parse(&v).map_err(|why| OptionError::BadValue {
+                    name: name.to_owned(),
+                    why,
+                })?;
+                set_once(&mut self.principals, p, name)
             }
+            ("principals", None) if ca => bad("needs a value in double quotes"),
+            ("cert-authority" | "principals", _) => unsupported(
+                "certificate authorities are listed in the --trusted-user-ca-keys file, \
+                 not in authorized_keys",
+            ),
             ("permitopen" | "permitlisten" | "tunnel", _) => {
                 unsupported("this server forwards nothing; this line is meant for another use")
             }
@@ -318,7 +388,7 @@ fn dequote<'a>(name: &str, s: &'a str) -> Result<(String, &'a str), OptionError>
 
 /// `command=`: comma-separated server names, trimmed, each non-empty and of
 /// `[A-Za-z0-9._-]` (so a shell command written for sshd is refused).
-fn server_names(v: &str) -> Result<BTreeSet<String>, String> {
+pub(crate) fn server_names(v: &str) -> Result<BTreeSet<String>, String> {
     v.split(',')
         .map(str::trim)
         .map(|n| {
@@ -456,6 +526,34 @@ mod tests {
             parse("foo").unwrap_err().to_string(),
             "option \"foo\" is not supported: unknown option"
         );
+    }
+
+    #[test]
+    fn ca_lines_take_principals_and_cert_authority() {
+        let o =
+            KeyOptions::parse_ca("cert-authority,principals=\" ops, dev \",command=\"a\"").unwrap();
+        let p = o.principals.clone().unwrap();
+        assert!(p.admits(&["x".into(), "dev".into()]));
+        assert!(!p.admits(&["mcp".into()]));
+        assert!(o.allows_server("a") && !o.allows_server("b"));
+        let any = KeyOptions::parse_ca("principals=\"*\"")
+            .unwrap()
+            .principals
+            .unwrap();
+        assert!(any.admits(&["x".into()]) && !any.admits(&[]));
+        for bad in [
+            "principals=\"\"",
+            "principals=\"a,,b\"",
+            "principals=\"a*\"",
+            "principals",
+            "principals=\"a\",principals=\"b\"",
+            "cert-authority=\"x\"",
+        ] {
+            assert!(KeyOptions::parse_ca(bad).is_err(), "{bad}");
+        }
+        // Not on a key line.
+        assert!(unsupported("cert-authority"));
+        assert!(unsupported("principals=\"a\""));
     }
 
     #[test]

@@ -115,6 +115,30 @@ impl AddrPatterns {
         Ok(AddrPatterns(out))
     }
 
+    /// Parses a certificate's `source-address` (sshd's
+    /// `addr_match_cidr_list`): comma-separated addresses and CIDR blocks,
+    /// no wildcards or negation.
+    pub(crate) fn parse_cidr_list(list: &str) -> Result<AddrPatterns, String> {
+        let mut out = Vec::new();
+        for (negated, body) in entries(list, false)? {
+            let addr = match body.split_once('/') {
+                _ if negated => return Err(format!("\"!{body}\": negation is not allowed here")),
+                Some((ip, len)) => {
+                    cidr(ip, len).map_err(|why| format!("{body:?} is not a CIDR block: {why}"))?
+                }
+                None => match body.parse::<IpAddr>() {
+                    Ok(ip) => Addr::Net(ip, if ip.is_ipv4() { 32 } else { 128 }),
+                    Err(_) => return Err(format!("{body:?} is not an address or CIDR block")),
+                },
+            };
+            if is_mapped(&addr) {
+                return Err(format!("{body:?} is an IPv4-mapped IPv6 address"));
+            }
+            out.push((false, addr));
+        }
+        Ok(AddrPatterns(out))
+    }
+
     /// Whether a client at `ip` passes this list.
     pub fn matches(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();

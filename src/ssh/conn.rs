@@ -6,6 +6,9 @@ use super::persource::{self, Ending, PerSource, Slot};
 use super::sys::{Channel, Live, Request, Session};
 use crate::gateway::select::Start;
 use crate::keys::authorized::{Authorized, Grant};
+use crate::keys::cert::{Authorities, Offer};
+use crate::keys::command::{KeysCommand, Rerun};
+use crate::keys::revoked::Revoked;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +17,12 @@ use std::time::{Duration, Instant, SystemTime};
 /// How clients log in; shared by every connection.
 pub struct Login {
     pub authorized: Authorized,
+    /// `--trusted-user-ca-keys`: CAs whose user certificates are accepted.
+    pub cas: Option<Authorities>,
+    /// `--revoked-keys`: keys refused however they are offered.
+    pub revoked: Option<Revoked>,
+    /// `--authorized-keys-command`: asked about plain keys no trust file lists.
+    pub command: Option<KeysCommand>,
     /// Time for key exchange and authentication together.
     pub grace: Duration,
     /// libssh's own log verbosity for connection threads (`M2M_LIBSSH_LOG`).
@@ -95,8 +104,21 @@ pub struct Established {
     pub start: Start,
     /// What the client's key may use (its authorized_keys options).
     pub grant: Grant,
-    /// The key it logged in with: type and blob.
-    pub key: (String, Vec<u8>),
+    /// The key it logged in with, plain or a certificate.
+    pub key: Offer,
+    /// Where the key was found.
+    pub source: Source,
+}
+
+/// Where a login's key was found: what its open session re-checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `--authorized-clients` or `--registered-clients`.
+    Files,
+    /// A certificate of a `--trusted-user-ca-keys` CA.
+    Cert,
+    /// The `--authorized-keys-command`'s output.
+    Command,
 }
 
 /// Runs the handshake; None (after logging why) if the client did not get
@@ -141,7 +163,7 @@ pub fn establish(
         startup.end(ending);
         return None;
     }
-    let (user, grant, key) = match authenticate(&session, &login.authorized, deadline, id, peer) {
+    let (user, grant, key, source) = match authenticate(&session, login, deadline, id, peer) {
         Ok(done) => done,
         Err(ending) => {
             session.disconnect();
@@ -173,18 +195,23 @@ pub fn establish(
         start,
         grant,
         key,
+        source,
     })
 }
 
-/// Who logged in: the user, what the key may use, and the key (type, blob).
-type LoggedIn = (String, Grant, (String, Vec<u8>));
+/// Who logged in: the user, what the key may use, and the key.
+type LoggedIn = (String, Grant, Offer, Source);
+
+/// What the AuthorizedKeysCommand said about (user, key) in this login: it
+/// runs once, though the probe and the signed request both ask.
+type Asked = Option<((String, Vec<u8>), Result<Option<Grant>, String>)>;
 
 /// Public-key auth only; every other method is refused. A listed key is
 /// also checked against its `from=` and `expiry-time` options. Returns the
 /// user, what the key may use, and the key; or how the login ended.
 fn authenticate(
     session: &Session,
-    authorized: &Authorized,
+    login: &Login,
     deadline: Instant,
     id: u64,
     peer: IpAddr,
@@ -193,6 +220,7 @@ fn authenticate(
     // Refused requests: keys, and other methods. The first of the latter is
     // usually `none`, the client asking which methods there are: no failure.
     let (mut keys_refused, mut others_refused) = (0, 0);
+    let mut asked: Asked = None;
     while attempts < MAX_AUTH_ATTEMPTS {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -212,17 +240,35 @@ fn authenticate(
                     continue;
                 };
                 let fp = crate::keys::fingerprint(&blob);
-                let verdict = admit(authorized, &kind, &blob, peer);
-                match (verdict, signed) {
-                    (Ok(_), false) => msg.reply_pk_ok(),
-                    (Ok(grant), true) => {
+                let user = msg.auth_user();
+                let offer = Offer::parse(&kind, blob);
+                let verdict = offer
+                    .as_ref()
+                    .map_err(String::clone)
+                    .and_then(|o| admit_login(login, &user, o, peer, deadline, &mut asked));
+                match (verdict, offer, signed) {
+                    (Ok(_), _, false) => msg.reply_pk_ok(),
+                    (Ok((grant, source)), Ok(offer), true) => {
                         msg.reply_auth_success();
-                        return Ok((msg.auth_user(), grant, (kind, blob)));
+                        match source {
+                            Source::Files => {}
+                            Source::Cert => log::info!("s{id}: accepted {offer} for user {user:?}"),
+                            Source::Command => log::info!(
+                                "s{id}: accepted {offer} for user {user:?}: the AuthorizedKeysCommand lists it"
+                            ),
+                        }
+                        return Ok((user, grant, offer, source));
                     }
-                    (Err(why), _) => {
+                    (verdict, offer, _) => {
                         // Logged once per key: clients probe before they sign.
+                        let why = verdict.err().unwrap_or_default();
                         if !signed {
-                            log::info!("s{id}: refused {kind} key {fp} from {peer}: {why}");
+                            match offer {
+                                Ok(o) => log::info!("s{id}: refused {o} from {peer}: {why}"),
+                                Err(_) => {
+                                    log::info!("s{id}: refused {kind} key {fp} from {peer}: {why}")
+                                }
+                            }
                         }
                         keys_refused += 1;
                         msg.reply_auth_denied()
@@ -247,18 +293,143 @@ fn authenticate(
     })
 }
 
-/// Whether `authorized` lets this key in from `peer` now: its grant, or why
-/// not. Asked at login and again while the session lasts, so a key removed
-/// or expired loses its open sessions too.
-pub fn admit(
+/// Whether `login` lets `user` in with this key from `peer` now: its
+/// grant, or why not. A revoked key (or CA) is refused first; a
+/// certificate is checked against the trusted CAs only (as sshd: a
+/// certificate never matches a plain authorized_keys line), a plain key
+/// against the trust files. Asked at login and again while the session
+/// lasts, so a key removed, revoked or expired (a certificate's too) loses
+/// its open sessions.
+pub fn admit(login: &Login, user: &str, offer: &Offer, peer: IpAddr) -> Result<Grant, String> {
+    let now = SystemTime::now();
+    check_revoked(login, offer)?;
+    match offer {
+        Offer::Cert(c) => match &login.cas {
+            Some(cas) => cas.admit(c, user, peer, now),
+            None => Err("certificates are not accepted (no --trusted-user-ca-keys)".into()),
+        },
+        Offer::Key { kind, blob } => admit_key(&login.authorized, kind, blob, peer, now),
+    }
+}
+
+/// A revoked key, certified key or CA: why it is refused.
+fn check_revoked(login: &Login, offer: &Offer) -> Result<(), String> {
+    let Some(r) = &login.revoked else {
+        return Ok(());
+    };
+    match offer {
+        Offer::Key { blob, .. } => r.check(&[("key", blob)]),
+        Offer::Cert(c) => r.check(&[("certified key", &c.key), ("CA key", &c.ca)]),
+    }
+}
+
+/// [`admit`] at login, where a plain key that no trust file lists is
+/// looked up with the AuthorizedKeysCommand (within the login `deadline`;
+/// once per key, see [`Asked`]).
+fn admit_login(
+    login: &Login,
+    user: &str,
+    offer: &Offer,
+    peer: IpAddr,
+    deadline: Instant,
+    asked: &mut Asked,
+) -> Result<(Grant, Source), String> {
+    let (Some(cmd), Offer::Key { kind, blob }) = (&login.command, offer) else {
+        let source = if offer.cert().is_some() {
+            Source::Cert
+        } else {
+            Source::Files
+        };
+        return admit(login, user, offer, peer).map(|g| (g, source));
+    };
+    if login.authorized.lookup(kind, blob).is_some() {
+        return admit(login, user, offer, peer).map(|g| (g, Source::Files));
+    }
+    check_revoked(login, offer)?;
+    let id = (user.to_owned(), blob.clone());
+    let said = match asked {
+        Some((k, said)) if *k == id => said.clone(),
+        _ => {
+            let said = cmd.lookup(user, kind, blob, deadline);
+            *asked = Some((id, said.clone()));
+            said
+        }
+    };
+    match said {
+        Err(why) => Err(format!("the AuthorizedKeysCommand failed: {why}")),
+        Ok(None) => Err("not authorized (nor listed by the AuthorizedKeysCommand)".into()),
+        Ok(Some(g)) => match g.check_login(peer, SystemTime::now()) {
+            Ok(()) => Ok((g, Source::Command)),
+            Err(why) => Err(why.to_string()),
+        },
+    }
+}
+
+/// How often an open session admitted by the AuthorizedKeysCommand runs
+/// it again (every trust re-check would be a process every 2 s a session).
+pub const COMMAND_RECHECK: Duration = Duration::from_secs(60);
+
+/// The trust re-check of one open session (the gateway asks every 2 s).
+/// Files and certificates are checked as at login (a stat of each file).
+/// A key the AuthorizedKeysCommand admitted is checked against the
+/// revocation list and its lines' `from=`/`expiry-time` each time, and the
+/// command runs again every [`COMMAND_RECHECK`] ([`Rerun`]).
+pub struct Recheck<'a> {
+    login: &'a Login,
+    user: String,
+    offer: Offer,
+    peer: IpAddr,
+    rerun: Option<Rerun>,
+}
+
+impl<'a> Recheck<'a> {
+    pub fn new(
+        login: &'a Login,
+        user: String,
+        offer: Offer,
+        source: Source,
+        grant: Grant,
+        peer: IpAddr,
+    ) -> Recheck<'a> {
+        let rerun = match (source, &login.command, &offer) {
+            (Source::Command, Some(cmd), Offer::Key { kind, blob }) => {
+                Some(Rerun::new(cmd, &user, kind, blob, grant, COMMAND_RECHECK))
+            }
+            _ => None,
+        };
+        Recheck {
+            login,
+            user,
+            offer,
+            peer,
+            rerun,
+        }
+    }
+
+    /// Ok while the key is still trusted; Err (why) ends the session.
+    pub fn check(&self) -> Result<(), String> {
+        let Some(rerun) = &self.rerun else {
+            return admit(self.login, &self.user, &self.offer, self.peer).map(|_| ());
+        };
+        check_revoked(self.login, &self.offer)?;
+        rerun
+            .grant()?
+            .check_login(self.peer, SystemTime::now())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A plain key against the trust files.
+fn admit_key(
     authorized: &Authorized,
     kind: &str,
     blob: &[u8],
     peer: IpAddr,
+    now: SystemTime,
 ) -> Result<Grant, String> {
     match authorized.lookup(kind, blob) {
         None => Err("not authorized".to_owned()),
-        Some(g) => match g.check_login(peer, SystemTime::now()) {
+        Some(g) => match g.check_login(peer, now) {
             Ok(()) => Ok(g),
             Err(why) => Err(why.to_string()),
         },

@@ -382,6 +382,7 @@ pub fn header_banner(banner: &str) -> Option<Version> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn done(buf: &[u8]) -> Header {
         match parse(buf) {
@@ -594,6 +595,56 @@ mod tests {
             let e = parse_senders(wrong).unwrap_err();
             assert!(e.starts_with("--proxy-protocol-from"), "{e}");
         }
+    }
+
+    /// A loopback connection: (the server's end, the client's end).
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        (l.accept().unwrap().0, c)
+    }
+
+    #[test]
+    fn read_header_takes_the_header_and_leaves_the_ssh_banner_after_it() {
+        let mut block = v4_block();
+        block.extend([0x04, 0x00, 0x01, 0x00]); // a TLV
+        let v2h = v2(0x21, 0x11, &block);
+        let v1h = b"PROXY TCP4 203.0.113.7 192.0.2.1 51234 22\r\n".to_vec();
+        let never = os::Wake::new().unwrap(); // not woken
+        for header in [v1h, v2h, b"PROXY UNKNOWN\r\n".to_vec()] {
+            let (mut server, mut client) = pair();
+            // One byte at a time, then the banner: each read must stop in time.
+            let sent = header.clone();
+            let writer = std::thread::spawn(move || {
+                for b in &sent {
+                    client.write_all(&[*b]).unwrap();
+                }
+                client.write_all(b"SSH-2.0-x\r\n").unwrap();
+                client
+            });
+            let deadline = Instant::now() + std::time::Duration::from_secs(20);
+            let h = read_header(&mut server, deadline, never.fd())
+                .expect("not woken")
+                .expect("a header");
+            assert_eq!(h.len, header.len());
+            let _client = writer.join().unwrap();
+            let mut rest = [0u8; 11];
+            server.read_exact(&mut rest).unwrap();
+            assert_eq!(&rest, b"SSH-2.0-x\r\n");
+        }
+    }
+
+    #[test]
+    fn read_header_reports_a_sender_that_hangs_up_midway() {
+        let never = os::Wake::new().unwrap();
+        let (mut server, mut client) = pair();
+        client
+            .write_all(&v2(0x21, 0x11, &v4_block())[..20])
+            .unwrap();
+        drop(client);
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        let got = read_header(&mut server, deadline, never.fd());
+        assert_eq!(got, Some(Err(Bad::Truncated(20))));
     }
 
     #[test]

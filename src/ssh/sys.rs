@@ -248,14 +248,10 @@ impl Bind {
     ) -> Result<Option<Accepted>, Error> {
         let (fd, peer, stream) = match self.1.accept() {
             Ok((stream, peer)) => {
-                let dup = if keep_stream(peer.ip()) {
-                    let d = stream
-                        .try_clone()
-                        .map_err(|e| Error::io("duplicating an accepted socket", e))?;
-                    Some(d)
-                } else {
-                    None
-                };
+                let dup = keep_stream(peer.ip())
+                    .then(|| stream.try_clone())
+                    .transpose()
+                    .map_err(|e| Error::io("duplicating an accepted socket", e))?;
                 (std::os::fd::OwnedFd::from(stream), peer, dup)
             }
             // None waiting, or the one waiting gave up (reset) meanwhile.

@@ -1,0 +1,214 @@
+//! `--authorized-keys-command` end to end through OpenSSH's `ssh`: a shell
+//! script as the command, an empty authorized_keys. The script prints the
+//! file `keys` (what each test writes there), records its arguments in
+//! `argv`, and behaves as `mode` says (`slow`, `fail`), so one server shows
+//! a refusal and then a good login.
+
+use crate::common::*;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::Output;
+
+const INIT: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+const LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+
+/// Servers `a` and `b`, no authorized key, and the script as the command
+/// with `args` after it; `extra` flags.
+fn start(args: &str, extra: &[&str]) -> Server {
+    let mut a = fixture("a", &[]);
+    a["namePrefix"] = json!("a.");
+    let mut b = fixture("b", &[]);
+    b["namePrefix"] = json!("b.");
+    let (dir, key) = Server::files(json!({"a": a, "b": b}));
+    let d = dir.path();
+    std::fs::write(d.join("authorized_keys"), "").unwrap();
+    std::fs::write(d.join("keys"), "").unwrap();
+    let script = d.join("keys-command");
+    let text = format!(
+        "#!/bin/sh\nd={}\nprintf '%s\\n' \"$@\" > \"$d/argv\"\n\
+         case \"$(cat \"$d/mode\" 2>/dev/null)\" in\n\
+         slow) echo $$ > \"$d/pid\"; exec sleep 30;;\n\
+         fail) cat \"$d/keys\"; echo 'directory unreachable' >&2; exit 1;;\n\
+         esac\nexec cat \"$d/keys\"\n",
+        d.display()
+    );
+    std::fs::write(&script, text).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cmd = format!("{} {args}", script.display());
+    let mut all = vec![
+        "--authorized-keys-command",
+        cmd.as_str(),
+        "--warm-spares",
+        "0",
+    ];
+    all.extend_from_slice(extra);
+    Server::start_in(dir, key, &all)
+}
+
+fn public(srv: &Server) -> String {
+    std::fs::read_to_string(format!("{}.pub", srv.key.display()))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// What the script prints next.
+fn print(srv: &Server, keys: &str) {
+    std::fs::write(srv.path("keys"), keys).unwrap();
+}
+
+fn mode(srv: &Server, mode: &str) {
+    std::fs::write(srv.path("mode"), mode).unwrap();
+}
+
+fn login(srv: &Server) -> (Output, Vec<Value>) {
+    let out = openssh(
+        srv.port,
+        &srv.key,
+        &["mcp@127.0.0.1"],
+        &format!("{INIT}\n{LIST}\n"),
+    );
+    let answers = json_lines(&out.stdout);
+    (out, answers)
+}
+
+/// The tool names a login sees; panics if refused.
+fn tools(srv: &Server) -> Vec<String> {
+    let (out, answers) = login(srv);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "refused: {err}\n{}", srv.log());
+    let list = answers
+        .iter()
+        .find(|a| a["id"] == 1)
+        .unwrap_or_else(|| panic!("{answers:?}"));
+    let mut names = names(list, "tools");
+    names.sort();
+    names
+}
+
+/// The login is refused and the log says `why`.
+fn refused(srv: &Server, why: &str) {
+    let (out, answers) = login(srv);
+    assert!(!out.status.success(), "got in: {answers:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{out:?}"
+    );
+    // Why the command refused is the subject: kept as a log assertion.
+    assert!(srv.wait_log(why), "no {why:?} in the log:\n{}", srv.log());
+}
+
+#[test]
+fn a_key_the_command_prints_gets_in_with_that_lines_options() {
+    let srv = start("%u", &[]);
+    refused(&srv, "nor listed by the AuthorizedKeysCommand");
+    let key = public(&srv);
+    print(
+        &srv,
+        &format!(
+            "# from the directory\n{}\nenvironment=\"MCP_TOOLS=a.e*\" {key}\n",
+            {
+                let (_, other) = client_key(srv.dir.path(), "other");
+                other
+            }
+        ),
+    );
+    assert_eq!(tools(&srv), ["a.echo"]);
+    assert!(srv.log().contains("the AuthorizedKeysCommand lists it"));
+    // A line whose options the server refuses refuses the key.
+    print(&srv, &format!("permitopen=\"h:1\" {key}\n"));
+    refused(&srv, "its line 1 for this key was refused");
+    print(&srv, &format!("{key}\n"));
+    assert_eq!(tools(&srv).len(), 14);
+}
+
+#[test]
+fn tokens_are_expanded_into_the_commands_arguments() {
+    let srv = start("%u %f %t %k %% x%%y 'a b'", &[]);
+    let key = public(&srv);
+    print(&srv, &format!("{key}\n"));
+    assert_eq!(tools(&srv).len(), 14);
+    let argv = std::fs::read_to_string(srv.path("argv")).unwrap();
+    let argv: Vec<&str> = argv.lines().collect();
+    let fp = ssh_keygen(&["-lf", &format!("{}.pub", srv.key.display())]);
+    let fp = fp.split_whitespace().nth(1).unwrap().to_owned();
+    let b64 = key.split_whitespace().nth(1).unwrap();
+    assert_eq!(
+        argv,
+        ["mcp", &fp, "ssh-ed25519", b64, "%", "x%y", "a b"],
+        "{}",
+        srv.log()
+    );
+}
+
+#[test]
+fn a_slow_command_is_killed_at_its_timeout_and_the_next_login_is_served() {
+    let srv = start("", &["--authorized-keys-command-timeout", "1"]);
+    print(&srv, &format!("{}\n", public(&srv)));
+    mode(&srv, "slow");
+    refused(
+        &srv,
+        "did not finish within 1.0 s; its process group was killed",
+    );
+    // The command's process is gone (killed and reaped, not left to run).
+    let pid = std::fs::read_to_string(srv.path("pid")).unwrap();
+    let proc_dir = format!("/proc/{}", pid.trim());
+    assert!(
+        eventually(|| !Path::new(&proc_dir).exists()),
+        "the command {pid} still runs"
+    );
+    mode(&srv, "");
+    assert_eq!(tools(&srv).len(), 14);
+}
+
+#[test]
+fn a_failing_command_refuses_even_a_key_it_prints() {
+    let srv = start("", &[]);
+    print(&srv, &format!("{}\n", public(&srv)));
+    mode(&srv, "fail");
+    refused(
+        &srv,
+        "the AuthorizedKeysCommand failed: it exited with status 1: \"directory unreachable\"",
+    );
+    mode(&srv, "");
+    assert_eq!(tools(&srv).len(), 14);
+}
+
+#[test]
+fn a_command_printing_junk_refuses() {
+    let srv = start("", &[]);
+    print(&srv, "ssh-ed25519 not-base64\n<html>error</html>\n\n");
+    refused(&srv, "nor listed by the AuthorizedKeysCommand");
+    std::fs::write(srv.path("keys"), b"\xff\xfe\x00binary").unwrap();
+    refused(&srv, "its output is not UTF-8");
+    let key = public(&srv);
+    let big = format!("# {}\n{key}\n", "x".repeat(70 * 1024));
+    print(&srv, &big);
+    refused(&srv, "it printed more than 64 KiB");
+    print(&srv, &format!("{key}\n"));
+    assert_eq!(tools(&srv).len(), 14);
+}
+
+/// `--revoked-keys` applies to keys the command lists, and a key in
+/// authorized_keys never runs the command.
+#[test]
+fn revoked_keys_apply_and_listed_keys_skip_the_command() {
+    let dir = TempDir::new("kc-revoked");
+    let revoked = dir.path().join("revoked");
+    std::fs::write(&revoked, "").unwrap();
+    let srv = start("%f", &["--revoked-keys", revoked.to_str().unwrap()]);
+    let key = public(&srv);
+    print(&srv, &format!("{key}\n"));
+    std::fs::write(&revoked, format!("{key}\n")).unwrap();
+    refused(&srv, "key SHA256:");
+    assert!(srv.log().contains("is revoked"), "{}", srv.log());
+    std::fs::write(&revoked, "").unwrap();
+    assert_eq!(tools(&srv).len(), 14);
+    // Listed in authorized_keys: the command is not asked (it would fail).
+    std::fs::write(srv.path("authorized_keys"), format!("{key}\n")).unwrap();
+    mode(&srv, "fail");
+    std::fs::remove_file(srv.path("argv")).unwrap();
+    assert_eq!(tools(&srv).len(), 14);
+    assert!(!srv.path("argv").exists(), "the command ran");
+}
