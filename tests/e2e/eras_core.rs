@@ -483,3 +483,37 @@ fn a_modern_client_retries_a_modern_childs_input_required_through_the_gateway() 
         "hello Bo from mf"
     );
 }
+
+#[test]
+fn a_legacy_client_gets_a_modern_childs_list_changes_and_resource_updates() {
+    let srv = Server::start(modern_fixture(), &[]);
+    let mut c = srv.connect();
+    c.initialize();
+    let uri = "fixture://mf/info";
+    let r = c.request("resources/subscribe", json!({"uri": uri}));
+    assert_eq!(r["result"], json!({}), "{r}");
+    let mut others = Vec::new();
+    let r = c.request_with(
+        "tools/call",
+        json!({"name": "notify", "arguments": {}}),
+        &mut others,
+    );
+    assert!(r["result"].is_object(), "{r}");
+    // Pushed on the gateway's listens, they may trail the call's answer.
+    let seen = |others: &[Value], m: &str| others.iter().any(|n| n["method"] == m);
+    while !(seen(&others, "notifications/tools/list_changed")
+        && seen(&others, "notifications/resources/updated"))
+    {
+        others.push(c.recv());
+    }
+    let updated = others
+        .iter()
+        .find(|n| n["method"] == "notifications/resources/updated")
+        .unwrap();
+    assert_eq!(updated["params"]["uri"], uri);
+    assert!(
+        updated["params"]["_meta"]
+            .get("io.modelcontextprotocol/subscriptionId")
+            .is_none()
+    );
+}

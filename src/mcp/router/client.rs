@@ -272,6 +272,14 @@ impl Router {
                 self.restore_state(&handle, &mut msg);
             }
         }
+        if self.children[child].modern
+            && self.children[child].status == Status::Ready
+            && let Some("resources/subscribe" | "resources/unsubscribe") =
+                msg.get("method").and_then(Value::as_str)
+        {
+            self.opening = None;
+            return self.subscribe_modern(child, id, &msg);
+        }
         if self.children[child].status != Status::Ready {
             self.era.current = None;
             let name = self.children[child].info.name.clone();
