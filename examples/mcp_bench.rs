@@ -13,6 +13,9 @@
 //!                                                   fails if none finishes for 10 s (a stalled session)
 //! ```
 //! Prints one JSON object on stdout; exits non-zero on any failure.
+//! `MCP_BENCH_ERA=2026-07-28` speaks that revision instead: no
+//! `initialize` (a `server/discover` opens the session) and the `_meta`
+//! envelope on every request.
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
@@ -48,9 +51,16 @@ impl Session {
         }
     }
 
-    fn request(&mut self, method: &str, params: Value) -> Value {
+    fn request(&mut self, method: &str, mut params: Value) -> Value {
         self.next += 1;
         let id = self.next;
+        if modern() {
+            params["_meta"] = json!({
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": {"name": "mcp_bench", "version": "1"},
+            });
+        }
         let mut buf = serde_json::to_vec(
             &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
         )
@@ -80,6 +90,10 @@ impl Session {
     }
 
     fn initialize(&mut self) {
+        if modern() {
+            self.request("server/discover", json!({}));
+            return;
+        }
         self.request(
             "initialize",
             json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "mcp_bench", "version": "1"}}),
@@ -101,6 +115,12 @@ impl Session {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `MCP_BENCH_ERA=2026-07-28`: a client of that revision.
+fn modern() -> bool {
+    static MODERN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MODERN.get_or_init(|| std::env::var("MCP_BENCH_ERA").is_ok_and(|v| v == "2026-07-28"))
 }
 
 fn pct(sorted: &[u128], p: f64) -> u128 {

@@ -96,10 +96,17 @@ EOF
   # starts a second after the last, so the previous session's teardown and
   # our replacement spare's start-up (a Python child's exit and start cost
   # about 0.5 s of CPU) do not land in its tail.
+  # (e) is (c) with a 2026-07-28 client (MCP_BENCH_ERA): the same server
+  # and child, the era translated by the gateway.
   for round in 1 2 3; do
-    for p in a b c d; do
+    for p in a b c d e; do
       sleep 1
-      r=$("$DRV" latency "${P[$p]}" "$CALLS" "$TOOL" "$ARGS") || fail "$child $p latency"; record "$child" "$p" "latency#$round" "$r"
+      if [ "$p" = e ]; then
+        r=$(MCP_BENCH_ERA=2026-07-28 "$DRV" latency "${P[c]}" "$CALLS" "$TOOL" "$ARGS") || fail "$child $p latency"
+      else
+        r=$("$DRV" latency "${P[$p]}" "$CALLS" "$TOOL" "$ARGS") || fail "$child $p latency"
+      fi
+      record "$child" "$p" "latency#$round" "$r"
     done
   done
   for p in a b c d; do
@@ -155,7 +162,8 @@ for (c, p, m), rs in rounds.items():
     R[(c, p, m)] = {k: med(k) for k in rs[0] if k not in ('child', 'path', 'metric')}
 def g(c, p, m, k): return R.get((c, p, m), {}).get(k)
 cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), platform.machine())
-names = {'a': '(a) child directly', 'b': '(b) OpenSSH sshd + ForceCommand', 'c': '(c) this server, `ssh -T`', 'd': '(d) this server, this client'}
+names = {'a': '(a) child directly', 'b': '(b) OpenSSH sshd + ForceCommand', 'c': '(c) this server, `ssh -T`', 'd': '(d) this server, this client',
+         'e': '(e) as (c), a 2026-07-28 client'}
 print('# Benchmarks\n')
 where = f', everything pinned to CPU {pinned} (`BENCH_CPUS={pinned}`)' if pinned else ''
 try:  # a VM guest's idle polling decides what waking an idle CPU costs
@@ -178,11 +186,14 @@ for c, title in [('echo', 'Echo child (`examples/echo_mcp.rs`): the transport\'s
                (p50 - a50) if p != 'a' else '-', f'{big:.1f}' if big else '-'] + \
               [f"{g(c, p, f'tp{n}', 'calls_per_s'):.0f}" for n in (1, 4, 16)]
         print('| ' + ' | '.join(str(x) for x in row) + ' |')
+    e50 = g(c, 'e', 'latency', 'p50_us')
+    print('| ' + ' | '.join(str(x) for x in [names['e'], '-', e50, g(c, 'e', 'latency', 'p90_us'), g(c, 'e', 'latency', 'p99_us'), e50 - a50, '-', '-', '-', '-']) + ' |')
     b50, c50, d50 = (g(c, p, 'latency', 'p50_us') for p in 'bcd')
     ob, oc, od = b50 - a50, c50 - a50, d50 - a50
     print()
     print('Targets, as ratios from this run:\n')
     print(f'- per-call overhead, ours (c) / OpenSSH (b): {oc} / {ob} us = {oc / ob if ob > 0 else float("nan"):.2f} (target <= 1); through our client (d): {od} us')
+    print(f'- p50 of a 2026-07-28 client (e) / a legacy one (c), same server and child: {e50} / {c50} us = {e50 / c50:.2f} (target <= 1)')
     cc, cb = g(c, 'c', 'connect', 'connect_ms'), g(c, 'b', 'connect', 'connect_ms')
     print(f'- connect to `tools/list`, ours (c) / OpenSSH (b): {cc:.1f} / {cb:.1f} ms = {cc / cb:.2f} (target <= 0.25 with warm children, for mcp-server-time)')
     t16c, t16b = g(c, 'c', 'tp16', 'calls_per_s'), g(c, 'b', 'tp16', 'calls_per_s')

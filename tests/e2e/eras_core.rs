@@ -211,12 +211,13 @@ fn a_modern_client_reaches_mcp_server_time_in_either_of_its_eras() {
         );
         complete(&r);
         assert!(text(&r).contains("UTC"), "{protocol}: {r}");
-        let found = if protocol == "auto" {
-            "[time] speaks 2026-07-28"
-        } else {
-            ""
-        };
-        assert!(srv.log().contains(found), "{protocol}");
+        // auto: the probe finds it modern, or (a start-up slower than the
+        // probe's wait) it answers late, locks itself modern, and refuses
+        // initialize with -32022, which switches it to modern too.
+        let log = srv.log();
+        let modern = log.contains("[time] speaks 2026-07-28")
+            || log.contains("[time] refused initialize with -32022");
+        assert_eq!(modern, protocol == "auto", "{protocol}");
     }
 }
 
@@ -364,4 +365,155 @@ fn a_listen_stream_gets_its_acknowledgement_and_a_restarted_childs_list_change()
         json!({"name": "echo", "arguments": {"text": "after"}}),
     );
     assert_eq!(text(&r), "after");
+}
+
+/// The modern fixture (2026-07-28 only), found modern by the probe.
+fn modern_fixture() -> Value {
+    json!({"mf": fixture("mf", &["--modern"])})
+}
+
+/// A legacy client's call that the gateway may turn into requests to it:
+/// each is answered by `answer(method)`; returns the call's response and
+/// the methods asked, in order.
+fn call_answering(c: &mut Mcp, name: &str, answer: impl Fn(&str) -> Value) -> (Value, Vec<String>) {
+    c.send(
+        &json!({"jsonrpc": "2.0", "id": "call", "method": "tools/call",
+                   "params": {"name": name, "arguments": {}}}),
+    );
+    let mut asked = Vec::new();
+    loop {
+        let m = c.recv();
+        if m["id"] == "call" && m.get("method").is_none() {
+            return (m, asked);
+        }
+        if let Some(method) = m["method"].as_str().filter(|_| m.get("id").is_some()) {
+            asked.push(method.to_owned());
+            c.send(&json!({"jsonrpc": "2.0", "id": m["id"], "result": answer(method)}));
+        }
+    }
+}
+
+#[test]
+fn a_legacy_client_answers_a_modern_childs_input_required_as_legacy_requests() {
+    let srv = Server::start(modern_fixture(), &[]);
+    let mut c = srv.connect();
+    let init = c.request(
+        "initialize",
+        json!({"protocolVersion": "2025-11-25", "capabilities": {"sampling": {}, "elicitation": {}, "roots": {}},
+               "clientInfo": {"name": "legacy", "version": "1"}}),
+    );
+    assert!(
+        init["result"]["capabilities"]["tools"].is_object(),
+        "{init}"
+    );
+    c.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    let answer = |m: &str| match m {
+        "elicitation/create" => json!({"action": "accept", "content": {"name": "Ada"}}),
+        "sampling/createMessage" => {
+            json!({"role": "assistant", "content": {"type": "text", "text": "hello"}, "model": "m1"})
+        }
+        _ => json!({"roots": [{"uri": "file:///srv", "name": "srv"}]}),
+    };
+    // Two rounds: an elicitation, then a sampling.
+    let (r, asked) = call_answering(&mut c, "ask_twice", answer);
+    assert_eq!(asked, ["elicitation/create", "sampling/createMessage"]);
+    let got = &r["result"]["structuredContent"]["inputResponses"];
+    assert_eq!(got["elicit"]["content"]["name"], "Ada", "{r}");
+    assert_eq!(got["sample"]["model"], "m1", "{r}");
+    // Three at once.
+    let (r, mut asked) = call_answering(&mut c, "ask_all", answer);
+    asked.sort();
+    assert_eq!(
+        asked,
+        ["elicitation/create", "roots/list", "sampling/createMessage"]
+    );
+    let got = &r["result"]["structuredContent"]["inputResponses"];
+    assert_eq!(got["roots"]["roots"][0]["uri"], "file:///srv", "{r}");
+    // A client without elicitation: the call fails naming what is missing.
+    let mut c = srv.connect();
+    let init = c.initialize(); // sampling and roots only
+    assert!(init["result"].is_object());
+    let (r, asked) = call_answering(&mut c, "ask_elicit", answer);
+    assert!(asked.is_empty());
+    assert_error(&r, -32021, "elicitation");
+    assert_eq!(
+        r["error"]["data"]["requiredCapabilities"],
+        json!({"elicitation": {}})
+    );
+    let (r, _) = call_answering(&mut c, "ask_roots", answer);
+    assert!(r["result"]["structuredContent"].is_object(), "{r}");
+}
+
+#[test]
+fn a_modern_client_retries_a_modern_childs_input_required_through_the_gateway() {
+    let srv = Server::start(modern_fixture(), &[]);
+    let mut c = srv.connect();
+    let caps =
+        json!({"io.modelcontextprotocol/clientCapabilities": {"roots": {}, "elicitation": {}}});
+    let call = json!({"name": "ask_roots", "arguments": {}});
+    let r = c.request("tools/call", params(call.clone(), caps.clone()));
+    let (key, req, state) = input_required(&r);
+    assert_eq!(req["method"], "roots/list");
+    assert_eq!(
+        state.as_str().unwrap().len(),
+        32,
+        "a gateway handle: {state}"
+    );
+    let mut retry = params(call.clone(), caps.clone());
+    retry["requestState"] = state;
+    retry["inputResponses"] = json!({key: {"roots": [{"uri": "file:///x"}]}});
+    let r = c.request("tools/call", retry.clone());
+    complete(&r);
+    assert_eq!(
+        r["result"]["structuredContent"]["inputResponses"]["roots"]["roots"][0]["uri"],
+        "file:///x"
+    );
+    assert_error(&c.request("tools/call", retry), -32602, "requestState");
+    // A prompt that needs a name.
+    let p = json!({"name": "ask_greet"});
+    let r = c.request("prompts/get", params(p.clone(), caps.clone()));
+    let (key, _, state) = input_required(&r);
+    let mut retry = params(p, caps);
+    retry["requestState"] = state;
+    retry["inputResponses"] = json!({key: {"action": "accept", "content": {"name": "Bo"}}});
+    let r = c.request("prompts/get", retry);
+    complete(&r);
+    assert_eq!(
+        r["result"]["messages"][0]["content"]["text"],
+        "hello Bo from mf"
+    );
+}
+
+#[test]
+fn a_legacy_client_gets_a_modern_childs_list_changes_and_resource_updates() {
+    let srv = Server::start(modern_fixture(), &[]);
+    let mut c = srv.connect();
+    c.initialize();
+    let uri = "fixture://mf/info";
+    let r = c.request("resources/subscribe", json!({"uri": uri}));
+    assert_eq!(r["result"], json!({}), "{r}");
+    let mut others = Vec::new();
+    let r = c.request_with(
+        "tools/call",
+        json!({"name": "notify", "arguments": {}}),
+        &mut others,
+    );
+    assert!(r["result"].is_object(), "{r}");
+    // Pushed on the gateway's listens, they may trail the call's answer.
+    let seen = |others: &[Value], m: &str| others.iter().any(|n| n["method"] == m);
+    while !(seen(&others, "notifications/tools/list_changed")
+        && seen(&others, "notifications/resources/updated"))
+    {
+        others.push(c.recv());
+    }
+    let updated = others
+        .iter()
+        .find(|n| n["method"] == "notifications/resources/updated")
+        .unwrap();
+    assert_eq!(updated["params"]["uri"], uri);
+    assert!(
+        updated["params"]["_meta"]
+            .get("io.modelcontextprotocol/subscriptionId")
+            .is_none()
+    );
 }

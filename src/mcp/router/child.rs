@@ -41,7 +41,6 @@ impl Router {
         let input = (!self.mrtr.is_empty() && cid.is_some_and(|c| self.mrtr.has(c)))
             || (self.children[child].modern
                 && !is_error
-                && cid.is_some_and(|c| self.may_need_input(c))
                 && payload.get().contains("\"input_required\""));
         if !forwarded || input || self.children[child].status == Status::Out {
             let key = if is_error { "error" } else { "result" };
@@ -123,6 +122,19 @@ impl Router {
             }
             return self.modern_child_notification(child, method, msg);
         }
+        if self.children[child].modern {
+            // From the gateway's own listen: the ack stops here, the rest
+            // goes to the legacy client without the stream's tag.
+            if method == "notifications/subscriptions/acknowledged" {
+                return;
+            }
+            if let Some(m) = msg
+                .pointer_mut("/params/_meta")
+                .and_then(Value::as_object_mut)
+            {
+                m.remove("io.modelcontextprotocol/subscriptionId");
+            }
+        }
         match method {
             "notifications/progress" => self.progress_from(child, &msg, now),
             "notifications/cancelled" => {
@@ -175,6 +187,9 @@ impl Router {
             }) => {
                 msg["id"] = client_id;
                 if let Some(m) = modern {
+                    if self.children[child].modern {
+                        self.wrap_state(child, &mut msg, &m);
+                    }
                     self.modern_response(&mut msg, m);
                 }
                 if audit.is_some() {
@@ -214,9 +229,14 @@ impl Router {
         c.status = Status::Idle;
         c.overdue = 0;
         if c.modern {
-            // Nothing to initialize: it serves as it did.
+            // Nothing to initialize: it serves as it did, its listens anew.
             c.status = Status::Ready;
+            self.era.child_listen[child] = None;
+            self.era.child_subs.retain(|(c, _), _| *c != child);
             self.restarted(child);
+            if self.init_params.is_some() {
+                self.open_child_listens();
+            }
             return self.take();
         }
         if let Some(params) = self.init_params.clone() {

@@ -252,11 +252,33 @@ impl Router {
 
     /// Sends a client request to one child under a fresh id.
     pub(super) fn forward(&mut self, child: usize, id: Value, mut msg: Value, now: Instant) {
-        if self.era.current.is_some() && !self.children[child].modern && Router::foreign_state(&msg)
+        if self.era.current.is_some() {
+            // A retry's state: one we issued for this very child, or none.
+            let pin = self.era.pin.take();
+            let why = match &pin {
+                Some((_, p)) if *p != child => {
+                    Some("requestState: the name now belongs to another server")
+                }
+                None if Router::foreign_state(&msg) => {
+                    Some("requestState: unknown, used or expired (or inputResponses without one)")
+                }
+                _ => None,
+            };
+            if let Some(why) = why {
+                self.era.current = None;
+                return self.refuse(id, INVALID_PARAMS, why, Outcome::Error(INVALID_PARAMS), now);
+            }
+            if let Some((handle, _)) = pin {
+                self.restore_state(&handle, &mut msg);
+            }
+        }
+        if self.children[child].modern
+            && self.children[child].status == Status::Ready
+            && let Some("resources/subscribe" | "resources/unsubscribe") =
+                msg.get("method").and_then(Value::as_str)
         {
-            self.era.current = None;
-            let why = "requestState: unknown, used or expired (or inputResponses without one)";
-            return self.refuse(id, INVALID_PARAMS, why, Outcome::Error(INVALID_PARAMS), now);
+            self.opening = None;
+            return self.subscribe_modern(child, id, &msg);
         }
         if self.children[child].status != Status::Ready {
             self.era.current = None;

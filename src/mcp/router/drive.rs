@@ -97,25 +97,21 @@ fn missing(
 }
 
 impl Router {
-    /// Whether a modern child's answer to call `cid` must be looked at (a
-    /// legacy client's call that may get `input_required`).
-    pub(super) fn may_need_input(&self, cid: u64) -> bool {
-        matches!(
-            self.ids.get(cid),
-            Some(Pending::Forward {
-                resend: Some(_),
-                ..
-            })
-        )
-    }
-
     /// A modern child answered a legacy client's call `input_required`:
     /// ask the client, or fail the call. True if the answer was that.
     pub(super) fn drive_input(&mut self, cid: u64, msg: &Value, now: Instant) -> bool {
         let Some(result) = msg.get("result") else {
             return false;
         };
-        if result.get("resultType").and_then(Value::as_str) != Some("input_required") {
+        if result.get("resultType").and_then(Value::as_str) != Some("input_required")
+            || !matches!(
+                self.ids.get(cid),
+                Some(Pending::Forward {
+                    resend: Some(_),
+                    ..
+                })
+            )
+        {
             return false;
         }
         let Some(Pending::Forward {

@@ -185,6 +185,15 @@ pub struct EraState {
     /// The stamp of the modern request being routed, until it is
     /// forwarded (like the audit's `opening`).
     pub current: Option<Reply>,
+    /// A retry of a modern child's `input_required`: our handle, and the
+    /// child it must reach.
+    pub pin: Option<(String, usize)>,
+    /// Per child: the id of the gateway's own listen on a modern child
+    /// (its list changes, for the whole session).
+    pub child_listen: Vec<Option<u64>>,
+    /// A legacy client's `resources/subscribe` to a modern child: the
+    /// child listen that serves it, by (child, uri).
+    pub child_subs: std::collections::HashMap<(usize, String), u64>,
     /// Per child: the last `logging/setLevel` rank sent to it.
     pub sent_level: Vec<Option<u8>>,
     /// Open `subscriptions/listen` streams: the client's id and filter.
@@ -210,7 +219,10 @@ impl EraState {
             era: Era::Unlocked,
             server_info: info.to_string(),
             current: None,
+            pin: None,
             sent_level: vec![None; children],
+            child_listen: vec![None; children],
+            child_subs: std::collections::HashMap::new(),
             listens: Vec::new(),
             client_meta: Map::from_iter([
                 (PROTOCOL_VERSION.to_owned(), json!(MODERN)),

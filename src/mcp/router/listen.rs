@@ -27,6 +27,76 @@ const LIST_FLAGS: [(&str, &str); 3] = [
 ];
 
 impl Router {
+    /// Opens the gateway's own session-long listen on each ready modern
+    /// child that announces list changes: 2026-07-28 servers push them
+    /// only on a listen. They reach a legacy client as before, and a
+    /// modern one on its streams.
+    pub(super) fn open_child_listens(&mut self) {
+        for i in self.ready() {
+            let c = &self.children[i];
+            if !c.modern || self.era.child_listen[i].is_some() {
+                continue;
+            }
+            let mut filter = Map::new();
+            for (flag, cap) in [
+                ("toolsListChanged", "tools"),
+                ("promptsListChanged", "prompts"),
+                ("resourcesListChanged", "resources"),
+            ] {
+                let changes = c.caps.get(cap).and_then(|v| v.get("listChanged"));
+                if changes == Some(&Value::Bool(true)) {
+                    filter.insert(flag.into(), Value::Bool(true));
+                }
+            }
+            if filter.is_empty() {
+                continue;
+            }
+            let id = self.child_listen(i, Value::Object(filter));
+            self.era.child_listen[i] = Some(id);
+        }
+    }
+
+    /// Sends a listen to modern child `child` under a fresh id that no
+    /// deadline applies to (a listen has no answer until it ends).
+    fn child_listen(&mut self, child: usize, filter: Value) -> u64 {
+        let id = self.ids.fresh();
+        let mut params = json!({ "notifications": filter });
+        super::era::add_meta(&mut params, self.era.client_meta());
+        self.out.push(Action::ToChild(
+            child,
+            json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen", "params": params}),
+        ));
+        id
+    }
+
+    /// A legacy client's `resources/subscribe` or `resources/unsubscribe`
+    /// for a modern child, which has neither: a child listen naming the
+    /// URI is opened, or cancelled; answered `{}` at once.
+    pub(super) fn subscribe_modern(&mut self, child: usize, id: Value, msg: &Value) {
+        let uri = msg
+            .pointer("/params/uri")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let key = (child, uri.to_owned());
+        let subscribe = msg.get("method").and_then(Value::as_str) == Some("resources/subscribe");
+        match (subscribe, self.era.child_subs.get(&key).copied()) {
+            (true, None) => {
+                let lid = self.child_listen(child, json!({"resourceSubscriptions": [uri]}));
+                self.era.child_subs.insert(key, lid);
+            }
+            (false, Some(lid)) => {
+                self.era.child_subs.remove(&key);
+                self.out.push(Action::ToChild(
+                    child,
+                    json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                           "params": {"requestId": lid}}),
+                ));
+            }
+            _ => {}
+        }
+        self.reply(id, json!({}));
+    }
+
     /// Opens a stream: acknowledged at once with the honoured subset.
     pub(super) fn listen(&mut self, id: Value, msg: &Value, now: Instant) {
         let refuse = |r: &mut Router, code: i64, why: &str| {

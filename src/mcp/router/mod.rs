@@ -396,6 +396,7 @@ impl Router {
                 } else {
                     self.initialized_for_modern();
                 }
+                self.open_child_listens();
             }
             FanKind::Restart(child) => self.restarted(child),
             FanKind::SetLevel => {

@@ -57,6 +57,15 @@ impl Router {
         if input.is_some() && self.retry(&id, &msg, now) {
             return;
         }
+        if input.is_some() {
+            match self.wrapped_state(&msg) {
+                Ok(pin) => self.era.pin = pin,
+                Err(why) => {
+                    let e = jsonrpc::error(id, INVALID_PARAMS, why);
+                    return self.out.push(Action::ToClient(e));
+                }
+            }
+        }
         self.era.current = Some(era::Reply {
             cacheable: method == "resources/read",
             level: meta.level,
@@ -65,6 +74,7 @@ impl Router {
         self.route_request(method, id, msg, now);
         self.opening = None;
         self.era.current = None; // deferred for a name map: set again on the retry
+        self.era.pin = None;
     }
 
     /// Locks the connection to 2026-07-28 and initializes the session's

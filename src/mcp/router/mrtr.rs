@@ -15,7 +15,7 @@
 //! wire: it goes to the child's oldest open call that may take input
 //! (ERAS §5.3).
 
-use super::era::Inputs;
+use super::era::{self, Inputs};
 use super::ids::{Pending, token_key};
 use super::{Action, Router, Status};
 use crate::mcp::jsonrpc::{self, INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND};
@@ -31,6 +31,23 @@ pub struct Mrtr {
     /// `requestState` handle -> the call it resumes.
     handles: HashMap<String, u64>,
     next_key: u64,
+    /// A modern child's `requestState`, under a handle of ours (ERAS §4.3).
+    wrapped: HashMap<String, Wrapped>,
+    seq: u64,
+}
+
+/// Most wrapped states a connection keeps (a child that answers
+/// `input_required` forever cannot grow the table).
+const MAX_WRAPPED: usize = 256;
+
+/// A modern child's `input_required` passed to a modern client.
+struct Wrapped {
+    child: usize,
+    /// The child's own `requestState`, restored as it came.
+    state: Value,
+    method: String,
+    target: Value,
+    seq: u64,
 }
 
 struct Call {
@@ -88,6 +105,73 @@ pub fn target_of(msg: &Value) -> Value {
 }
 
 impl Router {
+    /// A modern child answered a modern client's call `input_required`:
+    /// its `requestState` goes out under a handle of ours, so the retry
+    /// reaches this child with the state restored, and a state we never
+    /// issued is refused like any other.
+    pub(super) fn wrap_state(&mut self, child: usize, msg: &mut Value, reply: &era::Reply) {
+        let Some(call) = &reply.input else { return };
+        let Some(r) = msg.get_mut("result").and_then(Value::as_object_mut) else {
+            return;
+        };
+        if r.get("resultType").and_then(Value::as_str) != Some("input_required") {
+            return;
+        }
+        let Some(state) = r.get("requestState").cloned() else {
+            return;
+        };
+        let m = &mut self.mrtr;
+        if m.wrapped.len() >= MAX_WRAPPED
+            && let Some(oldest) = m
+                .wrapped
+                .iter()
+                .min_by_key(|(_, w)| w.seq)
+                .map(|(k, _)| k.clone())
+        {
+            m.wrapped.remove(&oldest);
+        }
+        m.seq += 1;
+        let handle = format!("{:032x}", rand::random::<u128>());
+        m.wrapped.insert(
+            handle.clone(),
+            Wrapped {
+                child,
+                state,
+                method: call.method.clone(),
+                target: call.target.clone(),
+                seq: m.seq,
+            },
+        );
+        r.insert("requestState".into(), Value::String(handle));
+    }
+
+    /// A retry carrying a wrapped state: Ok(Some((handle, child))) if the
+    /// state is one of ours for this request (the retry must reach that
+    /// child: [`Router::restore_state`]); Ok(None) if not ours.
+    pub(super) fn wrapped_state(&self, msg: &Value) -> Result<Option<(String, usize)>, String> {
+        let Some(state) = msg.pointer("/params/requestState").and_then(Value::as_str) else {
+            return Ok(None);
+        };
+        let Some(w) = self.mrtr.wrapped.get(state) else {
+            return Ok(None);
+        };
+        let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
+        if method != w.method || target_of(msg) != w.target {
+            return Err(
+                "requestState belongs to another request (method, name or uri differ)".into(),
+            );
+        }
+        Ok(Some((state.to_owned(), w.child)))
+    }
+
+    /// The retry goes out: the handle is spent and the child's own state
+    /// put back as it came.
+    pub(super) fn restore_state(&mut self, handle: &str, msg: &mut Value) {
+        if let Some(w) = self.mrtr.wrapped.remove(handle) {
+            msg["params"]["requestState"] = w.state;
+        }
+    }
+
     /// A legacy child asks for input while the client is 2026-07-28:
     /// attached to its oldest call that may take input; false if none.
     pub(super) fn input_from_child(

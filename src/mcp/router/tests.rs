@@ -1409,20 +1409,39 @@ fn a_modern_client_and_a_modern_child_pass_meta_and_input_required_through() {
         now,
     );
     assert_eq!(v["result"]["resultType"], "input_required");
-    assert_eq!(v["result"]["requestState"], "s1");
-    assert!(v["result"].get("ttlMs").is_none());
-    // The retry reaches the same child with its answers as sent.
-    let retry = modern(
-        json!("c2"),
-        "tools/call",
-        json!({"name":"t1","inputResponses":{"k":{"roots":[]}},"requestState":"s1"}),
-        json!({}),
+    let handle = v["result"]["requestState"].clone();
+    assert_ne!(
+        handle, "s1",
+        "the child's state goes out under a handle of ours"
     );
-    let a = r.from_client(retry, now);
+    assert!(v["result"].get("ttlMs").is_none());
+    let retry = |id: &str, state: &Value, name: &str| {
+        modern(
+            json!(id),
+            "tools/call",
+            json!({"name":name,"inputResponses":{"k":{"roots":[]}},"requestState":state}),
+            json!({}),
+        )
+    };
+    // The child's own state, another tool's retry: refused, nothing sent.
+    for (bad, why) in [
+        (retry("x1", &json!("s1"), "t1"), "unknown, used or expired"),
+        (retry("x2", &handle, "t0"), "another request"),
+    ] {
+        let a = r.from_client(bad, now);
+        assert!(to_child(&a).is_empty());
+        let e = &to_client(&a)[0]["error"];
+        assert!(e["message"].as_str().unwrap().contains(why), "{e}");
+    }
+    // The retry reaches the same child with its state as it came.
+    let a = r.from_client(retry("c2", &handle, "t1"), now);
     let (i, m) = &to_child(&a)[0];
     assert_eq!(*i, 1);
     assert_eq!(m["params"]["requestState"], "s1");
     assert_eq!(m["params"]["inputResponses"]["k"], json!({"roots":[]}));
+    // Used once.
+    let a = r.from_client(retry("c3", &handle, "t1"), now);
+    assert_eq!(to_client(&a)[0]["error"]["code"], INVALID_PARAMS);
 }
 
 /// `server/discover` when child 0 is legacy and child 1 modern.
@@ -1898,4 +1917,86 @@ fn listen_streams_subscribe_a_legacy_childs_resources_while_any_stream_names_the
     let a = r.from_client(cancel("l2"), now);
     assert_eq!(to_child(&a)[0].1["method"], "resources/unsubscribe");
     assert!(to_client(&r.from_child(0, updated("a://x"), now)).is_empty());
+}
+
+#[test]
+fn a_modern_childs_list_changes_and_subscriptions_come_through_listens_of_the_gateway() {
+    let now = Instant::now();
+    let mut r = router(1);
+    r.child_modern(
+        0,
+        &json!({"supportedVersions":[MODERN],"capabilities":{"tools":{"listChanged":true},"resources":{"subscribe":true}}}),
+    );
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"lc","version":"1"}}}),
+        now,
+    );
+    let (_, l) = &to_child(&a)[0];
+    assert_eq!(l["method"], "subscriptions/listen");
+    assert_eq!(
+        l["params"]["notifications"],
+        json!({"toolsListChanged": true})
+    );
+    assert_eq!(
+        l["params"]["_meta"]["io.modelcontextprotocol/clientInfo"]["name"],
+        "lc"
+    );
+    assert!(r.next_deadline().is_none(), "no deadline on a listen");
+    let tag = json!({"io.modelcontextprotocol/subscriptionId": l["id"]});
+    let ack = json!({"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{"_meta":tag,"notifications":{"toolsListChanged":true}}});
+    assert!(r.from_child(0, ack, now).is_empty());
+    let changed =
+        json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed","params":{"_meta":tag}});
+    let n = &to_client(&r.from_child(0, changed, now))[0];
+    assert_eq!(n["method"], "notifications/tools/list_changed");
+    assert!(
+        n["params"]["_meta"]
+            .get("io.modelcontextprotocol/subscriptionId")
+            .is_none()
+    );
+    // resources/subscribe: a child listen naming the URI, answered {}.
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":1,"method":"resources/list"}),
+        now,
+    );
+    for (_, m) in to_child(&a) {
+        let (field, items) = if m["method"] == "resources/list" {
+            ("resources", json!([{"uri":"m://r","name":"r"}]))
+        } else {
+            ("resourceTemplates", json!([]))
+        };
+        r.from_child(
+            0,
+            json!({"jsonrpc":"2.0","id":m["id"],"result":{"resultType":"complete",field: items}}),
+            now,
+        );
+    }
+    let mut a = r.from_client(
+        json!({"jsonrpc":"2.0","id":2,"method":"resources/subscribe","params":{"uri":"m://r"}}),
+        now,
+    );
+    if let Some((_, t)) = to_child(&a)
+        .into_iter()
+        .find(|(_, m)| m["method"] == "resources/templates/list")
+    {
+        let done = json!({"jsonrpc":"2.0","id":t["id"],"result":{"resourceTemplates":[]}});
+        a = r.from_child(0, done, now);
+    }
+    let (_, sub) = &to_child(&a)[0];
+    assert_eq!(sub["method"], "subscriptions/listen");
+    assert_eq!(
+        sub["params"]["notifications"],
+        json!({"resourceSubscriptions":["m://r"]})
+    );
+    assert_eq!(to_client(&a)[0]["result"], json!({}));
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":3,"method":"resources/unsubscribe","params":{"uri":"m://r"}}),
+        now,
+    );
+    let (_, c) = &to_child(&a)[0];
+    assert_eq!(
+        (c["method"].clone(), c["params"]["requestId"].clone()),
+        (json!("notifications/cancelled"), sub["id"].clone())
+    );
+    assert!(r.ids.is_empty());
 }
