@@ -66,6 +66,11 @@ impl Sdk {
         self.run_with(&[], steps, transport)
     }
 
+    /// The same with no handlers, so no client capabilities.
+    fn run_bare(self, steps: Value, transport: &[String]) -> Value {
+        self.run_with(&["--bare"], steps, transport)
+    }
+
     fn run_with(self, flags: &[&str], steps: Value, transport: &[String]) -> Value {
         let mut cmd = Command::new("timeout");
         let sdk = self.command();
@@ -230,7 +235,7 @@ fn handled(report: &Value) -> Vec<&str> {
 /// Every feature of a legacy session through the gateway, against
 /// server-everything and the legacy fixture: lists, a call, a prompt, a
 /// template read, elicitation, sampling and roots answered by the peer's
-/// handlers, progress, a cancelled call, and a resource subscription.
+/// handlers, progress and a cancelled call.
 fn legacy_children_serve_every_feature(sdk: Sdk, via: Via, version: &str) {
     let srv = Server::start(
         json!({"everything": everything(), "fx": legacy_fixture()}),
@@ -249,9 +254,6 @@ fn legacy_children_serve_every_feature(sdk: Sdk, via: Via, version: &str) {
         {"op": "cancel", "name": "ev.trigger-long-running-operation", "args": {"duration": 60, "steps": 60}},
         {"op": "cancel", "name": "fx.slow", "args": {"ms": 60000, "progress": true}},
         {"op": "call", "name": "fx.echo", "args": {"text": "still here"}},
-        {"op": "subscribe", "uri": "fixture://fx/info", "trigger": {"name": "fx.notify"}},
-        {"op": "subscribe", "uri": "demo://resource/static/document/features.md",
-            "trigger": {"name": "ev.toggle-subscriber-updates"}},
         {"op": "read", "uri": "fixture://fx/items/7"},
     ]);
     let r = sdk.run(steps, &via.transport(&srv));
@@ -334,10 +336,8 @@ fn legacy_children_serve_every_feature(sdk: Sdk, via: Via, version: &str) {
     );
     assert_eq!(result_text(step(&r, 11)), "still here");
 
-    assert_updated(step(&r, 12), "fixture://fx/info");
-    assert_updated(step(&r, 13), "demo://resource/static/document/features.md");
     assert_eq!(
-        step(&r, 14)["result"]["contents"][0]["text"],
+        step(&r, 12)["result"]["contents"][0]["text"],
         "fixture://fx/items/7 served by fx"
     );
 }
@@ -381,6 +381,132 @@ fn ts_sdk_calls_mcp_server_time_through_the_gateway() {
 }
 
 #[test]
+fn python_sdk_through_openssh_ends_on_2026_07_28_with_every_feature_of_legacy_children() {
+    legacy_children_serve_every_feature(Sdk::Python, Via::OpenSsh, "2026-07-28");
+}
+
+#[test]
+fn python_sdk_through_our_client_ends_on_2026_07_28_with_every_feature_of_legacy_children() {
+    legacy_children_serve_every_feature(Sdk::Python, Via::OurClient, "2026-07-28");
+}
+
+/// The modern fixture, named `mx`, its names under `mx.`.
+fn modern_fixture() -> Value {
+    let mut f = fixture("mx", &["--modern"]);
+    f["namePrefix"] = json!("mx.");
+    f
+}
+
+/// Every feature of a session against modern children (the modern fixture
+/// and mcp-server-time), above all input asked for the 2026 way
+/// (`input_required`): each answer of the peer's handlers must make the
+/// round trip into the fixture's final result, whatever the client's era.
+fn modern_children_serve_every_feature(sdk: Sdk, version: &str) {
+    let srv = Server::start(json!({"mx": modern_fixture(), "time": time_server()}), &[]);
+    let steps = json!([
+        {"op": "list"},
+        {"op": "call", "name": "mx.ask_elicit"},
+        {"op": "call", "name": "mx.ask_sample"},
+        {"op": "call", "name": "mx.ask_roots"},
+        {"op": "call", "name": "mx.ask_all"},
+        {"op": "call", "name": "mx.ask_twice"},
+        {"op": "prompt", "name": "mx.ask_greet"},
+        {"op": "read", "uri": "fixture://mx/ask"},
+        {"op": "call", "name": "mx.slow", "args": {"ms": 300, "progress": true}},
+        {"op": "cancel", "name": "mx.slow", "args": {"ms": 60000, "progress": true}},
+        {"op": "call", "name": "mx.echo", "args": {"text": "still here"}},
+        {"op": "call", "name": "tm.convert_time",
+            "args": {"source_timezone": "UTC", "time": "12:00", "target_timezone": "Asia/Tokyo"}},
+        {"op": "read", "uri": "fixture://mx/items/7"},
+    ]);
+    let peer = peer_name(sdk);
+    let elicited = json!({"action": "accept", "content": {"name": "Ada"}});
+    let roots = json!([{"uri": format!("file:///peer/{peer}"), "name": format!("{peer} peer")}]);
+    for via in [Via::OpenSsh, Via::OurClient] {
+        let r = sdk.run(steps.clone(), &via.transport(&srv));
+        assert_eq!(r["protocolVersion"], version, "{via:?}: {r}");
+        let lists = step(&r, 0);
+        let tools = list_of(lists, "tools");
+        for t in [
+            "mx.ask_elicit",
+            "mx.ask_all",
+            "mx.notify",
+            "tm.get_current_time",
+        ] {
+            assert!(tools.contains(&t), "{t} not in {tools:?}");
+        }
+        assert!(
+            list_of(lists, "prompts").contains(&"mx.ask_greet"),
+            "{lists}"
+        );
+        assert!(
+            list_of(lists, "resources").contains(&"fixture://mx/ask"),
+            "{lists}"
+        );
+        assert!(
+            list_of(lists, "templates").contains(&"fixture://mx/items/{id}"),
+            "{lists}"
+        );
+
+        let answers =
+            |i: usize| step(&r, i)["result"]["structuredContent"]["inputResponses"].clone();
+        let sampled = format!("hello from the {peer} peer");
+        assert_eq!(answers(1)["elicit"], elicited, "{via:?}: {}", r["steps"][1]);
+        assert_eq!(
+            answers(2)["sample"]["content"]["text"],
+            sampled,
+            "{}",
+            r["steps"][2]
+        );
+        assert_eq!(answers(3)["roots"]["roots"], roots, "{}", r["steps"][3]);
+        let all = answers(4);
+        assert_eq!(all["elicit"], elicited, "{all}");
+        assert_eq!(all["sample"]["content"]["text"], sampled, "{all}");
+        assert_eq!(all["roots"]["roots"], roots, "{all}");
+        let twice = answers(5);
+        assert_eq!(twice["elicit"], elicited, "{twice}");
+        assert_eq!(twice["sample"]["content"]["text"], sampled, "{twice}");
+        let greeting = &step(&r, 6)["result"]["messages"][0]["content"]["text"];
+        assert_eq!(greeting, "hello Ada from mx", "{}", r["steps"][6]);
+        let read = step(&r, 7)["result"]["contents"][0]["text"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let read: Value =
+            serde_json::from_str(&read).unwrap_or_else(|_| panic!("{}", r["steps"][7]));
+        assert_eq!(read["roots"]["roots"], roots, "{read}");
+        let h = handled(&r);
+        for m in ["elicitation/create", "sampling/createMessage", "roots/list"] {
+            assert!(h.contains(&m), "{m} never reached the peer: {h:?}");
+        }
+
+        assert!(
+            !step(&r, 8)["progress"].as_array().unwrap().is_empty(),
+            "{}",
+            r["steps"][8]
+        );
+        assert_eq!(step(&r, 9)["cancelled"], true, "{}", r["steps"][9]);
+        assert!(
+            srv.wait_log("fixture mx: cancelled"),
+            "no cancellation reached the child:\n{}",
+            srv.log()
+        );
+        assert_eq!(result_text(step(&r, 10)), "still here");
+        let converted = &step(&r, 11)["result"]["structuredContent"]["target"];
+        assert_eq!(converted["timezone"], "Asia/Tokyo", "{via:?}: {r}");
+        assert_eq!(
+            step(&r, 12)["result"]["contents"][0]["text"],
+            "fixture://mx/items/7 served by mx"
+        );
+    }
+}
+
+#[test]
+fn python_sdk_round_trips_input_with_modern_children_on_2026_07_28() {
+    modern_children_serve_every_feature(Sdk::Python, "2026-07-28");
+}
+
+#[test]
 fn python_sdk_calls_mcp_server_time_through_the_gateway_on_2026_07_28() {
     let srv = Server::start(json!({"time": time_server()}), &[]);
     let steps = json!([
@@ -399,4 +525,165 @@ fn python_sdk_calls_mcp_server_time_through_the_gateway_on_2026_07_28() {
         let converted = &step(&r, 1)["result"]["structuredContent"]["target"];
         assert_eq!(converted["timezone"], "Asia/Tokyo", "{via:?}: {r}");
     }
+}
+
+/// A legacy client that declared no elicitation gets a modern child's
+/// request for it as a failed call naming the capability, and goes on.
+#[test]
+fn a_legacy_client_without_the_capability_gets_the_call_failed_naming_it() {
+    let srv = Server::start(json!({"mx": modern_fixture()}), &[]);
+    let steps = json!([
+        {"op": "call", "name": "mx.ask_elicit"},
+        {"op": "call", "name": "mx.echo", "args": {"text": "still here"}},
+    ]);
+    let r = Sdk::Ts.run_bare(steps, &Via::OpenSsh.transport(&srv));
+    let failed = &r["steps"][0];
+    let named = failed["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("elicitation"))
+        || result_text(failed).contains("elicitation") && failed["result"]["isError"] == true;
+    assert!(named, "{failed}");
+    assert_eq!(result_text(step(&r, 1)), "still here");
+    assert!(r["handled"].as_array().unwrap().is_empty(), "{r}");
+}
+
+/// A modern `tools/call` of `name` declaring `caps`, with `extra` params
+/// (a retry's `requestState` and `inputResponses`).
+fn modern_call(c: &mut Mcp, name: &str, caps: &Value, extra: Value) -> Value {
+    let mut p = json!({"name": name, "arguments": {}, "_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": caps,
+        "io.modelcontextprotocol/clientInfo": {"name": "raw-modern", "version": "1"},
+    }});
+    if let (Some(p), Some(e)) = (p.as_object_mut(), extra.as_object()) {
+        p.extend(e.clone());
+    }
+    c.request("tools/call", p)
+}
+
+/// An `input_required` answer: (its requestState, its one key, that key's method).
+fn input_required(r: &Value) -> (String, String, String) {
+    let res = &r["result"];
+    assert_eq!(res["resultType"], "input_required", "{r}");
+    let requests = res["inputRequests"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(requests.len(), 1, "{r}");
+    let (key, request) = requests.iter().next().unwrap();
+    let state = res["requestState"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"));
+    (
+        state.into(),
+        key.clone(),
+        request["method"].as_str().unwrap_or("").into(),
+    )
+}
+
+/// A modern client in front of the legacy fixture, whose `sample` tool asks
+/// for sampling then roots: each request becomes `input_required`, and only
+/// this connection's unused, untampered state is taken back; a refused
+/// retry is a JSON-RPC error and the session goes on.
+#[test]
+fn a_foreign_tampered_replayed_or_overfilled_retry_is_refused_and_the_session_goes_on() {
+    let srv = Server::start(alpha(), &[]);
+    let caps = json!({"sampling": {}, "roots": {}});
+    let sampled = json!({"role": "assistant", "content": {"type": "text", "text": "raw"}, "model": "raw-model"});
+    let rooted = json!({"roots": [{"uri": "file:///raw", "name": "raw"}]});
+    let mut a = srv.connect();
+    let mut b = srv.connect();
+    assert_eq!(
+        modern_call(&mut b, "echo", &caps, json!({}))["result"]["resultType"],
+        "complete"
+    );
+
+    let (s1, k1, m1) = input_required(&modern_call(&mut a, "sample", &caps, json!({})));
+    assert_eq!(m1, "sampling/createMessage");
+    let retry =
+        |state: &str, responses: Value| json!({"requestState": state, "inputResponses": responses});
+    let foreign = modern_call(&mut b, "sample", &caps, retry(&s1, json!({&k1: sampled})));
+    assert_error(&foreign, -32602, "requestState");
+    let tampered = format!("{s1}x");
+    let r = modern_call(
+        &mut a,
+        "sample",
+        &caps,
+        retry(&tampered, json!({&k1: sampled})),
+    );
+    assert_error(&r, -32602, "requestState");
+
+    let (s2, k2, m2) = input_required(&modern_call(
+        &mut a,
+        "sample",
+        &caps,
+        retry(&s1, json!({&k1: sampled})),
+    ));
+    assert_eq!(m2, "roots/list");
+    let done = modern_call(&mut a, "sample", &caps, retry(&s2, json!({&k2: rooted})));
+    let res = &done["result"];
+    assert_eq!(res["resultType"], "complete", "{done}");
+    assert_eq!(
+        res["structuredContent"]["sampling"]["result"]["model"], "raw-model",
+        "{done}"
+    );
+    assert_eq!(
+        res["structuredContent"]["roots"]["result"]["roots"][0]["uri"], "file:///raw",
+        "{done}"
+    );
+    let replayed = modern_call(&mut a, "sample", &caps, retry(&s1, json!({&k1: sampled})));
+    assert_error(&replayed, -32602, "requestState");
+
+    let (s3, k3, _) = input_required(&modern_call(&mut a, "sample", &caps, json!({})));
+    let overfilled = modern_call(
+        &mut a,
+        "sample",
+        &caps,
+        retry(&s3, json!({&k3: sampled, "nobody-asked": {}})),
+    );
+    assert!(overfilled["error"]["code"].is_i64(), "{overfilled}");
+    assert!(
+        overfilled["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("nobody-asked"),
+        "{overfilled}"
+    );
+
+    for c in [&mut a, &mut b] {
+        let echo = modern_call(c, "echo", &caps, json!({"arguments": {"text": "on"}}));
+        assert_eq!(text(&echo), "on", "{echo}");
+    }
+}
+
+/// A resource subscription through the gateway: the legacy peer's
+/// `resources/subscribe`, or the modern peer's listen (its tool list and
+/// the URI), sees each `(uri, trigger tool)` updated after the trigger.
+fn subscriptions_reach_the_peer(sdk: Sdk, children: Value, subscriptions: &[(&str, &str)]) {
+    let srv = Server::start(children, &[]);
+    let steps: Vec<Value> = subscriptions
+        .iter()
+        .map(|(uri, trigger)| json!({"op": "subscribe", "uri": uri, "trigger": {"name": trigger}}))
+        .collect();
+    for via in [Via::OpenSsh, Via::OurClient] {
+        let r = sdk.run(json!(steps), &via.transport(&srv));
+        for (i, (uri, _)) in subscriptions.iter().enumerate() {
+            assert_updated(step(&r, i), uri);
+        }
+    }
+}
+
+/// The legacy children's subscriptions: the fixture's `notify`, and
+/// server-everything's updates every 5 s once toggled on.
+const LEGACY_SUBSCRIPTIONS: [(&str, &str); 2] = [
+    ("fixture://fx/info", "fx.notify"),
+    (
+        "demo://resource/static/document/features.md",
+        "ev.toggle-subscriber-updates",
+    ),
+];
+
+#[test]
+fn ts_sdk_subscribes_to_resources_of_legacy_children() {
+    let children = json!({"everything": everything(), "fx": legacy_fixture()});
+    subscriptions_reach_the_peer(Sdk::Ts, children, &LEGACY_SUBSCRIPTIONS);
 }
