@@ -423,11 +423,12 @@ pub fn describe(status: Option<std::process::ExitStatus>) -> String {
     }
 }
 
-/// Stops one child (see [`stop_all`]) and says how it ended.
-pub fn stop_one(c: ChildProc) -> String {
+/// Stops one child (see [`stop_all`]) and says how it ended, with the last
+/// lines of its stderr: complete, since its stderr reader has been joined.
+pub fn stop_one(c: ChildProc) -> (String, String) {
     let mut v = vec![c];
     stop_each(&mut v);
-    describe(v[0].status)
+    (describe(v[0].status), v[0].stderr_tail())
 }
 
 /// Stops children together (one grace period in all, not one each): close

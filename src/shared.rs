@@ -462,7 +462,7 @@ impl Mux {
         self.procs[p].stale_closed = still_running && self.procs[p].child.is_some();
         if let Some(c) = self.procs[p].child.take() {
             let (tail, pid) = (c.stderr_tail(), c.pid());
-            let how = crate::child::stop_one(c);
+            let (how, _) = crate::child::stop_one(c);
             log::warn!(
                 "[{}] shared process pid {pid} ended ({how}); restart in {} s; stderr: {tail}",
                 self.spec.name,

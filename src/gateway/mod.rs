@@ -250,13 +250,21 @@ pub fn serve(session: Session, login: &Login, gw: &Gateway, conn: Conn, shutdown
 /// What a child's reader calls after queueing output.
 type Notify = Arc<dyn Fn() + Send + Sync>;
 
-/// Stops and reaps children that went down (on the session thread only, and
-/// without the relay lock: a reader may be the dead child's own).
-fn bury(dead: Vec<(ChildProc, Counted)>) {
-    for (c, counted) in dead {
+/// A child to stop and reap: one that went down, or one left out (with the
+/// log line saying why, written once it is stopped, so that the line has
+/// all the child wrote to stderr).
+type Grave = (ChildProc, Counted, Option<String>);
+
+/// Stops and reaps children that went down or were left out (on the session
+/// thread only, and without the relay lock: a reader may be the child's own).
+fn bury(dead: Vec<Grave>) {
+    for (c, counted, left_out) in dead {
         let (name, pid) = (c.name.clone(), c.pid());
-        let how = child::stop_one(c);
-        log::info!("server {name} (pid {pid}) reaped: {how}");
+        let (how, stderr) = child::stop_one(c);
+        match left_out {
+            Some(line) => log::error!("{line}; stderr: {stderr}"),
+            None => log::info!("server {name} (pid {pid}) reaped: {how}"),
+        }
         drop(counted);
     }
 }
@@ -286,7 +294,7 @@ fn run(
     let _exit = TakeOnExit(relay);
     let mut socket_ready = true; // the first turn also handles early bytes
     let mut next_check = Instant::now() + TRUST_CHECK;
-    let mut dead: Vec<(ChildProc, Counted)> = Vec::new();
+    let mut dead: Vec<Grave> = Vec::new();
     loop {
         bury(std::mem::take(&mut dead));
         let (fds, timeout) = {
@@ -436,7 +444,7 @@ struct Bridge {
     /// What a child's reader calls after queueing (the relay's nudge).
     notify: Notify,
     /// Children that went down, for the session thread to reap.
-    graveyard: Vec<(ChildProc, Counted)>,
+    graveyard: Vec<Grave>,
     /// A turn ended the session (maybe on a reader thread).
     done: bool,
     /// Until when the session thread sleeps, for a reader's turn to tell
@@ -720,7 +728,7 @@ impl Bridge {
         );
         // Stopped and reaped by the session thread (`bury`): this turn may
         // run on a reader thread, maybe this very child's.
-        self.graveyard.push((c, counted));
+        self.graveyard.push((c, counted, None));
     }
 
     /// Stops and reaps the children that went down.
@@ -815,13 +823,17 @@ impl Bridge {
                     self.went_down(i, Instant::now(), true);
                 }
                 Action::ChildFailed(i, why) => {
-                    if let Some(Some(c)) = self.children.get(i) {
-                        log::error!(
-                            "s{}: server {} left out: {why}; stderr: {}",
-                            self.id,
-                            c.name(),
-                            c.stderr_tail()
-                        );
+                    match self.children.get_mut(i).map(Option::take) {
+                        // Stopped on the session thread; logged then (`bury`).
+                        Some(Some(Endpoint::Own(c, counted))) => {
+                            let line = format!("s{}: server {} left out: {why}", self.id, c.name);
+                            self.graveyard.push((c, counted, Some(line)))
+                        }
+                        Some(Some(shared)) => {
+                            log::error!("s{}: server {} left out: {why}", self.id, shared.name());
+                            self.children[i] = Some(shared);
+                        }
+                        _ => {}
                     }
                 }
             }
