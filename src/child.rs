@@ -14,7 +14,6 @@ use crossbeam_channel::{Receiver, Sender};
 use std::collections::VecDeque;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -169,8 +168,7 @@ impl ChildProc {
         // pass signals on, so a stop signals the whole group. As sshd does,
         // this also detaches the child from the server's terminal and gives
         // it its own scheduler autogroup. Only fds 0-2 cross the exec.
-        // SAFETY: detach_child only makes async-signal-safe calls.
-        unsafe { cmd.pre_exec(os::detach_child) };
+        os::detach_on_spawn(&mut cmd);
         if let Some(cwd) = &spec.cwd {
             cmd.current_dir(cwd);
         }

@@ -139,6 +139,14 @@ pub fn install_hangup_handler(wake: &Wake) {
     }
 }
 
+/// Makes `cmd`'s child [`detach_child`] itself between fork and exec.
+pub fn detach_on_spawn(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: pre_exec's closure runs between fork and exec, where only
+    // async-signal-safe calls are allowed: detach_child makes only those.
+    unsafe { cmd.pre_exec(detach_child) };
+}
+
 /// For `CommandExt::pre_exec`: puts the child in a session of its own (so
 /// its process group id is its pid and [`signal_group`] reaches launchers'
 /// children too), and marks every fd above stderr close-on-exec so the child
@@ -146,7 +154,7 @@ pub fn install_hangup_handler(wake: &Wake) {
 /// Kernels before 5.11 lack the flag; the server's own fds are close-on-exec
 /// anyway. Rust's exec-error pipe is close-on-exec already, so a failed exec
 /// is still reported.
-pub fn detach_child() -> io::Result<()> {
+fn detach_child() -> io::Result<()> {
     // SAFETY: setsid and the raw close_range syscall are async-signal-safe,
     // as pre_exec requires; setsid cannot fail in a freshly forked child
     // (not a group leader yet).
