@@ -178,7 +178,8 @@ fn detach_child() -> io::Result<()> {
         // SAFETY: getrlimit/setrlimit are plain syscalls (async-signal-safe)
         // on a valid struct on this stack.
         unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && soft < lim.rlim_cur {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && soft < rlim_u64(lim.rlim_cur)
+            {
                 lim.rlim_cur = soft as libc::rlim_t;
                 libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
             }
@@ -293,7 +294,7 @@ pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    let before = lim.rlim_cur;
+    let before = rlim_u64(lim.rlim_cur);
     CHILD_NOFILE.store(before, Ordering::Relaxed);
     if lim.rlim_cur < lim.rlim_max {
         lim.rlim_cur = lim.rlim_max;
@@ -302,7 +303,14 @@ pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
             return Err(io::Error::last_os_error());
         }
     }
-    Ok((before, lim.rlim_cur))
+    Ok((before, rlim_u64(lim.rlim_cur)))
+}
+
+/// `rlim_t` is 32 bits on 32-bit ARM (armv7) and 64 elsewhere, where this
+/// cast is a no-op that clippy would flag.
+#[allow(clippy::unnecessary_cast)]
+fn rlim_u64(v: libc::rlim_t) -> u64 {
+    v as u64
 }
 
 #[cfg(test)]
@@ -354,8 +362,9 @@ mod tests {
         };
         // SAFETY: setrlimit reads the valid struct we pass.
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lower) }, 0);
-        assert_eq!(raise_nofile_limit().unwrap(), (hard - 1, hard));
+        let (h, h1) = (rlim_u64(hard), rlim_u64(hard - 1));
+        assert_eq!(raise_nofile_limit().unwrap(), (h1, h));
         assert_eq!(current().rlim_cur, hard);
-        assert_eq!(raise_nofile_limit().unwrap(), (hard, hard));
+        assert_eq!(raise_nofile_limit().unwrap(), (h, h));
     }
 }
