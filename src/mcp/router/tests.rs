@@ -2000,3 +2000,29 @@ fn a_modern_childs_list_changes_and_subscriptions_come_through_listens_of_the_ga
     );
     assert!(r.ids.is_empty());
 }
+
+#[test]
+fn a_modern_childs_stateless_input_required_is_retried_with_answers_only() {
+    let now = Instant::now();
+    let mut r = with_modern_child();
+    discover_with_modern(&mut r, now);
+    list_tools(&mut r, now, |i| json!([{"name": format!("t{i}")}]));
+    let retry = modern(
+        json!("c2"),
+        "tools/call",
+        json!({"name":"t1","inputResponses":{"k":{"roots":[]}}}),
+        json!({}),
+    );
+    let a = r.from_client(retry.clone(), now);
+    let (i, m) = &to_child(&a)[0];
+    assert_eq!(*i, 1);
+    assert_eq!(
+        m["params"]["inputResponses"],
+        retry["params"]["inputResponses"]
+    );
+    // To a legacy child, answers nobody asked for are refused.
+    let mut to_legacy = retry;
+    to_legacy["params"]["name"] = json!("t0");
+    let a = r.from_client(to_legacy, now);
+    assert_eq!(to_client(&a)[0]["error"]["code"], INVALID_PARAMS);
+}
