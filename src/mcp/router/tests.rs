@@ -1909,6 +1909,16 @@ fn listen_streams_subscribe_a_legacy_childs_resources_while_any_stream_names_the
     );
     assert_eq!(n[0]["params"]["uri"], "a://x/part");
     assert!(to_client(&r.from_child(0, updated("b://y"), now)).is_empty());
+    // A restarted child is subscribed again, once per resource.
+    let a = r.child_restarted(0, now);
+    let (_, init) = to_child(&a)[0].clone();
+    let a = r.from_child(0, json!({"jsonrpc":"2.0","id":init["id"],"result":{"capabilities":{"resources":{"subscribe":true}}}}), now);
+    let subs: Vec<Value> = to_child(&a)
+        .into_iter()
+        .filter(|(_, m)| m["method"] == "resources/subscribe")
+        .map(|(_, m)| m["params"]["uri"].clone())
+        .collect();
+    assert_eq!(subs, [json!("a://x")]);
     let cancel = |id: &str| json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":id}});
     assert!(
         r.from_client(cancel("l1"), now).is_empty(),
