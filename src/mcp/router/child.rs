@@ -258,6 +258,7 @@ impl Router {
                 child,
                 json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
             ));
+            self.resubscribe(child);
         }
         for kind in [ListKind::Tools, ListKind::Prompts, ListKind::Resources] {
             if self.children[child].caps.contains_key(kind.field()) {

@@ -259,7 +259,7 @@ impl Router {
                 Some((_, p)) if *p != child => {
                     Some("requestState: the name now belongs to another server")
                 }
-                None if Router::foreign_state(&msg) => {
+                None if Router::foreign_state(&msg, self.children[child].modern) => {
                     Some("requestState: unknown, used or expired (or inputResponses without one)")
                 }
                 _ => None,

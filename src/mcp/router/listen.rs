@@ -180,6 +180,29 @@ impl Router {
         self.era.listens.push(Listen { id, lists, subs });
     }
 
+    /// A restarted legacy child: the resources open streams name are
+    /// subscribed there again.
+    pub(super) fn resubscribe(&mut self, child: usize) {
+        let mut uris: Vec<String> = self
+            .era
+            .listens
+            .iter()
+            .flat_map(|l| l.subs.iter())
+            .filter(|(c, _)| *c == child)
+            .map(|(_, u)| u.clone())
+            .collect();
+        uris.sort();
+        uris.dedup();
+        for uri in uris {
+            let id = self.ids.fresh();
+            self.out.push(Action::ToChild(
+                child,
+                json!({"jsonrpc": "2.0", "id": id, "method": "resources/subscribe",
+                       "params": {"uri": uri}}),
+            ));
+        }
+    }
+
     /// A legacy child that announced `resources.subscribe`.
     fn can_subscribe(&self, child: usize) -> bool {
         let c = &self.children[child];

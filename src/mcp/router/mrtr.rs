@@ -407,10 +407,14 @@ impl Router {
         call.handle.is_some()
     }
 
-    /// A modern client's request for a legacy child that carries MRTR
-    /// fields the gateway did not issue: refused.
-    pub(super) fn foreign_state(msg: &Value) -> bool {
+    /// A modern client's request that carries MRTR fields the gateway did
+    /// not issue: any `requestState` (ours were taken off before), and for a
+    /// legacy child `inputResponses` too (a modern child may ask for input
+    /// without a state, and its retry then carries only the answers).
+    pub(super) fn foreign_state(msg: &Value, modern_child: bool) -> bool {
         let p = msg.get("params");
-        p.is_some_and(|p| p.get("requestState").is_some() || p.get("inputResponses").is_some())
+        p.is_some_and(|p| {
+            p.get("requestState").is_some() || (!modern_child && p.get("inputResponses").is_some())
+        })
     }
 }

@@ -1909,6 +1909,16 @@ fn listen_streams_subscribe_a_legacy_childs_resources_while_any_stream_names_the
     );
     assert_eq!(n[0]["params"]["uri"], "a://x/part");
     assert!(to_client(&r.from_child(0, updated("b://y"), now)).is_empty());
+    // A restarted child is subscribed again, once per resource.
+    let a = r.child_restarted(0, now);
+    let (_, init) = to_child(&a)[0].clone();
+    let a = r.from_child(0, json!({"jsonrpc":"2.0","id":init["id"],"result":{"capabilities":{"resources":{"subscribe":true}}}}), now);
+    let subs: Vec<Value> = to_child(&a)
+        .into_iter()
+        .filter(|(_, m)| m["method"] == "resources/subscribe")
+        .map(|(_, m)| m["params"]["uri"].clone())
+        .collect();
+    assert_eq!(subs, [json!("a://x")]);
     let cancel = |id: &str| json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":id}});
     assert!(
         r.from_client(cancel("l1"), now).is_empty(),
@@ -1999,4 +2009,30 @@ fn a_modern_childs_list_changes_and_subscriptions_come_through_listens_of_the_ga
         (json!("notifications/cancelled"), sub["id"].clone())
     );
     assert!(r.ids.is_empty());
+}
+
+#[test]
+fn a_modern_childs_stateless_input_required_is_retried_with_answers_only() {
+    let now = Instant::now();
+    let mut r = with_modern_child();
+    discover_with_modern(&mut r, now);
+    list_tools(&mut r, now, |i| json!([{"name": format!("t{i}")}]));
+    let retry = modern(
+        json!("c2"),
+        "tools/call",
+        json!({"name":"t1","inputResponses":{"k":{"roots":[]}}}),
+        json!({}),
+    );
+    let a = r.from_client(retry.clone(), now);
+    let (i, m) = &to_child(&a)[0];
+    assert_eq!(*i, 1);
+    assert_eq!(
+        m["params"]["inputResponses"],
+        retry["params"]["inputResponses"]
+    );
+    // To a legacy child, answers nobody asked for are refused.
+    let mut to_legacy = retry;
+    to_legacy["params"]["name"] = json!("t0");
+    let a = r.from_client(to_legacy, now);
+    assert_eq!(to_client(&a)[0]["error"]["code"], INVALID_PARAMS);
 }
