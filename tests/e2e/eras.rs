@@ -704,3 +704,34 @@ fn ts_sdk_subscribes_to_resources_of_a_modern_child() {
     let children = json!({"mx": modern_fixture()});
     subscriptions_reach_the_peer(Sdk::Ts, children, &[("fixture://mx/info", "mx.notify")]);
 }
+
+/// A tool-list change of each child in `triggers` (its `notify` tool)
+/// reaches the peer: a legacy peer's `notifications/tools/list_changed`, a
+/// modern peer's event on its listen stream.
+fn list_changes_reach_the_peer(sdk: Sdk, triggers: &[&str]) {
+    let srv = Server::start(json!({"fx": legacy_fixture(), "mx": modern_fixture()}), &[]);
+    let steps: Vec<Value> = triggers
+        .iter()
+        .map(|t| json!({"op": "list_changed", "trigger": {"name": t}}))
+        .collect();
+    for via in [Via::OpenSsh, Via::OurClient] {
+        let r = sdk.run(json!(steps), &via.transport(&srv));
+        for (i, t) in triggers.iter().enumerate() {
+            assert_eq!(
+                step(&r, i)["event"],
+                "ToolsListChanged",
+                "{t} via {via:?}: {r}"
+            );
+        }
+    }
+}
+
+#[test]
+fn python_sdk_hears_tool_list_changes_of_legacy_and_modern_children_on_its_stream() {
+    list_changes_reach_the_peer(Sdk::Python, &["fx.notify", "mx.notify"]);
+}
+
+#[test]
+fn ts_sdk_hears_tool_list_changes_of_legacy_and_modern_children() {
+    list_changes_reach_the_peer(Sdk::Ts, &["fx.notify", "mx.notify"]);
+}
