@@ -507,6 +507,11 @@ fn python_sdk_round_trips_input_with_modern_children_on_2026_07_28() {
 }
 
 #[test]
+fn ts_sdk_answers_the_input_modern_children_ask_for_as_legacy_requests() {
+    modern_children_serve_every_feature(Sdk::Ts, "2025-11-25");
+}
+
+#[test]
 fn python_sdk_calls_mcp_server_time_through_the_gateway_on_2026_07_28() {
     let srv = Server::start(json!({"time": time_server()}), &[]);
     let steps = json!([
@@ -686,4 +691,47 @@ const LEGACY_SUBSCRIPTIONS: [(&str, &str); 2] = [
 fn ts_sdk_subscribes_to_resources_of_legacy_children() {
     let children = json!({"everything": everything(), "fx": legacy_fixture()});
     subscriptions_reach_the_peer(Sdk::Ts, children, &LEGACY_SUBSCRIPTIONS);
+}
+
+#[test]
+fn python_sdk_listens_to_resources_of_legacy_children() {
+    let children = json!({"everything": everything(), "fx": legacy_fixture()});
+    subscriptions_reach_the_peer(Sdk::Python, children, &LEGACY_SUBSCRIPTIONS);
+}
+
+#[test]
+fn ts_sdk_subscribes_to_resources_of_a_modern_child() {
+    let children = json!({"mx": modern_fixture()});
+    subscriptions_reach_the_peer(Sdk::Ts, children, &[("fixture://mx/info", "mx.notify")]);
+}
+
+/// A tool-list change of each child in `triggers` (its `notify` tool)
+/// reaches the peer: a legacy peer's `notifications/tools/list_changed`, a
+/// modern peer's event on its listen stream.
+fn list_changes_reach_the_peer(sdk: Sdk, triggers: &[&str]) {
+    let srv = Server::start(json!({"fx": legacy_fixture(), "mx": modern_fixture()}), &[]);
+    let steps: Vec<Value> = triggers
+        .iter()
+        .map(|t| json!({"op": "list_changed", "trigger": {"name": t}}))
+        .collect();
+    for via in [Via::OpenSsh, Via::OurClient] {
+        let r = sdk.run(json!(steps), &via.transport(&srv));
+        for (i, t) in triggers.iter().enumerate() {
+            assert_eq!(
+                step(&r, i)["event"],
+                "ToolsListChanged",
+                "{t} via {via:?}: {r}"
+            );
+        }
+    }
+}
+
+#[test]
+fn python_sdk_hears_tool_list_changes_of_legacy_and_modern_children_on_its_stream() {
+    list_changes_reach_the_peer(Sdk::Python, &["fx.notify", "mx.notify"]);
+}
+
+#[test]
+fn ts_sdk_hears_tool_list_changes_of_legacy_and_modern_children() {
+    list_changes_reach_the_peer(Sdk::Ts, &["fx.notify", "mx.notify"]);
 }

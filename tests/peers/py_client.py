@@ -16,6 +16,9 @@ server itself. STEPS_JSON is a list of steps run in order:
     {"op": "subscribe", "uri": U, "trigger": {"name": N, "args": {...}}}
         legacy: resources/subscribe; 2026-07-28: a listen on U and the tool list;
         then the trigger call, then waits (bounded) for U's update
+    {"op": "list_changed", "trigger": {"name": N, "args": {...}}}
+        legacy: notifications/tools/list_changed; 2026-07-28: a listen on the
+        tool list; waits (bounded) for the change after the trigger call
 
 Every handler (elicitation, sampling, roots) is installed unless "--bare"
 comes first; each records what it was asked. Prints one JSON object:
@@ -43,6 +46,7 @@ ROOT_URI = "file:///peer/python"
 handled = []
 notifications = []
 updated = {}  # uri -> anyio.Event, for the legacy subscription
+tools_changed = []  # anyio.Events, set by notifications/tools/list_changed
 
 
 def dump(model):
@@ -86,6 +90,9 @@ async def on_message(message):
     uri = getattr(getattr(inner, "params", None), "uri", None)
     if method == "notifications/resources/updated" and str(uri) in updated:
         updated[str(uri)].set()
+    if method == "notifications/tools/list_changed":
+        for event in tools_changed:
+            event.set()
 
 
 async def names(fetch, field, key):
@@ -161,6 +168,21 @@ async def run_step(client, step):
                 await updated[uri].wait()
             await client.unsubscribe_resource(uri)
         return {"updated": uri}
+    if op == "list_changed":
+        trigger = step["trigger"]
+        if client.protocol_version >= "2026":
+            async with client.listen(tools_list_changed=True) as sub:
+                await client.call_tool(trigger["name"], trigger.get("args", {}))
+                with anyio.fail_after(WAIT):
+                    async for event in sub:
+                        return {"event": type(event).__name__}
+            return {"event": None}
+        changed = anyio.Event()
+        tools_changed.append(changed)
+        await client.call_tool(trigger["name"], trigger.get("args", {}))
+        with anyio.fail_after(WAIT):
+            await changed.wait()
+        return {"event": "ToolsListChanged"}
     raise ValueError(f"unknown op {op!r}")
 
 

@@ -9,6 +9,7 @@
 //   {"op": "list"} | {"op": "call", "name", "args"} | {"op": "prompt", "name", "args"}
 //   | {"op": "read", "uri"} | {"op": "cancel", "name", "args", "delayMs"?}
 //   | {"op": "subscribe", "uri", "trigger": {"name", "args"}}
+//   | {"op": "list_changed", "trigger": {"name", "args"}}
 // Every handler (elicitation, sampling, roots) is installed unless --bare;
 // each records what it was asked. Prints one JSON object: {protocolVersion,
 // serverInfo, capabilities, connectMs, steps, handled, notifications}; a
@@ -36,6 +37,7 @@ const steps = JSON.parse(args[0]);
 const handled = [];
 const notifications = [];
 const updateWaiters = new Map(); // uri -> resolve
+const toolsChangedWaiters = []; // resolves, for notifications/tools/list_changed
 
 const client = new Client(
   { name: "ts-peer", version: "1" },
@@ -63,6 +65,9 @@ client.fallbackNotificationHandler = async (n) => {
   notifications.push(n.method);
   if (n.method === "notifications/resources/updated") {
     updateWaiters.get(n.params?.uri)?.();
+  }
+  if (n.method === "notifications/tools/list_changed") {
+    toolsChangedWaiters.splice(0).forEach((resolve) => resolve());
   }
 };
 
@@ -149,6 +154,13 @@ async function runStep(step) {
       await bounded(updated, `notifications/resources/updated for ${step.uri}`);
       await client.unsubscribeResource({ uri: step.uri });
       return { updated: step.uri };
+    }
+    case "list_changed": {
+      const changed = new Promise((resolve) => toolsChangedWaiters.push(resolve));
+      const t = step.trigger;
+      await client.callTool({ name: t.name, arguments: t.args ?? {} });
+      await bounded(changed, "notifications/tools/list_changed");
+      return { event: "ToolsListChanged" };
     }
     default:
       throw new Error(`unknown op ${step.op}`);
