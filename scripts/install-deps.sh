@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs the system packages the build, the tests and the smoke scripts use,
 # on Debian/Ubuntu, only those that are missing. Run as root (or with sudo).
+# --for-tests adds what only the test suite uses (HAProxy, for fleet.sh).
 set -euo pipefail
+pkgs=(libssh-dev pkg-config libssl-dev openssh-client curl python3-venv nodejs npm ca-certificates)
+[ "${1:-}" = --for-tests ] && pkgs+=(haproxy)
 need=()
-for p in libssh-dev pkg-config libssl-dev openssh-client curl python3-venv nodejs npm ca-certificates haproxy; do
+for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
 done
 # Node.js from another source (nvm, the machine image) counts as installed.

@@ -5,7 +5,7 @@
 # Python originals (needs PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
+scripts/install-deps.sh --for-tests
 scripts/install-mcp-servers.sh
 cargo build --release --locked
 cargo test --locked
