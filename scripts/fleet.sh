@@ -34,7 +34,7 @@ fail() {
 pass=0
 ok() { echo "ok - $*"; pass=$((pass + 1)); }
 
-command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || scripts/install-deps.sh
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || scripts/install-deps.sh --for-tests
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 [ -x "$BIN" ] || fail "$BIN is not built (cargo build --release)"
 FIXTURE=""
