@@ -33,8 +33,8 @@ SMOKE=0
 if [ "${1:-}" = --smoke ]; then SMOKE=1; shift; fi
 TARGET=${1:-aarch64-unknown-linux-gnu}
 case $TARGET in
-  aarch64-unknown-linux-gnu) ARCH=arm64 GNU=aarch64-linux-gnu QEMU=qemu-aarch64-static ;;
-  armv7-unknown-linux-gnueabihf) ARCH=armhf GNU=arm-linux-gnueabihf QEMU=qemu-arm-static ;;
+  aarch64-unknown-linux-gnu) ARCH=arm64 GNU=aarch64-linux-gnu QEMU=qemu-aarch64 ;;
+  armv7-unknown-linux-gnueabihf) ARCH=armhf GNU=arm-linux-gnueabihf QEMU=qemu-arm ;;
   *) echo "cross.sh: unsupported target '$TARGET' (aarch64-unknown-linux-gnu or armv7-unknown-linux-gnueabihf)" >&2
      exit 2 ;;
 esac
@@ -46,15 +46,25 @@ command -v rustup >/dev/null || die "rustup not found: the cross build needs rus
 rustup target list --installed | grep -qx "$TARGET" || rustup target add "$TARGET"
 
 # 2. Host tools: the cross gcc (compiler and linker), qemu-user, pkg-config.
+# qemu-user-static has qemu-aarch64-static (bookworm); where it is gone,
+# qemu-user's own qemu-aarch64 does the same.
 need=()
-for p in "gcc-$GNU" qemu-user-static pkg-config; do
+for p in "gcc-$GNU" pkg-config; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
 done
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing: ${need[*]}" >&2
+want_qemu=0
+command -v "$QEMU-static" >/dev/null || command -v "$QEMU" >/dev/null || want_qemu=1
+if [ ${#need[@]} -gt 0 ] || [ "$want_qemu" = 1 ]; then
   $SUDO apt-get update -qq
+  if [ "$want_qemu" = 1 ]; then
+    cand=$(apt-cache policy qemu-user-static 2>/dev/null | sed -n 's/^ *Candidate: //p')
+    if [ -n "$cand" ] && [ "$cand" != "(none)" ]; then need+=(qemu-user-static); else need+=(qemu-user); fi
+  fi
+  echo "installing: ${need[*]}" >&2
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+if command -v "$QEMU-static" >/dev/null; then QEMU=$QEMU-static; fi
+command -v "$QEMU" >/dev/null || die "$QEMU not found after installing qemu-user"
 
 # 3. The target's libraries in a sysroot (see the top of this file).
 TDIR=${CARGO_TARGET_DIR:-$ROOT/target}
