@@ -312,6 +312,11 @@ impl Router {
                 ..
             }
         );
+        if !self.children[child].caps.contains_key("tasks")
+            && let Some(p) = msg.get_mut("params").and_then(Value::as_object_mut)
+        {
+            p.remove("task"); // a child that did not offer tasks makes none
+        }
         match (from_modern, self.children[child].modern) {
             (true, false) => era::strip_meta(&mut msg),
             (false, true) => {

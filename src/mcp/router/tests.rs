@@ -2292,3 +2292,18 @@ fn the_task_table_is_bounded_and_forgets_the_oldest() {
     assert_eq!(r.tasks.route("0~1"), Some((0, "1".into())));
     assert_eq!(r.tasks.route("0~4096"), Some((0, "4096".into())));
 }
+
+#[test]
+fn a_child_without_tasks_never_gets_a_task_param() {
+    let now = Instant::now();
+    let mut r = router(1);
+    init(&mut r, json!({"tools":{}}), now);
+    list_tools(&mut r, now, |_| json!([{"name": "t"}]));
+    let call =
+        json!({"jsonrpc":"2.0","id":"c","method":"tools/call","params":{"name":"t","task":{}}});
+    let (_, m) = one_to_child(&mut r, call, now);
+    assert!(m["params"].get("task").is_none(), "{m}");
+    let a = r.from_client(json!({"jsonrpc":"2.0","id":"l","method":"tasks/list"}), now);
+    assert!(to_child(&a).is_empty(), "no child lists tasks");
+    assert_eq!(to_client(&a)[0]["result"]["tasks"], json!([]));
+}
