@@ -1,7 +1,7 @@
 //! A small stdio MCP server for the integration tests and the benchmark.
 //!
 //! `fixture_mcp [--name NAME] [--page-size N] [--fail-init] [--echo-only] [--stall]
-//! [--notify] [--modern [--ttl-ms N]]`
+//! [--notify] [--modern [--ttl-ms N]] [--tasks]`
 //!
 //! Tools (paginated by --page-size): `echo` (returns `text`), `add`,
 //! `whoami` (name, FIXTURE_ENV, cwd), `progress` (a log and `count`
@@ -26,6 +26,19 @@
 //! `ask_twice` (an elicitation, then a sampling), the prompt `ask_greet` (a
 //! name) and the resource `fixture://NAME/ask` (roots); the final result
 //! carries what the client answered.
+//!
+//! `--tasks` adds tasks (see [`Tasks`]) and the tool `task_echo`
+//! (`execution.taskSupport: "optional"`; arguments `text`, and `hold: true`
+//! to keep the task working until cancelled). Legacy: the capability
+//! `tasks:{list,cancel,requests:{tools:{call}}}`; a call with `params.task`
+//! answers `{task:{taskId,status:"working",…}}` and the task completes at
+//! once unless held (`notifications/tasks/status` on each change);
+//! `tasks/get`, `tasks/result` (an unfinished task gets -32602, it does not
+//! block), `tasks/list` and `tasks/cancel`. Modern (`--modern --tasks`):
+//! discover lists the extension `io.modelcontextprotocol/tasks`; a call
+//! from a client whose capabilities list it answers `resultType:"task"`;
+//! `tasks/get` (with the `result` inlined once completed), `tasks/update`,
+//! `tasks/cancel`. Task ids count from "1" in each process.
 
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -47,6 +60,7 @@ fn main() {
     let echo_only = flag("--echo-only").is_some();
     let with_stall = flag("--stall").is_some();
     let is_modern = flag("--modern").is_some();
+    let mut tasks = flag("--tasks").is_some().then(Tasks::default);
     let ttl_ms: u64 = flag("--ttl-ms")
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
@@ -77,6 +91,12 @@ fn main() {
     }
     if is_modern || flag("--notify").is_some() {
         tools.push(json!({"name": "notify", "description": "push list_changed and resources/updated", "inputSchema": {"type": "object"}}));
+    }
+    if tasks.is_some() {
+        tools.push(
+            json!({"name": "task_echo", "description": "echo, as a task if asked",
+            "inputSchema": {"type": "object"}, "execution": {"taskSupport": "optional"}}),
+        );
     }
     if is_modern && !echo_only {
         for (t, _) in ASK_TOOLS {
@@ -135,7 +155,10 @@ fn main() {
         }
         if let Some(m) = modern.as_mut() {
             match m.serve(method, &p, &id, &send) {
-                Served::Done(Ok(result)) => {
+                Served::Done(Ok(mut result)) => {
+                    if method == "server/discover" && tasks.is_some() {
+                        result["capabilities"]["extensions"] = json!({TASKS_EXT: {}});
+                    }
                     send(reply(result));
                     continue;
                 }
@@ -149,6 +172,15 @@ fn main() {
                 Served::Common => {}
             }
         }
+        if let Some(t) = tasks.as_mut()
+            && let Some(answer) = t.serve(method, &p, is_modern, &send)
+        {
+            match answer {
+                Ok(result) => send(reply(result)),
+                Err(error) => send(json!({"jsonrpc": "2.0", "id": id, "error": error})),
+            }
+            continue;
+        }
         let result = match method {
             "initialize" if fail_init => {
                 send(
@@ -156,12 +188,24 @@ fn main() {
                 );
                 continue;
             }
-            "initialize" => json!({
-                "protocolVersion": p["protocolVersion"],
-                "capabilities": {"tools": {"listChanged": true}, "prompts": {}, "resources": {"subscribe": true}, "logging": {}, "completions": {}},
-                "serverInfo": {"name": name, "version": "1.0"},
-                "instructions": format!("fixture {name}; client said {}", p["clientInfo"]["name"]),
-            }),
+            "initialize" => {
+                let mut r = json!({
+                    "protocolVersion": p["protocolVersion"],
+                    "capabilities": {"tools": {"listChanged": true}, "prompts": {}, "resources": {"subscribe": true}, "logging": {}, "completions": {}},
+                    "serverInfo": {"name": name, "version": "1.0"},
+                    "instructions": format!("fixture {name}; client said {}", p["clientInfo"]["name"]),
+                });
+                if tasks.is_some() {
+                    r["capabilities"]["tasks"] =
+                        json!({"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}});
+                    // What the client declared, for the tests to read back.
+                    r["instructions"] = json!(format!(
+                        "fixture {name}; client tasks {}",
+                        p["capabilities"]["tasks"]
+                    ));
+                }
+                r
+            }
             "ping" | "logging/setLevel" => json!({}),
             "resources/subscribe" => {
                 subscribed.extend(p["uri"].as_str().map(String::from));
@@ -701,5 +745,157 @@ impl Modern {
             _ => json!({"content": [{"type": "text", "text": format!("{target} got {answers}")}],
                 "structuredContent": {"inputResponses": answers}}),
         }
+    }
+}
+
+// Tasks (`--tasks`): the 2025-11-25 ones, or the 2026 extension with `--modern`.
+
+const TASKS_EXT: &str = "io.modelcontextprotocol/tasks";
+const RELATED_TASK: &str = "io.modelcontextprotocol/related-task";
+const STAMP: &str = "2026-01-01T00:00:00Z";
+
+/// One task: its status and, once completed, the tool's result.
+struct Task {
+    id: String,
+    status: &'static str,
+    result: Option<Value>,
+}
+
+/// The tasks of this process, ids counted from 1.
+#[derive(Default)]
+struct Tasks {
+    tasks: Vec<Task>,
+}
+
+impl Task {
+    /// The Task object of either era.
+    fn wire(&self, modern: bool) -> Value {
+        let mut t = json!({"taskId": self.id, "status": self.status,
+            "createdAt": STAMP, "lastUpdatedAt": STAMP});
+        if modern {
+            t["ttlMs"] = Value::Null;
+        } else {
+            t["ttl"] = Value::Null;
+        }
+        t
+    }
+
+    fn terminal(&self) -> bool {
+        self.status != "working"
+    }
+}
+
+impl Tasks {
+    /// Serves a task method or a `task_echo` call; None for anything else.
+    fn serve(
+        &mut self,
+        method: &str,
+        p: &Value,
+        modern: bool,
+        send: &impl Fn(Value),
+    ) -> Option<Result<Value, Value>> {
+        let status = |t: &Task| {
+            if !modern {
+                send(
+                    json!({"jsonrpc": "2.0", "method": "notifications/tasks/status", "params": t.wire(false)}),
+                );
+            }
+        };
+        let unknown = || invalid(format!("unknown task {}", p["taskId"]));
+        let find = |tasks: &mut Vec<Task>| {
+            let id = p["taskId"].as_str().unwrap_or("");
+            tasks.iter_mut().position(|t| t.id == id)
+        };
+        Some(match method {
+            "tools/call" if p["name"] == "task_echo" => {
+                let a = &p["arguments"];
+                let result = json!({"content": [{"type": "text", "text": a["text"]}]});
+                let asked = if modern {
+                    p["_meta"][CLIENT_CAPS]["extensions"][TASKS_EXT].is_object()
+                } else {
+                    p["task"].is_object()
+                };
+                if !asked {
+                    return Some(Ok(result));
+                }
+                let mut t = Task {
+                    id: (self.tasks.len() + 1).to_string(),
+                    status: "working",
+                    result: None,
+                };
+                let mut created = t.wire(modern);
+                if modern {
+                    created["resultType"] = json!("task");
+                } else {
+                    created = json!({"task": created});
+                }
+                if a["hold"] != true {
+                    // Answered first, then completed (the status follows).
+                    t.status = "completed";
+                    t.result = Some(result);
+                }
+                let done = t.terminal();
+                self.tasks.push(t);
+                if done {
+                    let id = self.tasks.len() - 1;
+                    let t = &self.tasks[id];
+                    return Some(Ok(created)).inspect(|_| status(t));
+                }
+                Ok(created)
+            }
+            "tasks/get" => match find(&mut self.tasks) {
+                Some(i) => {
+                    let t = &self.tasks[i];
+                    let mut r = t.wire(modern);
+                    if modern && let Some(res) = &t.result {
+                        r["result"] = res.clone();
+                    }
+                    Ok(r)
+                }
+                None => Err(unknown()),
+            },
+            "tasks/result" if !modern => match find(&mut self.tasks) {
+                Some(i) => match &self.tasks[i].result {
+                    Some(res) => {
+                        let mut r = res.clone();
+                        r["_meta"] = json!({RELATED_TASK: {"taskId": self.tasks[i].id}});
+                        Ok(r)
+                    }
+                    None => Err(invalid(format!(
+                        "task {} is {}: this fixture does not block",
+                        self.tasks[i].id, self.tasks[i].status
+                    ))),
+                },
+                None => Err(unknown()),
+            },
+            "tasks/list" if !modern => {
+                Ok(json!({"tasks": self.tasks.iter().map(|t| t.wire(false)).collect::<Vec<_>>()}))
+            }
+            "tasks/cancel" => match find(&mut self.tasks) {
+                Some(i) if self.tasks[i].terminal() && !modern => Err(invalid(format!(
+                    "task {} is already {}",
+                    self.tasks[i].id, self.tasks[i].status
+                ))),
+                Some(i) => {
+                    let t = &mut self.tasks[i];
+                    if !t.terminal() {
+                        t.status = "cancelled";
+                        status(t);
+                    }
+                    Ok(if modern { json!({}) } else { t.wire(false) })
+                }
+                None => Err(unknown()),
+            },
+            "tasks/update" if modern => match find(&mut self.tasks) {
+                Some(_) => Ok(json!({})),
+                None => Err(unknown()),
+            },
+            "tasks/result" | "tasks/list" | "tasks/update" => Err(rpc_error(
+                -32601,
+                format!("{method}: not in this era"),
+                None,
+            )),
+            _ => return None,
+        })
     }
 }

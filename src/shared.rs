@@ -759,6 +759,15 @@ impl Mux {
             &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
         );
         let back = self.init.is_some();
+        // No tasks: one process serves every session, and `tasks/list`
+        // would show each session the others' tasks.
+        let mut result = result;
+        if let Some(c) = result
+            .get_mut("capabilities")
+            .and_then(Value::as_object_mut)
+        {
+            c.remove("tasks");
+        }
         self.init.get_or_insert(result);
         self.procs[p].state = State::Ready {
             since: Instant::now(),

@@ -30,3 +30,4 @@ mod proxy;
 mod reload;
 mod shared;
 mod supervise;
+mod tasks;

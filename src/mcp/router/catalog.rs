@@ -18,6 +18,8 @@ pub enum ListKind {
     Prompts,
     Resources,
     Templates,
+    /// The 2025 tasks of the legacy children that list them.
+    Tasks,
 }
 
 impl ListKind {
@@ -27,6 +29,7 @@ impl ListKind {
             ListKind::Prompts => "prompts/list",
             ListKind::Resources => "resources/list",
             ListKind::Templates => "resources/templates/list",
+            ListKind::Tasks => "tasks/list",
         }
     }
 
@@ -36,6 +39,7 @@ impl ListKind {
             ListKind::Prompts => "prompts",
             ListKind::Resources => "resources",
             ListKind::Templates => "resourceTemplates",
+            ListKind::Tasks => "tasks",
         }
     }
 
@@ -44,6 +48,7 @@ impl ListKind {
             ListKind::Tools => "tools",
             ListKind::Prompts => "prompts",
             ListKind::Resources | ListKind::Templates => "resources",
+            ListKind::Tasks => "tasks",
         }
     }
 
@@ -54,6 +59,7 @@ impl ListKind {
             ListKind::Prompts => "prompt",
             ListKind::Resources => "resource",
             ListKind::Templates => "resource template",
+            ListKind::Tasks => "task",
         }
     }
 
@@ -63,7 +69,7 @@ impl ListKind {
         match self {
             ListKind::Tools => tools.as_ref(),
             ListKind::Prompts => prompts.as_ref(),
-            ListKind::Resources | ListKind::Templates => None,
+            ListKind::Resources | ListKind::Templates | ListKind::Tasks => None,
         }
     }
 
@@ -73,6 +79,7 @@ impl ListKind {
             "prompts/list" => ListKind::Prompts,
             "resources/list" => ListKind::Resources,
             "resources/templates/list" => ListKind::Templates,
+            "tasks/list" => ListKind::Tasks,
             _ => return None,
         })
     }
@@ -85,7 +92,13 @@ impl Router {
         let targets: Vec<usize> = self
             .ready()
             .into_iter()
-            .filter(|&i| self.children[i].caps.contains_key(kind.capability()))
+            .filter(|&i| {
+                if kind == ListKind::Tasks {
+                    self.lists_tasks(i)
+                } else {
+                    self.children[i].caps.contains_key(kind.capability())
+                }
+            })
             .collect();
         if reply_to.is_none() {
             self.refreshing.push(kind);
@@ -165,6 +178,16 @@ impl Router {
                 }
                 *self.name_map(kind) = Some(map);
             }
+            ListKind::Tasks => {
+                for (child, list) in items.into_iter().enumerate() {
+                    for mut t in list {
+                        if let Some(id) = t.get("taskId").and_then(Value::as_str) {
+                            t["taskId"] = Value::String(super::tasks::gateway_id(child, id));
+                            out.push(t);
+                        }
+                    }
+                }
+            }
             ListKind::Resources | ListKind::Templates => {
                 let mut map = UriMap::default();
                 let key = if kind == ListKind::Resources {
@@ -216,6 +239,7 @@ impl Router {
             ListKind::Prompts => self.prompts.is_some(),
             ListKind::Resources => self.resources.is_some(),
             ListKind::Templates => self.templates.is_some(),
+            ListKind::Tasks => true,
         }
     }
 
@@ -226,6 +250,7 @@ impl Router {
             ListKind::Prompts => self.prompts = None,
             ListKind::Resources => self.resources = None,
             ListKind::Templates => self.templates = None,
+            ListKind::Tasks => {}
         }
     }
 

@@ -41,7 +41,9 @@ impl Router {
         let input = (!self.mrtr.is_empty() && cid.is_some_and(|c| self.mrtr.has(c)))
             || (self.children[child].modern
                 && !is_error
-                && payload.get().contains("\"input_required\""));
+                && payload.get().contains("\"input_required\""))
+            // A task id is rewritten (rare).
+            || payload.get().contains("\"taskId\"");
         if !forwarded || input || self.children[child].status == Status::Out {
             let key = if is_error { "error" } else { "result" };
             let v = match serde_json::from_str::<Value>(payload.get()) {
@@ -100,6 +102,9 @@ impl Router {
             let method = method.to_owned();
             return self.modern_child_request(child, id, &method);
         }
+        let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
+        let method = method.to_owned();
+        Router::task_ids_in_params(child, &method, &mut msg);
         let token = msg.pointer("/params/_meta/progressToken");
         let gid = self.ids.outbound(child, id, token);
         msg["id"] = json!(gid);
@@ -148,7 +153,7 @@ impl Router {
                 self.ids.take_outbound(gid);
                 msg["params"]["requestId"] = json!(gid);
             }
-            _ => {}
+            _ => Router::task_ids_in_params(child, method, &mut msg),
         }
         self.out.push(Action::ToClient(msg));
     }
@@ -186,6 +191,7 @@ impl Router {
                 ..
             }) => {
                 msg["id"] = client_id;
+                self.task_ids_from_child(child, &mut msg);
                 if let Some(m) = modern {
                     if self.children[child].modern {
                         self.wrap_state(child, &mut msg, &m);

@@ -7,6 +7,7 @@ use super::catalog::ListKind;
 use super::drive::Resend;
 use super::era::{self, Era};
 use super::ids::{Pending, token_key};
+use super::tasks;
 use super::{Action, Router, Status};
 use crate::mcp::jsonrpc::{self, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND};
 use serde_json::{Value, json};
@@ -229,6 +230,7 @@ impl Router {
             }
             "completion/complete" => self.route_completion(id, msg, now),
             "logging/setLevel" => self.set_level(id, msg, now),
+            m if tasks::is_task_method(m, self.era.modern()) => self.route_task(m, id, msg, now),
             _ => self.fail(id, METHOD_NOT_FOUND, format!("method not found: {method}")),
         }
     }
@@ -310,6 +312,11 @@ impl Router {
                 ..
             }
         );
+        if !self.children[child].caps.contains_key("tasks")
+            && let Some(p) = msg.get_mut("params").and_then(Value::as_object_mut)
+        {
+            p.remove("task"); // a child that did not offer tasks makes none
+        }
         match (from_modern, self.children[child].modern) {
             (true, false) => era::strip_meta(&mut msg),
             (false, true) => {

@@ -263,6 +263,10 @@ impl EraState {
             .cloned()
             .unwrap_or_default();
         caps.remove("tasks");
+        // A legacy client cannot follow a modern task (ERAS §3).
+        if let Some(e) = caps.get_mut("extensions").and_then(Value::as_object_mut) {
+            e.remove(super::tasks::EXTENSION);
+        }
         if caps.contains_key("roots") {
             caps.insert("roots".into(), json!({}));
         }
@@ -529,6 +533,7 @@ pub fn add_meta(params: &mut Value, meta: &Map<String, Value>) {
 pub fn legacy_init_params(meta: &Meta, server_name: &str, server_version: &str) -> Value {
     let mut caps = meta.capabilities.clone();
     caps.remove("extensions");
+    caps.remove("tasks");
     let info = meta
         .client_info
         .clone()

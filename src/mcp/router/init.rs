@@ -23,8 +23,15 @@ impl Router {
         if self.init_params.is_some() {
             return self.fail(id, INVALID_REQUEST, "initialize was already received");
         }
-        let params = msg.get("params").cloned().unwrap_or_else(|| json!({}));
+        let mut params = msg.get("params").cloned().unwrap_or_else(|| json!({}));
         self.era.legacy_client(&params);
+        // The gateway hosts no client-side tasks (ERAS §3).
+        if let Some(c) = params
+            .get_mut("capabilities")
+            .and_then(Value::as_object_mut)
+        {
+            c.remove("tasks");
+        }
         self.start_init(params, Some(id), now);
     }
 
@@ -122,7 +129,10 @@ impl Router {
     /// The gateway's `initialize` result: the merged capabilities and
     /// instructions, and the client's version if we speak it.
     pub(super) fn merged_init(&self) -> Value {
-        let (caps, instructions) = self.merged_caps();
+        let (mut caps, instructions) = self.merged_caps();
+        if let Some(t) = self.legacy_task_caps() {
+            caps.insert("tasks".into(), t);
+        }
         let mut r = json!({
             "protocolVersion": self.legacy_version(),
             "capabilities": caps,

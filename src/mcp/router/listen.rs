@@ -238,6 +238,7 @@ impl Router {
             ListKind::Tools => (0, LIST_FLAGS[0].1),
             ListKind::Prompts => (1, LIST_FLAGS[1].1),
             ListKind::Resources | ListKind::Templates => (2, LIST_FLAGS[2].1),
+            ListKind::Tasks => return, // never announced
         };
         if !self.era.modern() {
             let n = json!({"jsonrpc": "2.0", "method": method});

@@ -16,6 +16,7 @@
 //!   and stamps of 2026-07-28; `modern.rs` serves a modern client with them;
 //!   `mrtr.rs` turns a legacy child's requests into `input_required`, and
 //!   `drive.rs` a modern child's `input_required` into requests.
+//! - `tasks.rs`: task ids, routed to the child that made the task.
 
 mod audit;
 mod catalog;
@@ -28,6 +29,7 @@ mod init;
 mod listen;
 mod modern;
 mod mrtr;
+mod tasks;
 #[cfg(test)]
 mod tests;
 
@@ -197,6 +199,8 @@ pub struct Router {
     mrtr: mrtr::Mrtr,
     /// Calls of a legacy client that a modern child asked input for.
     drives: drive::Drives,
+    /// The task ids this connection may route (ERAS §3).
+    tasks: tasks::Tasks,
     out: Vec<Action>,
 }
 
@@ -230,6 +234,7 @@ impl Router {
             era,
             mrtr: mrtr::Mrtr::default(),
             drives: drive::Drives::default(),
+            tasks: tasks::Tasks::default(),
             out: Vec::new(),
         }
     }

@@ -7,6 +7,7 @@
 use super::audit::Open;
 use super::catalog::ListKind;
 use super::era::{self, Era, Refusal};
+use super::tasks;
 use super::{Action, Router, Status};
 use crate::mcp::jsonrpc::{self, INTERNAL_ERROR, INVALID_PARAMS};
 use serde_json::value::RawValue;
@@ -25,7 +26,7 @@ impl Router {
         if locked && method == "initialize" {
             return self.refuse_with(id, era::initialize_when_modern(&msg));
         }
-        if let Some(e) = era::not_modern(method) {
+        if let Some(e) = era::not_modern(method).filter(|_| !tasks::is_task_method(method, true)) {
             return self.refuse_with(id, e);
         }
         let meta = match era::check_meta(&msg, locked) {
@@ -111,7 +112,8 @@ impl Router {
         let mut ext = serde_json::Map::new();
         for c in self.children.iter().filter(|c| c.status == Status::Ready) {
             if let Some(e) = c.caps.get("extensions").and_then(Value::as_object) {
-                for (k, v) in e {
+                // Tasks do not cross eras (ERAS §3).
+                for (k, v) in e.iter().filter(|(k, _)| c.modern || *k != tasks::EXTENSION) {
                     ext.entry(k.clone()).or_insert_with(|| v.clone());
                 }
             }
