@@ -9,9 +9,10 @@
 //! rewrite back applies to `tasks/get|result|cancel|update`.
 
 use super::audit::Outcome;
+use super::era::Refusal;
 use super::{Router, Status};
 use crate::mcp::jsonrpc::INVALID_PARAMS;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use std::collections::{HashSet, VecDeque};
 use std::time::Instant;
 
@@ -68,6 +69,17 @@ pub fn is_task_method(method: &str, modern: bool) -> bool {
         matches!(method, "tasks/get" | "tasks/update" | "tasks/cancel")
     } else {
         matches!(method, "tasks/get" | "tasks/result" | "tasks/cancel")
+    }
+}
+
+/// A modern `tasks/*` whose request did not declare the extension (-32021).
+pub fn undeclared(method: &str) -> Refusal {
+    Refusal {
+        code: super::drive::MISSING_CAPABILITY,
+        message: format!(
+            "{method}: the request's clientCapabilities do not declare the {EXTENSION} extension"
+        ),
+        data: Some(json!({"requiredCapabilities": {"extensions": {EXTENSION: {}}}})),
     }
 }
 
