@@ -43,6 +43,14 @@ impl Tasks {
         }
     }
 
+    /// Child `child` ended: its tasks died with it, and a restarted
+    /// process counts its ids anew.
+    pub fn forget_child(&mut self, child: usize) {
+        let prefix = gateway_id(child, "");
+        self.known.retain(|g| !g.starts_with(&prefix));
+        self.order.retain(|g| !g.starts_with(&prefix));
+    }
+
     /// The child and its own id for gateway id `gid`, if it was recorded.
     pub fn route(&self, gid: &str) -> Option<(usize, String)> {
         if !self.known.contains(gid) {

@@ -2311,6 +2311,21 @@ fn the_task_table_is_bounded_and_forgets_the_oldest() {
 }
 
 #[test]
+fn a_restarted_or_exited_child_takes_its_task_ids_along() {
+    let now = Instant::now();
+    let mut r = router(11);
+    for child in [1, 10] {
+        let mut msg = json!({"result":{"task":{"taskId":"1"}}});
+        r.task_ids_from_child(child, &mut msg);
+    }
+    r.child_restarted(1, now);
+    assert!(r.tasks.route("1~1").is_none(), "a new process counts anew");
+    assert_eq!(r.tasks.route("10~1"), Some((10, "1".into())), "10 is not 1");
+    r.child_closed(10, now);
+    assert_eq!(r.tasks.len(), 0);
+}
+
+#[test]
 fn a_child_without_tasks_never_gets_a_task_param() {
     let now = Instant::now();
     let mut r = router(1);
