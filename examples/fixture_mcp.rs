@@ -179,6 +179,10 @@ fn main() {
                 Ok(result) => send(reply(result)),
                 Err(error) => send(json!({"jsonrpc": "2.0", "id": id, "error": error})),
             }
+            // A task completed at once: its status after the creation result.
+            if let Some(n) = t.after.take() {
+                send(n);
+            }
             continue;
         }
         let result = match method {
@@ -765,6 +769,8 @@ struct Task {
 #[derive(Default)]
 struct Tasks {
     tasks: Vec<Task>,
+    /// A status notification to send after the answer.
+    after: Option<Value>,
 }
 
 impl Task {
@@ -834,13 +840,11 @@ impl Tasks {
                     t.status = "completed";
                     t.result = Some(result);
                 }
-                let done = t.terminal();
-                self.tasks.push(t);
-                if done {
-                    let id = self.tasks.len() - 1;
-                    let t = &self.tasks[id];
-                    return Some(Ok(created)).inspect(|_| status(t));
+                if t.terminal() && !modern {
+                    self.after = Some(json!({"jsonrpc": "2.0",
+                        "method": "notifications/tasks/status", "params": t.wire(false)}));
                 }
+                self.tasks.push(t);
                 Ok(created)
             }
             "tasks/get" => match find(&mut self.tasks) {

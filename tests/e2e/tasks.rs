@@ -202,7 +202,9 @@ fn modern_tasks_of_two_children_with_the_same_ids_route_by_task_id() {
         let r = c.request(method, modern(json!({"taskId": "0~1"}), true));
         assert_eq!(r["error"]["code"], -32601, "{r}");
     }
-    // Without the extension the same tool answers at once.
+    // Without the extension: no tasks/*, and the same tool answers at once.
+    let r = c.request("tasks/get", modern(json!({"taskId": "0~1"}), false));
+    assert_error(&r, -32021, EXT);
     let r = c.request(
         "tools/call",
         modern(

@@ -231,6 +231,7 @@ impl Router {
     /// with the client's own params; once it answers, its lists count again
     /// and the client is told they changed.
     pub fn child_restarted(&mut self, child: usize, now: Instant) -> Vec<Action> {
+        self.tasks.forget_child(child);
         let c = &mut self.children[child];
         c.status = Status::Idle;
         c.overdue = 0;
@@ -293,6 +294,7 @@ impl Router {
             self.abandon(cid, &why, jsonrpc::SERVER_UNAVAILABLE, now);
         }
         self.ids.forget_outbound(child);
+        self.tasks.forget_child(child);
         self.take()
     }
 

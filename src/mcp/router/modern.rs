@@ -40,6 +40,15 @@ impl Router {
             self.deferred.push(msg);
             return;
         }
+        if tasks::is_task_method(method, true)
+            && meta
+                .capabilities
+                .get("extensions")
+                .is_none_or(|e| e.get(tasks::EXTENSION).is_none())
+        {
+            // The extension's rule (ERAS §3): only a client that declares it.
+            return self.refuse_with(id, tasks::undeclared(method));
+        }
         match method {
             "server/discover" => return self.discover(id),
             "subscriptions/listen" => return self.listen(id, &msg, now),

@@ -9,9 +9,10 @@
 //! rewrite back applies to `tasks/get|result|cancel|update`.
 
 use super::audit::Outcome;
+use super::era::Refusal;
 use super::{Router, Status};
 use crate::mcp::jsonrpc::INVALID_PARAMS;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use std::collections::{HashSet, VecDeque};
 use std::time::Instant;
 
@@ -42,6 +43,14 @@ impl Tasks {
         }
     }
 
+    /// Child `child` ended: its tasks died with it, and a restarted
+    /// process counts its ids anew.
+    pub fn forget_child(&mut self, child: usize) {
+        let prefix = gateway_id(child, "");
+        self.known.retain(|g| !g.starts_with(&prefix));
+        self.order.retain(|g| !g.starts_with(&prefix));
+    }
+
     /// The child and its own id for gateway id `gid`, if it was recorded.
     pub fn route(&self, gid: &str) -> Option<(usize, String)> {
         if !self.known.contains(gid) {
@@ -68,6 +77,17 @@ pub fn is_task_method(method: &str, modern: bool) -> bool {
         matches!(method, "tasks/get" | "tasks/update" | "tasks/cancel")
     } else {
         matches!(method, "tasks/get" | "tasks/result" | "tasks/cancel")
+    }
+}
+
+/// A modern `tasks/*` whose request did not declare the extension (-32021).
+pub fn undeclared(method: &str) -> Refusal {
+    Refusal {
+        code: super::drive::MISSING_CAPABILITY,
+        message: format!(
+            "{method}: the request's clientCapabilities do not declare the {EXTENSION} extension"
+        ),
+        data: Some(json!({"requiredCapabilities": {"extensions": {EXTENSION: {}}}})),
     }
 }
 

@@ -2230,8 +2230,10 @@ fn modern_tasks_route_to_their_modern_child_and_do_not_cross_eras() {
     );
     assert_eq!(v["result"]["resultType"], "task");
     assert_eq!(v["result"]["taskId"], "1~1");
+    let ext = json!({"io.modelcontextprotocol/clientCapabilities":
+        {"extensions": {"io.modelcontextprotocol/tasks": {}}}});
     for method in ["tasks/get", "tasks/update", "tasks/cancel"] {
-        let req = modern(json!("g"), method, json!({"taskId":"1~1"}), json!({}));
+        let req = modern(json!("g"), method, json!({"taskId":"1~1"}), ext.clone());
         let (child, m) = one_to_child(&mut r, req, now);
         assert_eq!((child, &m["params"]["taskId"]), (1, &json!("1")));
         let v = answer(
@@ -2243,9 +2245,24 @@ fn modern_tasks_route_to_their_modern_child_and_do_not_cross_eras() {
         );
         assert_eq!(v["result"]["taskId"], "1~1");
     }
-    let req = modern(json!("u"), "tasks/get", json!({"taskId":"0~1"}), json!({}));
+    let req = modern(
+        json!("u"),
+        "tasks/get",
+        json!({"taskId":"0~1"}),
+        ext.clone(),
+    );
     let a = r.from_client(req, now);
     assert_eq!(to_client(&a)[0]["error"]["code"], INVALID_PARAMS);
+    let mut bare = modern(json!("b"), "tasks/get", json!({"taskId":"1~1"}), json!({}));
+    bare["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] = json!({});
+    let a = r.from_client(bare, now);
+    assert!(to_child(&a).is_empty());
+    let e = &to_client(&a)[0]["error"];
+    assert_eq!(e["code"], -32021);
+    assert_eq!(
+        e["data"]["requiredCapabilities"]["extensions"],
+        json!({"io.modelcontextprotocol/tasks":{}})
+    );
     for method in ["tasks/result", "tasks/list"] {
         let req = modern(json!("x"), method, json!({"taskId":"1~1"}), json!({}));
         let a = r.from_client(req, now);
@@ -2291,6 +2308,21 @@ fn the_task_table_is_bounded_and_forgets_the_oldest() {
     assert!(r.tasks.route("0~0").is_none(), "the oldest is forgotten");
     assert_eq!(r.tasks.route("0~1"), Some((0, "1".into())));
     assert_eq!(r.tasks.route("0~4096"), Some((0, "4096".into())));
+}
+
+#[test]
+fn a_restarted_or_exited_child_takes_its_task_ids_along() {
+    let now = Instant::now();
+    let mut r = router(11);
+    for child in [1, 10] {
+        let mut msg = json!({"result":{"task":{"taskId":"1"}}});
+        r.task_ids_from_child(child, &mut msg);
+    }
+    r.child_restarted(1, now);
+    assert!(r.tasks.route("1~1").is_none(), "a new process counts anew");
+    assert_eq!(r.tasks.route("10~1"), Some((10, "1".into())), "10 is not 1");
+    r.child_closed(10, now);
+    assert_eq!(r.tasks.len(), 0);
 }
 
 #[test]
