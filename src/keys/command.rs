@@ -4,10 +4,12 @@
 //!
 //! `CMD` is split into arguments as sshd does (spaces separate; `"..."` and
 //! `'...'` quote; a backslash escapes a quote, a backslash or a space; no
-//! shell), its first word must be an absolute path, and each argument has
-//! its tokens expanded: `%u` the user name, `%f` the key's fingerprint
+//! shell), its first word must be an absolute path that passes sshd's
+//! `safe_path` check (at start-up and before each run), and each argument
+//! has its tokens expanded: `%u` the user name, `%f` the key's fingerprint
 //! (`SHA256:...`), `%t` its type, `%k` its base64 blob, `%%` a `%`. It runs
-//! as the server's user, with no stdin, in a process group of its own.
+//! as the server's user, with no stdin, only `PATH` in its environment, in
+//! a process group of its own, killed whole when the run ends.
 //!
 //! Its output (at most 64 KiB) is read as authorized_keys lines with
 //! options; the key gets in only if a line lists it, with what every such
@@ -15,7 +17,8 @@
 //! never past the login deadline): a command that fails, is killed by a
 //! signal, prints too much or no line for the key, or is still running at
 //! the deadline (its whole group is then killed and reaped) refuses that
-//! login, with the reason in the log. Waiting is one `poll` over its pipes
+//! login, with the reason in the log. Its exit is the end of the run: what
+//! it left holding its stdout is not waited for (see `run`). Waiting is one `poll` over its pipes
 //! and a pidfd, bounded by the deadline: no sleep.
 
 use super::authorized::{Grant, Listing, parse_file};
@@ -104,6 +107,54 @@ fn expand(arg: &str, user: &str, fp: &str, kind: &str, b64: &str) -> Result<Stri
     Ok(out)
 }
 
+/// Why a file or directory with owner `uid` and `mode` may not decide who
+/// logs in, as sshd's `safe_path`: it must be owned by root or by the
+/// server's user `server_uid`, and neither group nor others may write it.
+fn unsafe_because(path: &Path, uid: u32, mode: u32, server_uid: u32) -> Option<String> {
+    let p = path.display();
+    if uid != 0 && uid != server_uid {
+        return Some(format!(
+            "{p} is owned by uid {uid}, neither root nor the server's uid {server_uid}: \
+             its owner decides who logs in"
+        ));
+    }
+    if mode & 0o022 != 0 {
+        return Some(format!(
+            "{p} is writable by group or others (mode {:o}): anyone who can change it \
+             decides who logs in; run chmod go-w on it",
+            mode & 0o7777
+        ));
+    }
+    None
+}
+
+/// sshd's `safe_path`: `program` resolved through its symlinks must be a
+/// file, and it and every directory above it must pass `unsafe_because`.
+/// Returns the resolved path, the one to run.
+fn check_path(program: &Path) -> Result<PathBuf, String> {
+    use std::os::unix::fs::MetadataExt;
+    let real = std::fs::canonicalize(program).map_err(|e| format!("{}: {e}", program.display()))?;
+    let uid = os::euid();
+    for (i, p) in real.ancestors().enumerate() {
+        let meta = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        if i == 0 && !meta.is_file() {
+            return Err(format!("{} is not a file", p.display()));
+        }
+        if let Some(why) = unsafe_because(p, meta.uid(), meta.mode(), uid) {
+            return Err(if real == program {
+                why
+            } else {
+                format!(
+                    "{} resolves to {}: {why}",
+                    program.display(),
+                    real.display()
+                )
+            });
+        }
+    }
+    Ok(real)
+}
+
 /// Why a run gave no answer, for the log.
 fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
@@ -114,9 +165,9 @@ fn describe(status: ExitStatus) -> String {
 }
 
 impl KeysCommand {
-    /// Checks `cmd` at start-up: arguments, tokens, an absolute path to a
-    /// file that only its owner can write (a command others could replace
-    /// would let them in).
+    /// Checks `cmd` at start-up: arguments, tokens, and an absolute path
+    /// that passes `check_path` (a command others could replace would let
+    /// them in).
     pub fn new(cmd: &str, timeout: Duration) -> Result<KeysCommand, String> {
         let argv = split(cmd)?;
         let Some(program) = argv.first() else {
@@ -128,17 +179,7 @@ impl KeysCommand {
         for a in &argv {
             expand(a, "u", "f", "t", "k")?;
         }
-        let meta = std::fs::metadata(program).map_err(|e| format!("{program}: {e}"))?;
-        use std::os::unix::fs::PermissionsExt;
-        if !meta.is_file() {
-            return Err(format!("{program} is not a file"));
-        }
-        if meta.permissions().mode() & 0o022 != 0 {
-            return Err(format!(
-                "{program} is writable by group or others: anyone who can change it \
-                 decides who logs in; run chmod go-w on it"
-            ));
-        }
+        check_path(Path::new(program))?;
         if timeout.is_zero() {
             return Err("the timeout must be positive".into());
         }
@@ -171,7 +212,10 @@ impl KeysCommand {
         if deadline <= Instant::now() {
             return Err("no time was left before the login deadline".into());
         }
-        let out = run(&args, deadline)?;
+        // Checked again before each run: a path made unsafe since start-up
+        // refuses the login rather than run what others may have replaced.
+        let program = check_path(Path::new(&args[0]))?;
+        let out = run(&program, &args, deadline)?;
         let text = String::from_utf8(out).map_err(|_| "its output is not UTF-8".to_owned())?;
         let source = Path::new("AuthorizedKeysCommand");
         let mut listings = Vec::new();
@@ -293,6 +337,10 @@ impl Drop for Rerun {
     }
 }
 
+/// The environment the command gets, and only it: the server's own (its
+/// options, credentials in variables) is not the command's business.
+const PATH: &str = "/usr/bin:/bin";
+
 /// A started command.
 struct Run {
     child: Child,
@@ -301,22 +349,66 @@ struct Run {
 }
 
 impl Drop for Run {
-    /// Whatever happened, the group is gone and the child reaped.
+    /// Whatever happened, the group is gone and the child reaped. The group
+    /// is killed whether or not its leader still runs (what it left behind
+    /// goes too); the leader is never reaped before this, so the group id
+    /// cannot name anyone else's group yet.
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            os::signal_group(self.group, libc::SIGKILL);
-        }
+        os::signal_group(self.group, libc::SIGKILL);
         // Killed or exited: the wait returns at once.
         let _ = self.child.wait();
     }
 }
 
-/// Runs `args` until `deadline`: its stdout if it exited 0 in time, or why
-/// not. The child and its group never outlive the call.
-fn run(args: &[String], deadline: Instant) -> Result<Vec<u8>, String> {
+/// Reads `fd` until it would block or ends, appending to `to` up to `keep`
+/// bytes (Err past `limit`, when given); true at its end.
+fn drain(
+    fd: std::os::fd::BorrowedFd,
+    buf: &mut [u8],
+    to: &mut Vec<u8>,
+    keep: usize,
+    limit: Option<usize>,
+) -> Result<bool, String> {
+    // Bounded: what a writer adds while this reads stops at `limit`, or at
+    // 64 KiB read for stderr.
+    let mut read = 0;
+    loop {
+        match os::read_fd(fd, buf) {
+            Ok(0) => return Ok(true),
+            Ok(n) if limit.is_some_and(|l| to.len() + n > l) => {
+                return Err(format!("it printed more than {} KiB", MAX_OUTPUT / 1024));
+            }
+            Ok(n) => {
+                let room = keep.saturating_sub(to.len()).min(n);
+                to.extend_from_slice(&buf[..room]);
+                read += n;
+                if limit.is_none() && read > MAX_OUTPUT {
+                    return Ok(false);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("cannot read its output: {e}")),
+        }
+    }
+}
+
+/// Runs `program` (named `args[0]` to itself) with `args[1..]` until
+/// `deadline`: its stdout if it exited 0 in time, or why not. The child and
+/// its group never outlive the call.
+///
+/// The answer is the leader's: once it has exited, what is in its pipes is
+/// read and the rest of its group is killed. A command that exits 0 while
+/// something it started still holds its stdout (`helper &`) is answered
+/// with what was printed by then, where sshd would wait for that end of
+/// file: waiting could only end at the timeout.
+fn run(program: &Path, args: &[String], deadline: Instant) -> Result<Vec<u8>, String> {
     let allowed = deadline.saturating_duration_since(Instant::now());
-    let mut child = Command::new(&args[0])
+    let mut child = Command::new(program)
+        .arg0(&args[0])
         .args(&args[1..])
+        .env_clear()
+        .env("PATH", PATH)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -324,7 +416,7 @@ fn run(args: &[String], deadline: Instant) -> Result<Vec<u8>, String> {
         .spawn()
         .map_err(|e| format!("cannot start it: {e}"))?;
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    let mut run = Run {
+    let run = Run {
         group: child.id(),
         child,
     };
@@ -337,19 +429,38 @@ fn run(args: &[String], deadline: Instant) -> Result<Vec<u8>, String> {
     os::set_nonblocking(stderr.as_fd()).map_err(io_err)?;
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let (mut out_open, mut err_open) = (true, true);
+    let mut exited = None;
     let mut buf = vec![0u8; 16 * 1024];
     let status = loop {
-        if !out_open && !err_open {
-            match run.child.try_wait() {
-                Ok(Some(s)) => break s,
-                Ok(None) if pidfd.is_none() => {
-                    // No pidfd (Linux before 5.3): its pipes are closed, so
-                    // only its exit is left to wait for.
-                    break run.child.wait().map_err(|e| e.to_string())?;
-                }
-                Ok(None) => {}
-                Err(e) => return Err(e.to_string()),
+        if exited.is_none() && pidfd.is_none() && !out_open && !err_open {
+            // No pidfd (Linux before 5.3): its pipes are closed, so only its
+            // exit is left to wait for.
+            exited = os::peek_exit(run.group, true).map_err(|e| e.to_string())?;
+        }
+        if let Some(status) = exited {
+            // Still unreaped (the group id is ours): take what is in its
+            // pipes, then end whatever holds them.
+            if out_open {
+                out_open = !drain(
+                    stdout.as_fd(),
+                    &mut buf,
+                    &mut out,
+                    MAX_OUTPUT,
+                    Some(MAX_OUTPUT),
+                )?;
             }
+            if err_open {
+                err_open = !drain(stderr.as_fd(), &mut buf, &mut err, MAX_STDERR, None)?;
+            }
+            if out_open || err_open {
+                log::warn!(
+                    "the AuthorizedKeysCommand {} exited leaving processes that hold its output; \
+                     its process group was killed",
+                    args[0]
+                );
+            }
+            os::signal_group(run.group, libc::SIGKILL);
+            break status;
         }
         let timeout = os::poll_timeout(Some(deadline));
         if timeout == 0 {
@@ -369,28 +480,24 @@ fn run(args: &[String], deadline: Instant) -> Result<Vec<u8>, String> {
         )
         .map_err(|e| format!("poll: {e}"))?;
         if ready[0] {
-            match os::read_fd(stdout.as_fd(), &mut buf) {
-                Ok(0) => out_open = false,
-                Ok(n) if out.len() + n > MAX_OUTPUT => {
-                    return Err(format!("it printed more than {} KiB", MAX_OUTPUT / 1024));
-                }
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(io_err(e)),
-            }
+            out_open = !drain(
+                stdout.as_fd(),
+                &mut buf,
+                &mut out,
+                MAX_OUTPUT,
+                Some(MAX_OUTPUT),
+            )?;
         }
         if ready[1] {
-            match os::read_fd(stderr.as_fd(), &mut buf) {
-                Ok(0) => err_open = false,
-                Ok(n) => {
-                    let room = MAX_STDERR.saturating_sub(err.len()).min(n);
-                    err.extend_from_slice(&buf[..room]);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(io_err(e)),
-            }
+            err_open = !drain(stderr.as_fd(), &mut buf, &mut err, MAX_STDERR, None)?;
+        }
+        if ready[2] {
+            // Readable once it exited, and from then on: it is not polled
+            // again (the loop ends on the next turn).
+            exited = os::peek_exit(run.group, false).map_err(|e| e.to_string())?;
         }
     };
+    drop(run);
     if status.success() {
         return Ok(out);
     }
@@ -448,6 +555,142 @@ mod tests {
         assert!(KeysCommand::new("/bin/echo", Duration::ZERO).is_err());
     }
 
+    /// A fresh directory that `check_path` accepts: under the target
+    /// directory (the test binary is in target/debug/deps), not /tmp, which
+    /// others may write.
+    fn safe_dir(tag: &str) -> PathBuf {
+        let exe = std::env::current_exe().unwrap();
+        let target = exe.ancestors().nth(3).unwrap();
+        let dir = target.join(format!("tmp/m2m-kc-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn chmod(p: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn the_owner_must_be_root_or_the_server() {
+        let p = Path::new("/x/cmd");
+        assert_eq!(unsafe_because(p, 0, 0o100755, 1000), None);
+        assert_eq!(unsafe_because(p, 1000, 0o40755, 1000), None);
+        let e = unsafe_because(p, 1001, 0o100755, 1000).unwrap();
+        assert!(e.contains("/x/cmd is owned by uid 1001"), "{e}");
+        let e = unsafe_because(p, 0, 0o40775, 1000).unwrap();
+        assert!(
+            e.contains("/x/cmd is writable by group or others (mode 775)"),
+            "{e}"
+        );
+        assert!(unsafe_because(p, 1000, 0o41777, 1000).is_some());
+        assert!(unsafe_because(p, 0, 0o100757, 0).is_some());
+    }
+
+    #[test]
+    fn every_directory_above_the_command_is_checked_through_symlinks() {
+        let dir = safe_dir("path");
+        let (open, safe) = (dir.join("open"), dir.join("safe"));
+        std::fs::create_dir_all(&open).unwrap();
+        std::fs::create_dir_all(&safe).unwrap();
+        let cmd = open.join("cmd");
+        std::fs::write(&cmd, "#!/bin/sh\necho\n").unwrap();
+        chmod(&cmd, 0o755);
+        let t = DEFAULT_TIMEOUT;
+        let line = cmd.display().to_string();
+        assert!(KeysCommand::new(&line, t).is_ok());
+        // A group-writable parent directory.
+        chmod(&open, 0o775);
+        let e = KeysCommand::new(&line, t).unwrap_err();
+        assert!(
+            e.starts_with(&format!("{} is writable by group", open.display())),
+            "{e}"
+        );
+        // A symlink from a safe directory into it: the target is checked.
+        let link = safe.join("link");
+        std::os::unix::fs::symlink(&cmd, &link).unwrap();
+        let e = KeysCommand::new(&link.display().to_string(), t).unwrap_err();
+        assert!(
+            e.starts_with(&format!(
+                "{} resolves to {}: {} is writable",
+                link.display(),
+                cmd.display(),
+                open.display()
+            )),
+            "{e}"
+        );
+        // Made unsafe after start-up: the next run refuses.
+        chmod(&open, 0o755);
+        let kc = KeysCommand::new(&line, t).unwrap();
+        chmod(&open, 0o757);
+        let e = kc
+            .lookup("u", "ssh-ed25519", b"k", Instant::now() + t)
+            .unwrap_err();
+        assert!(e.contains("is writable by group or others"), "{e}");
+        assert!(
+            KeysCommand::new(&dir.display().to_string(), t)
+                .unwrap_err()
+                .contains("not a file")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_command_gets_only_path_in_its_environment() {
+        let args = ["env".to_owned()];
+        let out = run(
+            Path::new("/usr/bin/env"),
+            &args,
+            Instant::now() + DEFAULT_TIMEOUT,
+        );
+        assert_eq!(
+            String::from_utf8(out.unwrap()).unwrap(),
+            "PATH=/usr/bin:/bin\n"
+        );
+    }
+
+    /// True once `pid` is gone (or only a zombie left for init), 10 s at most.
+    fn ends(pid: &str) -> bool {
+        let stat = format!("/proc/{pid}/stat");
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            match std::fs::read_to_string(&stat) {
+                Err(_) => return true,
+                Ok(s)
+                    if s.rsplit(')')
+                        .next()
+                        .is_some_and(|r| r.trim_start().starts_with('Z')) =>
+                {
+                    return true;
+                }
+                Ok(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn a_command_that_exits_leaving_a_child_on_its_stdout_is_answered_and_its_group_killed() {
+        let dir = safe_dir("bg");
+        let pid = dir.join("pid");
+        let script = format!("echo key; sleep 30 & echo $! > {}; exit 0", pid.display());
+        // Before the fix: a spin until the 2 s deadline, a timeout, and the
+        // sleep left running.
+        assert_eq!(sh(&script).unwrap(), b"key\n");
+        let pid = std::fs::read_to_string(&pid).unwrap();
+        assert!(ends(pid.trim()), "sleep {pid} still runs");
+        // The same with a failing exit: refused with its status.
+        let script = format!(
+            "sleep 30 & echo $! > {}; exit 4",
+            dir.join("pid2").display()
+        );
+        assert_eq!(sh(&script).unwrap_err(), "it exited with status 4");
+        let pid = std::fs::read_to_string(dir.join("pid2")).unwrap();
+        assert!(ends(pid.trim()), "sleep {pid} still runs");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Asks `rerun` until `done` holds for its answer and the run count
     /// (10 s at most); every answer until then must be Ok.
     fn until(rerun: &Rerun, runs: &Path, done: impl Fn(&Grant, usize) -> bool) -> bool {
@@ -465,9 +708,7 @@ mod tests {
 
     #[test]
     fn reruns_follow_the_commands_answers_and_keep_the_grant_on_failure() {
-        let dir = std::env::temp_dir().join(format!("m2m-rerun-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = safe_dir("rerun");
         let (keys, runs) = (dir.join("keys"), dir.join("runs"));
         let (_, line) = crate::keys::generate_ed25519("k");
         let key = crate::keys::parse_line(&line).unwrap().0;
@@ -507,8 +748,12 @@ mod tests {
     }
 
     fn sh(script: &str) -> Result<Vec<u8>, String> {
-        let args = ["/bin/sh", "-c", script].map(String::from);
-        run(&args, Instant::now() + Duration::from_secs(2))
+        let args = ["sh", "-c", script].map(String::from);
+        run(
+            Path::new("/bin/sh"),
+            &args,
+            Instant::now() + Duration::from_secs(2),
+        )
     }
 
     #[test]

@@ -199,12 +199,55 @@ pub fn pidfd_open(pid: u32) -> Option<OwnedFd> {
 
 /// Sends `sig` to the process group led by `leader`. The caller must not
 /// have reaped the leader yet: until then its pid, the group id, cannot
-/// belong to anyone else.
+/// belong to anyone else. A group with no process left is no error.
 pub fn signal_group(leader: u32, sig: libc::c_int) {
     // SAFETY: kill has no memory effects; a negative pid names a group.
     unsafe {
         libc::kill(-(leader as libc::pid_t), sig);
     }
+}
+
+/// The effective uid of this process: the owner, besides root, that a
+/// file deciding who logs in may have.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}
+
+/// How our child `pid` ended, without reaping it (`waitid` with
+/// `WNOWAIT`): None while it runs, unless `block` waits for its end. Left
+/// unreaped, its pid, and so the id of the process group it leads, cannot
+/// be reused, so `signal_group` stays safe for what it left behind.
+pub fn peek_exit(pid: u32, block: bool) -> io::Result<Option<std::process::ExitStatus>> {
+    use std::os::unix::process::ExitStatusExt;
+    let flags = libc::WEXITED | libc::WNOWAIT | if block { 0 } else { libc::WNOHANG };
+    // SAFETY: siginfo_t is plain data; zeroed, si_pid stays 0 when nothing
+    // changed (WNOHANG), as waitid(2) asks.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: waitid writes only into `info`, which we own.
+        let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
+        if r == 0 {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    // SAFETY: waitid filled `info` for a SIGCHLD-style event (or left it zeroed).
+    let (child, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if child == 0 {
+        return Ok(None);
+    }
+    // The raw wait status std decodes: code << 8 on exit, the signal when killed.
+    let raw = match info.si_code {
+        libc::CLD_EXITED => (status & 0xff) << 8,
+        libc::CLD_KILLED => status & 0x7f,
+        libc::CLD_DUMPED => (status & 0x7f) | 0x80,
+        _ => return Ok(None),
+    };
+    Ok(Some(std::process::ExitStatus::from_raw(raw)))
 }
 
 pub fn set_nonblocking(fd: BorrowedFd) -> io::Result<()> {

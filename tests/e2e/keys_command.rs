@@ -6,15 +6,50 @@
 
 use crate::common::*;
 use serde_json::{Value, json};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 const INIT: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
 const LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
 
+/// A directory for the script that the server's path check accepts: under
+/// the target directory, not /tmp (others may write /tmp). Removed on drop.
+struct ScriptDir(PathBuf);
+
+impl ScriptDir {
+    fn new(tag: &str) -> ScriptDir {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("kc-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        ScriptDir(p)
+    }
+}
+
+impl Drop for ScriptDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The server and the directory of its command.
+struct Kc {
+    srv: Server,
+    _script: ScriptDir,
+}
+
+impl std::ops::Deref for Kc {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.srv
+    }
+}
+
 /// Servers `a` and `b`, no authorized key, and the script as the command
 /// with `args` after it; `extra` flags.
-fn start(args: &str, extra: &[&str]) -> Server {
+fn start(args: &str, extra: &[&str]) -> Kc {
     let mut a = fixture("a", &[]);
     a["namePrefix"] = json!("a.");
     let mut b = fixture("b", &[]);
@@ -23,12 +58,14 @@ fn start(args: &str, extra: &[&str]) -> Server {
     let d = dir.path();
     std::fs::write(d.join("authorized_keys"), "").unwrap();
     std::fs::write(d.join("keys"), "").unwrap();
-    let script = d.join("keys-command");
+    let script_dir = ScriptDir::new("cmd");
+    let script = script_dir.0.join("keys-command");
     let text = format!(
         "#!/bin/sh\nd={}\nprintf '%s\\n' \"$@\" > \"$d/argv\"\n\
          case \"$(cat \"$d/mode\" 2>/dev/null)\" in\n\
          slow) echo $$ > \"$d/pid\"; exec sleep 30;;\n\
          fail) cat \"$d/keys\"; echo 'directory unreachable' >&2; exit 1;;\n\
+         bg) cat \"$d/keys\"; sleep 30 & echo $! > \"$d/pid\"; exit 0;;\n\
          esac\nexec cat \"$d/keys\"\n",
         d.display()
     );
@@ -43,7 +80,10 @@ fn start(args: &str, extra: &[&str]) -> Server {
         "0",
     ];
     all.extend_from_slice(extra);
-    Server::start_in(dir, key, &all)
+    Kc {
+        srv: Server::start_in(dir, key, &all),
+        _script: script_dir,
+    }
 }
 
 fn public(srv: &Server) -> String {
@@ -211,4 +251,60 @@ fn revoked_keys_apply_and_listed_keys_skip_the_command() {
     std::fs::remove_file(srv.path("argv")).unwrap();
     assert_eq!(tools(&srv).len(), 14);
     assert!(!srv.path("argv").exists(), "the command ran");
+}
+
+/// A command that prints the key and exits 0 while a child it left behind
+/// still holds its stdout is answered by what it printed (no wait for that
+/// child's end of file), and the child is killed with its group.
+#[test]
+fn a_command_leaving_a_child_on_its_stdout_is_answered_and_the_child_killed() {
+    let srv = start("", &[]);
+    print(&srv, &format!("{}\n", public(&srv)));
+    mode(&srv, "bg");
+    assert_eq!(tools(&srv).len(), 14);
+    assert!(srv.wait_log("exited leaving processes that hold its output"));
+    let pid = std::fs::read_to_string(srv.path("pid")).unwrap();
+    let stat = format!("/proc/{}/stat", pid.trim());
+    // Gone, or a zombie waiting for init (killed either way).
+    let ended = || {
+        std::fs::read_to_string(&stat).map_or(true, |s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+    };
+    assert!(eventually(ended), "the command's sleep {pid} still runs");
+}
+
+/// The command's path is checked like sshd's `safe_path` at start-up: a
+/// directory above it that others can write stops the server (exit 2),
+/// naming that directory.
+#[test]
+fn a_command_in_a_writable_directory_stops_the_server_at_start_up() {
+    let (dir, _) = Server::files(json!({"a": fixture("a", &[])}));
+    let script_dir = ScriptDir::new("unsafe");
+    let open = script_dir.0.join("open");
+    std::fs::create_dir_all(&open).unwrap();
+    let script = open.join("cmd");
+    std::fs::write(&script, "#!/bin/sh\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let out = std::process::Command::new("timeout")
+        .arg("20")
+        .arg(server_bin())
+        .args(["--host", "127.0.0.1", "--port", "0", "--servers-config"])
+        .arg(dir.path().join("servers_config.json"))
+        .arg("--authorized-clients")
+        .arg(dir.path().join("authorized_keys"))
+        .arg("--server-key")
+        .arg(dir.path().join("hostkey/host_ed25519"))
+        .arg("--authorized-keys-command")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let why = format!("{} is writable by group or others", open.display());
+    assert!(err.contains(&why), "{err}");
 }
