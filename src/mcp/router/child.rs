@@ -287,6 +287,7 @@ impl Router {
             self.abandon(cid, &why, jsonrpc::SERVER_UNAVAILABLE, now);
         }
         self.ids.forget_outbound(child);
+        self.drop_runs(child, &format!("server {name} exited"), now);
         self.take()
     }
 
@@ -369,6 +370,7 @@ impl Router {
             }
             self.abandon(cid, &why, jsonrpc::REQUEST_TIMEOUT, now);
         }
+        self.expire_runs(now);
         self.take()
     }
 }

@@ -2036,3 +2036,81 @@ fn a_modern_childs_stateless_input_required_is_retried_with_answers_only() {
     let a = r.from_client(to_legacy, now);
     assert_eq!(to_client(&a)[0]["error"]["code"], INVALID_PARAMS);
 }
+
+#[test]
+fn a_driven_call_whose_client_never_answers_fails_at_the_childs_timeout() {
+    let now = Instant::now();
+    let mut r = legacy_with_modern_child(now);
+    let call = |r: &mut Router, id: i64, at: Instant| {
+        let a = r.from_client(
+            json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"now"}}),
+            at,
+        );
+        let cid = to_child(&a)[0].1["id"].clone();
+        let line = input_required_line(
+            &cid,
+            json!({"s": {"method":"sampling/createMessage","params":{"messages":[]}}}),
+            "s",
+        );
+        let a = r.from_child_incoming(1, jsonrpc::parse_child_line(line.as_bytes()).unwrap(), at);
+        to_client(&a)[0]["id"].clone()
+    };
+    let ask = call(&mut r, 1, now);
+    assert!(r.ids.is_empty(), "the call left the request table");
+    let due = r.next_deadline().expect("the run has a deadline");
+    assert_eq!(due, now + Duration::from_secs(10), "the child's timeout");
+    assert!(r.tick(due - Duration::from_millis(1)).is_empty());
+    let a = r.tick(due);
+    let out = to_client(&a);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0]["method"], "notifications/cancelled");
+    assert_eq!(out[0]["params"]["requestId"], ask);
+    assert_eq!(out[1]["id"], 1);
+    assert_eq!(out[1]["error"]["code"], jsonrpc::REQUEST_TIMEOUT);
+    assert!(to_child(&a).is_empty());
+    assert!(r.drives.is_empty() && r.next_deadline().is_none());
+    // A late answer goes nowhere.
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":ask,"result":{"model":"m"}}),
+        due,
+    );
+    assert!(to_child(&a).is_empty() && to_client(&a).is_empty());
+
+    // The child exits while the client is asked: the call fails at once.
+    call(&mut r, 2, due);
+    let a = r.child_closed(1, due);
+    let out = to_client(&a);
+    let e = out.iter().find(|v| v["id"] == 2).expect("the call fails");
+    assert_eq!(e["error"]["code"], jsonrpc::SERVER_UNAVAILABLE);
+    assert!(r.drives.is_empty() && r.next_deadline().is_none());
+}
+
+#[test]
+fn a_driven_call_is_not_sent_again_to_a_child_that_is_not_serving() {
+    let now = Instant::now();
+    let mut r = legacy_with_modern_child(now);
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"now"}}),
+        now,
+    );
+    let cid = to_child(&a)[0].1["id"].clone();
+    let line = input_required_line(
+        &cid,
+        json!({"s": {"method":"sampling/createMessage","params":{"messages":[]}}}),
+        "s",
+    );
+    let a = r.from_child_incoming(1, jsonrpc::parse_child_line(line.as_bytes()).unwrap(), now);
+    let ask = to_client(&a)[0]["id"].clone();
+    r.children[1].status = Status::Initializing; // as if it were being replaced
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":ask,"result":{"model":"m"}}),
+        now,
+    );
+    assert!(to_child(&a).is_empty(), "{a:?}");
+    let e = &to_client(&a)[0];
+    assert_eq!(
+        (e["id"].clone(), e["error"]["code"].clone()),
+        (json!(5), json!(jsonrpc::SERVER_UNAVAILABLE))
+    );
+    assert!(r.drives.is_empty() && r.ids.is_empty());
+}
