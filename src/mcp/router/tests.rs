@@ -2114,3 +2114,171 @@ fn a_driven_call_is_not_sent_again_to_a_child_that_is_not_serving() {
     );
     assert!(r.drives.is_empty() && r.ids.is_empty());
 }
+
+/// Answers the resource map fetches among actions `a` (child `child`
+/// serves `uris`); the actions after the last answer, or `a`.
+fn answer_maps(
+    r: &mut Router,
+    a: Vec<Action>,
+    child: usize,
+    uris: &[&str],
+    now: Instant,
+) -> Vec<Action> {
+    let items: Vec<Value> = uris.iter().map(|u| json!({"uri":u,"name":u})).collect();
+    let mut last = a.clone();
+    for (i, m) in to_child(&a) {
+        let result = match m["method"].as_str() {
+            Some("resources/list") if i == child => {
+                json!({"resultType":"complete","resources":items})
+            }
+            Some("resources/list") => json!({"resources":[]}),
+            Some("resources/templates/list") => {
+                json!({"resultType":"complete","resourceTemplates":[]})
+            }
+            _ => continue,
+        };
+        last = r.from_child(
+            i,
+            json!({"jsonrpc":"2.0","id":m["id"],"result":result}),
+            now,
+        );
+    }
+    last
+}
+
+#[test]
+fn listen_streams_and_the_uris_they_name_are_limited_per_connection() {
+    let now = Instant::now();
+    let mut r = router(1);
+    discover(
+        &mut r,
+        json!({"tools":{"listChanged":true},"resources":{"subscribe":true}}),
+        now,
+    );
+    let listen = |r: &mut Router, id: String, filter: Value| {
+        r.from_client(
+            modern(
+                json!(id),
+                "subscriptions/listen",
+                json!({"notifications":filter}),
+                json!({}),
+            ),
+            now,
+        )
+    };
+    for i in 0..listen::MAX_STREAMS {
+        let a = listen(&mut r, format!("l{i}"), json!({"toolsListChanged":true}));
+        assert_eq!(
+            to_client(&a)[0]["method"],
+            "notifications/subscriptions/acknowledged"
+        );
+    }
+    let a = listen(&mut r, "over".into(), json!({"toolsListChanged":true}));
+    let e = &to_client(&a)[0];
+    assert_eq!(e["id"], "over");
+    assert_eq!(e["error"]["code"], INVALID_PARAMS);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 32 streams")
+    );
+    let changed = json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed"});
+    assert_eq!(
+        to_client(&r.from_child(0, changed, now)).len(),
+        listen::MAX_STREAMS
+    );
+    // One closed, one more may open.
+    let cancel =
+        json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"l0"}});
+    r.from_client(cancel, now);
+    let a = listen(&mut r, "again".into(), json!({}));
+    assert_eq!(
+        to_client(&a)[0]["method"],
+        "notifications/subscriptions/acknowledged"
+    );
+    r.from_client(
+        json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"again"}}),
+        now,
+    );
+
+    // Too many URIs on one stream: refused before anything is fetched.
+    let many: Vec<String> = (0..=listen::MAX_STREAM_URIS)
+        .map(|i| format!("a://{i}"))
+        .collect();
+    let a = listen(&mut r, "big".into(), json!({"resourceSubscriptions":many}));
+    assert!(to_child(&a).is_empty());
+    let e = &to_client(&a)[0];
+    assert_eq!(e["error"]["code"], INVALID_PARAMS);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 256")
+    );
+    // The same URI named many times counts once and subscribes once.
+    let same = vec!["a://x"; listen::MAX_STREAM_URIS];
+    let a = listen(&mut r, "same".into(), json!({"resourceSubscriptions":same}));
+    let a = answer_maps(&mut r, a, 0, &["a://x"], now);
+    let subs = to_child(&a);
+    assert_eq!(subs.len(), 1, "{subs:?}");
+    assert_eq!(
+        to_client(&a)[0]["params"]["notifications"]["resourceSubscriptions"],
+        json!(["a://x"])
+    );
+}
+
+#[test]
+fn a_legacy_clients_subscriptions_to_a_modern_child_are_limited() {
+    let now = Instant::now();
+    let mut r = legacy_with_modern_child(now);
+    r.children[1]
+        .caps
+        .insert("resources".into(), json!({"subscribe": true}));
+    let uris: Vec<String> = (0..=listen::MAX_CHILD_SUBS)
+        .map(|i| format!("m://{i}"))
+        .collect();
+    let all: Vec<&str> = uris.iter().map(String::as_str).collect();
+    let subscribe = |r: &mut Router, uri: &str| {
+        let a = r.from_client(
+            json!({"jsonrpc":"2.0","id":uri,"method":"resources/subscribe","params":{"uri":uri}}),
+            now,
+        );
+        answer_maps(r, a, 1, &all, now) // fetched on the first subscribe
+    };
+    for u in &uris[..listen::MAX_CHILD_SUBS] {
+        let a = subscribe(&mut r, u);
+        assert_eq!(to_client(&a)[0]["result"], json!({}), "{u}");
+        assert_eq!(
+            to_child(&a).last().unwrap().1["method"],
+            "subscriptions/listen"
+        );
+    }
+    let a = subscribe(&mut r, &uris[listen::MAX_CHILD_SUBS]);
+    assert!(to_child(&a).is_empty(), "no child listen");
+    let e = &to_client(&a)[0];
+    assert_eq!(e["error"]["code"], INVALID_PARAMS);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 256")
+    );
+    // Subscribing again to one already open is still fine.
+    let a = subscribe(&mut r, &uris[0]);
+    assert_eq!(to_client(&a)[0]["result"], json!({}));
+    assert!(to_child(&a).is_empty());
+}
+
+#[test]
+fn a_resource_update_reaches_streams_that_named_it_or_a_resource_above_it() {
+    use listen::names;
+    assert!(names("file:///a", "file:///a"));
+    assert!(names("file:///a", "file:///a/b"));
+    assert!(names("file:///a", "file:///a?v=2"));
+    assert!(names("file:///a", "file:///a#top"));
+    assert!(names("file:///a/", "file:///a/b"));
+    assert!(!names("file:///a", "file:///ab"));
+    assert!(!names("file:///a/b", "file:///a"));
+    assert!(!names("a://x", "b://x"));
+}
