@@ -2282,3 +2282,79 @@ fn a_resource_update_reaches_streams_that_named_it_or_a_resource_above_it() {
     assert!(!names("file:///a/b", "file:///a"));
     assert!(!names("a://x", "b://x"));
 }
+
+/// A modern client with `t1` of the modern child 1 listed, asked for
+/// input: the router and the `requestState` handle it issued.
+fn modern_input_required(audit: bool, now: Instant) -> (Router, Value) {
+    let mut r = with_modern_child();
+    r.opts.audit = audit;
+    discover_with_modern(&mut r, now);
+    list_tools(&mut r, now, |i| json!([{"name": format!("t{i}")}]));
+    let a = r.from_client(
+        modern(json!("c"), "tools/call", json!({"name":"t1"}), json!({})),
+        now,
+    );
+    let (_, m) = to_child(&a)[0].clone();
+    let line = input_required_line(
+        &m["id"],
+        json!({"k": {"method":"roots/list","params":{}}}),
+        "s1",
+    );
+    let a = r.from_child_incoming(1, jsonrpc::parse_child_line(line.as_bytes()).unwrap(), now);
+    let v = match a.iter().find(|x| matches!(x, Action::ToClientRaw(_))) {
+        Some(Action::ToClientRaw(b)) => serde_json::from_slice::<Value>(b).unwrap(),
+        _ => to_client(&a)[0].clone(),
+    };
+    let handle = v["result"]["requestState"].clone();
+    assert!(handle.is_string() && handle != "s1");
+    (r, handle)
+}
+
+fn modern_retry(id: &str, state: &Value) -> Value {
+    modern(
+        json!(id),
+        "tools/call",
+        json!({"name":"t1","inputResponses":{"k":{"roots":[]}},"requestState":state}),
+        json!({}),
+    )
+}
+
+#[test]
+fn a_request_state_handle_of_one_connection_is_refused_by_another() {
+    let now = Instant::now();
+    let (mut one, handle) = modern_input_required(false, now);
+    let (mut other, own) = modern_input_required(false, now);
+    assert_ne!(handle, own);
+    let a = other.from_client(modern_retry("x", &handle), now);
+    assert!(to_child(&a).is_empty(), "nothing reaches the child");
+    let e = &to_client(&a)[0]["error"];
+    assert_eq!(e["code"], INVALID_PARAMS);
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown, used or expired"),
+        "{e}"
+    );
+    // Each connection's own handle still works there.
+    let a = one.from_client(modern_retry("y", &handle), now);
+    assert_eq!(to_child(&a)[0].1["params"]["requestState"], "s1");
+    let a = other.from_client(modern_retry("z", &own), now);
+    assert_eq!(to_child(&a)[0].1["params"]["requestState"], "s1");
+}
+
+#[test]
+fn a_refused_request_state_is_recorded_and_leaves_no_pending_audit() {
+    let now = Instant::now();
+    let (mut r, handle) = modern_input_required(true, now);
+    let mut other = modern_retry("x", &handle);
+    other["params"]["name"] = json!("t0"); // another request's retry
+    let a = r.from_client(other, now);
+    assert!(to_child(&a).is_empty());
+    assert_eq!(to_client(&a)[0]["error"]["code"], INVALID_PARAMS);
+    let rec = audits(&a);
+    assert_eq!(rec.len(), 1, "{a:?}");
+    assert_eq!(rec[0].outcome, Outcome::Error(INVALID_PARAMS));
+    assert_eq!(rec[0].server, None, "refused by the gateway");
+    assert!(r.opening.is_none(), "no stale record for a later request");
+}
