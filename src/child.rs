@@ -244,6 +244,7 @@ impl ChildProc {
         line: Vec<u8>,
         id: &serde_json::Value,
         timeout: Duration,
+        stop: &crossbeam_channel::Receiver<()>,
     ) -> Option<Incoming> {
         let tx = self.sink_tx.as_ref()?;
         let wake = Arc::new(Wake::new().ok()?);
@@ -259,7 +260,13 @@ impl ChildProc {
         self.send(line);
         let deadline = Instant::now() + timeout;
         loop {
-            match erx.recv_deadline(deadline).ok()? {
+            // `stop` disconnects when the owner shuts down: no wait on it.
+            let ev = crossbeam_channel::select! {
+                recv(erx) -> ev => ev.ok()?,
+                recv(stop) -> _ => return None,
+                default(deadline.saturating_duration_since(Instant::now())) => return None,
+            };
+            match ev {
                 (_, ChildEvent::Message(m)) => {
                     let matches = match &m {
                         Incoming::Response { id: got, .. } => got == id,

@@ -9,6 +9,7 @@
 use crate::child::ChildProc;
 use crate::config::{Protocol, Scope, ServerSpec};
 use crate::mcp::jsonrpc::{self, Incoming};
+use crossbeam_channel::{Receiver, TryRecvError};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,17 +36,26 @@ pub enum ChildEra {
 /// The verdicts, one per configured server (None: not probed yet).
 pub struct Eras {
     known: Mutex<Vec<Option<ChildEra>>>,
+    /// A failed verdict: the server is left out until a reload, so its
+    /// processes are not spawned and probed over and over.
+    failed: Mutex<Vec<Option<String>>>,
 }
 
 impl Eras {
     pub fn new(servers: usize) -> Eras {
         Eras {
             known: Mutex::new(vec![None; servers]),
+            failed: Mutex::new(vec![None; servers]),
         }
     }
 
     fn get(&self, i: usize) -> Option<ChildEra> {
         self.known.lock().unwrap_or_else(|e| e.into_inner())[i].clone()
+    }
+
+    /// Why server `i` is left out: its probe failed.
+    pub fn failed(&self, i: usize) -> Option<String> {
+        self.failed.lock().unwrap_or_else(|e| e.into_inner())[i].clone()
     }
 
     /// Whether a new process of server `i` must be probed before use.
@@ -55,22 +65,47 @@ impl Eras {
 
     /// The era of server `i` for process `child`: the cached verdict, or
     /// the child is probed now and the verdict kept. Err: a server that
-    /// must be modern did not answer as one.
+    /// must be modern did not answer as one (kept too), or `stop` was
+    /// disconnected during the probe (not kept).
     pub fn settle(
         &self,
         i: usize,
         spec: &ServerSpec,
         child: &mut ChildProc,
+        stop: &Receiver<()>,
     ) -> Result<ChildEra, String> {
         if let Some(e) = fixed(spec).or_else(|| self.get(i)) {
             return Ok(e);
         }
+        if let Some(why) = self.failed(i) {
+            return Err(why);
+        }
+        let era = self.probe(spec, child, stop);
+        if let Err(why) = &era
+            && !matches!(stop.try_recv(), Err(TryRecvError::Disconnected))
+        {
+            self.failed.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(why.clone());
+        }
+        let era = era?;
+        self.known.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(era.clone());
+        Ok(era)
+    }
+
+    fn probe(
+        &self,
+        spec: &ServerSpec,
+        child: &mut ChildProc,
+        stop: &Receiver<()>,
+    ) -> Result<ChildEra, String> {
         let timeout = match spec.protocol {
             Protocol::Modern => MODERN_PROBE_TIMEOUT,
             _ => PROBE_TIMEOUT,
         };
         let line = jsonrpc::to_line(&discover_request());
-        let answer = child.probe(line, &json!(PROBE_ID), timeout);
+        let answer = child.probe(line, &json!(PROBE_ID), timeout, stop);
+        if matches!(stop.try_recv(), Err(TryRecvError::Disconnected)) {
+            return Err("stopped during the era probe".into());
+        }
         let era = verdict(answer.as_ref());
         match (&era, spec.protocol) {
             (Verdict::Modern(_), _) | (_, Protocol::Auto) => {}
@@ -89,7 +124,6 @@ impl Eras {
         if let ChildEra::Modern(_) = era {
             log::info!("[{}] speaks {MODERN}", spec.name);
         }
-        self.known.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(era.clone());
         Ok(era)
     }
 }

@@ -204,14 +204,20 @@ fn list_of<'a>(s: &'a Value, field: &str) -> Vec<&'a str> {
     items.iter().filter_map(Value::as_str).collect()
 }
 
-/// Checks that a subscribe step saw `uri` updated: a legacy peer's
-/// `notifications/resources/updated`, or a modern peer's listen event.
-fn assert_updated(s: &Value, uri: &str) {
-    let on_listen = s["events"].as_array().is_some_and(|e| {
-        e.iter()
-            .any(|e| e["type"] == "ResourceUpdated" && e["uri"] == uri)
-    });
-    assert!(s["updated"] == uri || on_listen, "no update of {uri}: {s}");
+/// Checks that a subscribe step saw `uri` updated the way its SDK's era
+/// does: the Python SDK (2026-07-28) as a listen event, the TypeScript SDK
+/// (2025-11-25) as `notifications/resources/updated`.
+fn assert_updated(sdk: Sdk, s: &Value, uri: &str) {
+    match sdk {
+        Sdk::Python => {
+            let on_listen = s["events"].as_array().is_some_and(|e| {
+                e.iter()
+                    .any(|e| e["type"] == "ResourceUpdated" && e["uri"] == uri)
+            });
+            assert!(on_listen, "no listen event for {uri}: {s}");
+        }
+        Sdk::Ts => assert_eq!(s["updated"], uri, "no resources/updated: {s}"),
+    }
 }
 
 /// The peer's own name in its answers: `hello from the <peer> peer`, `file:///peer/<peer>`.
@@ -542,12 +548,15 @@ fn a_legacy_client_without_the_capability_gets_the_call_failed_naming_it() {
         {"op": "call", "name": "mx.echo", "args": {"text": "still here"}},
     ]);
     let r = Sdk::Ts.run_bare(steps, &Via::OpenSsh.transport(&srv));
-    let failed = &r["steps"][0];
-    let named = failed["error"]["message"]
-        .as_str()
-        .is_some_and(|m| m.contains("elicitation"))
-        || result_text(failed).contains("elicitation") && failed["result"]["isError"] == true;
-    assert!(named, "{failed}");
+    let failed = &r["steps"][0]["error"];
+    assert_eq!(failed["code"], -32021, "{r}");
+    assert_eq!(
+        failed["data"]["requiredCapabilities"],
+        json!({"elicitation": {}}),
+        "{r}"
+    );
+    let m = failed["message"].as_str().unwrap_or("");
+    assert!(m.contains("elicitation"), "{failed}");
     assert_eq!(result_text(step(&r, 1)), "still here");
     assert!(r["handled"].as_array().unwrap().is_empty(), "{r}");
 }
@@ -672,7 +681,7 @@ fn subscriptions_reach_the_peer(sdk: Sdk, children: Value, subscriptions: &[(&st
     for via in [Via::OpenSsh, Via::OurClient] {
         let r = sdk.run(json!(steps), &via.transport(&srv));
         for (i, (uri, _)) in subscriptions.iter().enumerate() {
-            assert_updated(step(&r, i), uri);
+            assert_updated(sdk, step(&r, i), uri);
         }
     }
 }

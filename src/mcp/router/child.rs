@@ -295,6 +295,7 @@ impl Router {
         }
         self.ids.forget_outbound(child);
         self.tasks.forget_child(child);
+        self.drop_runs(child, &format!("server {name} exited"), now);
         self.take()
     }
 
@@ -377,6 +378,7 @@ impl Router {
             }
             self.abandon(cid, &why, jsonrpc::REQUEST_TIMEOUT, now);
         }
+        self.expire_runs(now);
         self.take()
     }
 }

@@ -10,11 +10,13 @@
 //! error from the client fails the call with that error.
 
 use super::ids::Pending;
-use super::{Action, Router};
+use super::{Action, Router, Status};
 use crate::mcp::jsonrpc::{self, INTERNAL_ERROR};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
+
+use super::audit::Outcome;
 
 /// Rounds after which a call that keeps asking fails (the SDKs' limit).
 const MAX_ROUNDS: u32 = 10;
@@ -41,6 +43,9 @@ struct Run {
     state: Option<Value>,
     waiting: BTreeSet<String>,
     answers: Map<String, Value>,
+    /// When the client's answers are overdue: the call fails then, as a
+    /// request to the child would (the child's request timeout).
+    deadline: Instant,
 }
 
 #[derive(Default)]
@@ -54,6 +59,11 @@ impl Drives {
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.runs.is_empty() && self.asks.is_empty()
+    }
+
+    /// The earliest deadline of a run waiting for the client.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.runs.values().map(|r| r.deadline).min()
     }
 
     fn remove(&mut self, run: u64) -> Option<Run> {
@@ -178,6 +188,7 @@ impl Router {
             state: result.get("requestState").cloned(),
             waiting: BTreeSet::new(),
             answers: Map::new(),
+            deadline: now + self.children[child].info.timeout,
         };
         for (key, req) in requests {
             let gid = self.ids.fresh();
@@ -230,6 +241,14 @@ impl Router {
     /// Sends a run's call again with the client's answers and the child's
     /// `requestState`, under a new id.
     fn send_again(&mut self, run_id: u64, now: Instant) {
+        let child = self.drives.runs.get(&run_id).map(|r| r.child);
+        if let Some(c) = child
+            && self.children[c].status != Status::Ready
+        {
+            let why = format!("server {} is not serving", self.children[c].info.name);
+            self.end_run(run_id, jsonrpc::SERVER_UNAVAILABLE, &why, now);
+            return;
+        }
         let Some(run) = self.drives.remove(run_id) else {
             return;
         };
@@ -265,20 +284,77 @@ impl Router {
             .map(|(id, _)| *id)
             .collect();
         for r in runs {
-            // Its requests to the client still open are withdrawn.
-            let open: Vec<u64> = self
-                .drives
-                .asks
-                .iter()
-                .filter(|(_, (run, _))| *run == r)
-                .map(|(gid, _)| *gid)
-                .collect();
-            for gid in open {
-                self.out.push(Action::ToClient(json!({"jsonrpc": "2.0",
-                    "method": "notifications/cancelled",
-                    "params": {"requestId": gid, "reason": "the request was cancelled"}})));
-            }
+            self.withdraw(r, "the request was cancelled");
             self.drives.remove(r);
+        }
+    }
+
+    /// Withdraws run `run`'s requests to the client still open.
+    fn withdraw(&mut self, run: u64, reason: &str) {
+        let mut open: Vec<u64> = self
+            .drives
+            .asks
+            .iter()
+            .filter(|(_, (r, _))| *r == run)
+            .map(|(gid, _)| *gid)
+            .collect();
+        open.sort_unstable();
+        for gid in open {
+            self.out.push(Action::ToClient(json!({"jsonrpc": "2.0",
+                "method": "notifications/cancelled",
+                "params": {"requestId": gid, "reason": reason}})));
+        }
+    }
+
+    /// Ends run `run_id` with an error for the client's call, withdrawing
+    /// its requests to the client still open.
+    fn end_run(&mut self, run_id: u64, code: i64, why: &str, now: Instant) {
+        self.withdraw(run_id, why);
+        let Some(run) = self.drives.remove(run_id) else {
+            return;
+        };
+        self.fail(run.client_id, code, why);
+        let outcome = if code == jsonrpc::REQUEST_TIMEOUT {
+            Outcome::Timeout
+        } else {
+            Outcome::Error(code)
+        };
+        self.record(run.audit, run.child, outcome, 0, now);
+    }
+
+    /// Fails the runs whose client did not answer by their deadline.
+    pub(super) fn expire_runs(&mut self, now: Instant) {
+        let mut late: Vec<u64> = self
+            .drives
+            .runs
+            .iter()
+            .filter(|(_, r)| r.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        late.sort_unstable();
+        for id in late {
+            let info = &self.children[self.drives.runs[&id].child].info;
+            let why = format!(
+                "the client did not answer the input requests of server {} within its {} s request timeout",
+                info.name,
+                info.timeout.as_secs_f64()
+            );
+            self.end_run(id, jsonrpc::REQUEST_TIMEOUT, &why, now);
+        }
+    }
+
+    /// Child `child` went down: its runs fail like its requests in flight.
+    pub(super) fn drop_runs(&mut self, child: usize, why: &str, now: Instant) {
+        let mut gone: Vec<u64> = self
+            .drives
+            .runs
+            .iter()
+            .filter(|(_, r)| r.child == child)
+            .map(|(id, _)| *id)
+            .collect();
+        gone.sort_unstable();
+        for id in gone {
+            self.end_run(id, jsonrpc::SERVER_UNAVAILABLE, why, now);
         }
     }
 }

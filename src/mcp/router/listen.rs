@@ -12,9 +12,19 @@ use super::era::Listen;
 use super::{Action, Router};
 use crate::mcp::jsonrpc::{self, INVALID_PARAMS, INVALID_REQUEST};
 use serde_json::{Map, Value, json};
+use std::collections::HashSet;
 use std::time::Instant;
 
 const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+
+/// Open `subscriptions/listen` streams per connection: each list change
+/// is sent once per stream that asked for it.
+pub const MAX_STREAMS: usize = 32;
+/// Resources one stream may name (each may subscribe at a child).
+pub const MAX_STREAM_URIS: usize = 256;
+/// Child listens a legacy client's `resources/subscribe` may open on
+/// modern children, per connection.
+pub const MAX_CHILD_SUBS: usize = 256;
 
 /// The listen filter flags, in [`Listen::lists`] order.
 const LIST_FLAGS: [(&str, &str); 3] = [
@@ -80,6 +90,12 @@ impl Router {
         let key = (child, uri.to_owned());
         let subscribe = msg.get("method").and_then(Value::as_str) == Some("resources/subscribe");
         match (subscribe, self.era.child_subs.get(&key).copied()) {
+            (true, None) if self.era.child_subs.len() >= MAX_CHILD_SUBS => {
+                let why = format!(
+                    "resources/subscribe: at most {MAX_CHILD_SUBS} resources of 2026-07-28 servers may be subscribed on a connection"
+                );
+                return self.fail(id, INVALID_PARAMS, why);
+            }
             (true, None) => {
                 let lid = self.child_listen(child, json!({"resourceSubscriptions": [uri]}));
                 self.era.child_subs.insert(key, lid);
@@ -110,6 +126,10 @@ impl Router {
                 "a stream with this id is already open",
             );
         }
+        if self.era.listens.len() >= MAX_STREAMS {
+            let why = format!("at most {MAX_STREAMS} streams may be open on a connection");
+            return refuse(self, INVALID_PARAMS, &why);
+        }
         let filter = msg.pointer("/params/notifications");
         if filter.is_some_and(|f| !f.is_object()) {
             return refuse(
@@ -133,6 +153,13 @@ impl Router {
                 );
             }
         };
+        if uris.len() > MAX_STREAM_URIS {
+            let why = format!(
+                "notifications.resourceSubscriptions names {} resources; at most {MAX_STREAM_URIS} per stream",
+                uris.len()
+            );
+            return refuse(self, INVALID_PARAMS, &why);
+        }
         if !uris.is_empty() && self.need_maps(&[ListKind::Resources, ListKind::Templates], msg, now)
         {
             return; // opened again once the resource maps exist
@@ -146,6 +173,7 @@ impl Router {
             }
         }
         let mut subs = Vec::new();
+        let mut seen = HashSet::new();
         for uri in uris {
             let child = self
                 .resources
@@ -155,8 +183,8 @@ impl Router {
             let Some(child) = child.filter(|&c| self.can_subscribe(c)) else {
                 continue;
             };
-            if subs.iter().any(|(c, u)| *c == child && *u == uri) {
-                continue;
+            if !seen.insert(uri.clone()) {
+                continue; // a URI routes to one child
             }
             if !self.era.subscribed(child, &uri) {
                 let sid = self.ids.fresh(); // its answer is dropped as unknown
@@ -259,10 +287,7 @@ impl Router {
             return;
         };
         for l in &self.era.listens {
-            let named = l
-                .subs
-                .iter()
-                .any(|(c, u)| *c == child && uri.starts_with(u.as_str()));
+            let named = l.subs.iter().any(|(c, u)| *c == child && names(u, uri));
             if named {
                 let mut n = msg.clone();
                 n["params"]["_meta"] = json!({SUBSCRIPTION_ID: l.id});
@@ -270,4 +295,13 @@ impl Router {
             }
         }
     }
+}
+
+/// Whether a stream that named `named` gets an update of `uri`: the same
+/// resource, or one under it (a prefix ending at `/`, `?` or `#`), so
+/// `file:///a` does not get `file:///ab`.
+pub(super) fn names(named: &str, uri: &str) -> bool {
+    uri.strip_prefix(named).is_some_and(|rest| {
+        rest.is_empty() || named.ends_with('/') || rest.starts_with(['/', '?', '#'])
+    })
 }

@@ -272,7 +272,8 @@ impl Router {
 
     /// When the session should call [`Router::tick`] next.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.ids.next_deadline()
+        let runs = self.drives.next_deadline();
+        self.ids.next_deadline().into_iter().chain(runs).min()
     }
 
     fn take(&mut self) -> Vec<Action> {

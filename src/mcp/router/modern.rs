@@ -4,7 +4,7 @@
 //! changes delivered on `subscriptions/listen` streams, and a child's log
 //! messages passed on only for requests that asked for them.
 
-use super::audit::Open;
+use super::audit::{Open, Outcome};
 use super::catalog::ListKind;
 use super::era::{self, Era, Refusal};
 use super::tasks;
@@ -65,14 +65,15 @@ impl Router {
             })
         });
         if input.is_some() && self.retry(&id, &msg, now) {
+            self.opening = None; // not left for a later request to end
             return;
         }
         if input.is_some() {
             match self.wrapped_state(&msg) {
                 Ok(pin) => self.era.pin = pin,
                 Err(why) => {
-                    let e = jsonrpc::error(id, INVALID_PARAMS, why);
-                    return self.out.push(Action::ToClient(e));
+                    let outcome = Outcome::Error(INVALID_PARAMS);
+                    return self.refuse(id, INVALID_PARAMS, why, outcome, now);
                 }
             }
         }

@@ -2339,3 +2339,325 @@ fn a_child_without_tasks_never_gets_a_task_param() {
     assert!(to_child(&a).is_empty(), "no child lists tasks");
     assert_eq!(to_client(&a)[0]["result"]["tasks"], json!([]));
 }
+
+#[test]
+fn a_driven_call_whose_client_never_answers_fails_at_the_childs_timeout() {
+    let now = Instant::now();
+    let mut r = legacy_with_modern_child(now);
+    let call = |r: &mut Router, id: i64, at: Instant| {
+        let a = r.from_client(
+            json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"now"}}),
+            at,
+        );
+        let cid = to_child(&a)[0].1["id"].clone();
+        let line = input_required_line(
+            &cid,
+            json!({"s": {"method":"sampling/createMessage","params":{"messages":[]}}}),
+            "s",
+        );
+        let a = r.from_child_incoming(1, jsonrpc::parse_child_line(line.as_bytes()).unwrap(), at);
+        to_client(&a)[0]["id"].clone()
+    };
+    let ask = call(&mut r, 1, now);
+    assert!(r.ids.is_empty(), "the call left the request table");
+    let due = r.next_deadline().expect("the run has a deadline");
+    assert_eq!(due, now + Duration::from_secs(10), "the child's timeout");
+    assert!(r.tick(due - Duration::from_millis(1)).is_empty());
+    let a = r.tick(due);
+    let out = to_client(&a);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0]["method"], "notifications/cancelled");
+    assert_eq!(out[0]["params"]["requestId"], ask);
+    assert_eq!(out[1]["id"], 1);
+    assert_eq!(out[1]["error"]["code"], jsonrpc::REQUEST_TIMEOUT);
+    assert!(to_child(&a).is_empty());
+    assert!(r.drives.is_empty() && r.next_deadline().is_none());
+    // A late answer goes nowhere.
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":ask,"result":{"model":"m"}}),
+        due,
+    );
+    assert!(to_child(&a).is_empty() && to_client(&a).is_empty());
+
+    // The child exits while the client is asked: the call fails at once.
+    call(&mut r, 2, due);
+    let a = r.child_closed(1, due);
+    let out = to_client(&a);
+    let e = out.iter().find(|v| v["id"] == 2).expect("the call fails");
+    assert_eq!(e["error"]["code"], jsonrpc::SERVER_UNAVAILABLE);
+    assert!(r.drives.is_empty() && r.next_deadline().is_none());
+}
+
+#[test]
+fn a_driven_call_is_not_sent_again_to_a_child_that_is_not_serving() {
+    let now = Instant::now();
+    let mut r = legacy_with_modern_child(now);
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"now"}}),
+        now,
+    );
+    let cid = to_child(&a)[0].1["id"].clone();
+    let line = input_required_line(
+        &cid,
+        json!({"s": {"method":"sampling/createMessage","params":{"messages":[]}}}),
+        "s",
+    );
+    let a = r.from_child_incoming(1, jsonrpc::parse_child_line(line.as_bytes()).unwrap(), now);
+    let ask = to_client(&a)[0]["id"].clone();
+    r.children[1].status = Status::Initializing; // as if it were being replaced
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":ask,"result":{"model":"m"}}),
+        now,
+    );
+    assert!(to_child(&a).is_empty(), "{a:?}");
+    let e = &to_client(&a)[0];
+    assert_eq!(
+        (e["id"].clone(), e["error"]["code"].clone()),
+        (json!(5), json!(jsonrpc::SERVER_UNAVAILABLE))
+    );
+    assert!(r.drives.is_empty() && r.ids.is_empty());
+}
+
+/// Answers the resource map fetches among actions `a` (child `child`
+/// serves `uris`); the actions after the last answer, or `a`.
+fn answer_maps(
+    r: &mut Router,
+    a: Vec<Action>,
+    child: usize,
+    uris: &[&str],
+    now: Instant,
+) -> Vec<Action> {
+    let items: Vec<Value> = uris.iter().map(|u| json!({"uri":u,"name":u})).collect();
+    let mut last = a.clone();
+    for (i, m) in to_child(&a) {
+        let result = match m["method"].as_str() {
+            Some("resources/list") if i == child => {
+                json!({"resultType":"complete","resources":items})
+            }
+            Some("resources/list") => json!({"resources":[]}),
+            Some("resources/templates/list") => {
+                json!({"resultType":"complete","resourceTemplates":[]})
+            }
+            _ => continue,
+        };
+        last = r.from_child(
+            i,
+            json!({"jsonrpc":"2.0","id":m["id"],"result":result}),
+            now,
+        );
+    }
+    last
+}
+
+#[test]
+fn listen_streams_and_the_uris_they_name_are_limited_per_connection() {
+    let now = Instant::now();
+    let mut r = router(1);
+    discover(
+        &mut r,
+        json!({"tools":{"listChanged":true},"resources":{"subscribe":true}}),
+        now,
+    );
+    let listen = |r: &mut Router, id: String, filter: Value| {
+        r.from_client(
+            modern(
+                json!(id),
+                "subscriptions/listen",
+                json!({"notifications":filter}),
+                json!({}),
+            ),
+            now,
+        )
+    };
+    for i in 0..listen::MAX_STREAMS {
+        let a = listen(&mut r, format!("l{i}"), json!({"toolsListChanged":true}));
+        assert_eq!(
+            to_client(&a)[0]["method"],
+            "notifications/subscriptions/acknowledged"
+        );
+    }
+    let a = listen(&mut r, "over".into(), json!({"toolsListChanged":true}));
+    let e = &to_client(&a)[0];
+    assert_eq!(e["id"], "over");
+    assert_eq!(e["error"]["code"], INVALID_PARAMS);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 32 streams")
+    );
+    let changed = json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed"});
+    assert_eq!(
+        to_client(&r.from_child(0, changed, now)).len(),
+        listen::MAX_STREAMS
+    );
+    // One closed, one more may open.
+    let cancel =
+        json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"l0"}});
+    r.from_client(cancel, now);
+    let a = listen(&mut r, "again".into(), json!({}));
+    assert_eq!(
+        to_client(&a)[0]["method"],
+        "notifications/subscriptions/acknowledged"
+    );
+    r.from_client(
+        json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"again"}}),
+        now,
+    );
+
+    // Too many URIs on one stream: refused before anything is fetched.
+    let many: Vec<String> = (0..=listen::MAX_STREAM_URIS)
+        .map(|i| format!("a://{i}"))
+        .collect();
+    let a = listen(&mut r, "big".into(), json!({"resourceSubscriptions":many}));
+    assert!(to_child(&a).is_empty());
+    let e = &to_client(&a)[0];
+    assert_eq!(e["error"]["code"], INVALID_PARAMS);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 256")
+    );
+    // The same URI named many times counts once and subscribes once.
+    let same = vec!["a://x"; listen::MAX_STREAM_URIS];
+    let a = listen(&mut r, "same".into(), json!({"resourceSubscriptions":same}));
+    let a = answer_maps(&mut r, a, 0, &["a://x"], now);
+    let subs = to_child(&a);
+    assert_eq!(subs.len(), 1, "{subs:?}");
+    assert_eq!(
+        to_client(&a)[0]["params"]["notifications"]["resourceSubscriptions"],
+        json!(["a://x"])
+    );
+}
+
+#[test]
+fn a_legacy_clients_subscriptions_to_a_modern_child_are_limited() {
+    let now = Instant::now();
+    let mut r = legacy_with_modern_child(now);
+    r.children[1]
+        .caps
+        .insert("resources".into(), json!({"subscribe": true}));
+    let uris: Vec<String> = (0..=listen::MAX_CHILD_SUBS)
+        .map(|i| format!("m://{i}"))
+        .collect();
+    let all: Vec<&str> = uris.iter().map(String::as_str).collect();
+    let subscribe = |r: &mut Router, uri: &str| {
+        let a = r.from_client(
+            json!({"jsonrpc":"2.0","id":uri,"method":"resources/subscribe","params":{"uri":uri}}),
+            now,
+        );
+        answer_maps(r, a, 1, &all, now) // fetched on the first subscribe
+    };
+    for u in &uris[..listen::MAX_CHILD_SUBS] {
+        let a = subscribe(&mut r, u);
+        assert_eq!(to_client(&a)[0]["result"], json!({}), "{u}");
+        assert_eq!(
+            to_child(&a).last().unwrap().1["method"],
+            "subscriptions/listen"
+        );
+    }
+    let a = subscribe(&mut r, &uris[listen::MAX_CHILD_SUBS]);
+    assert!(to_child(&a).is_empty(), "no child listen");
+    let e = &to_client(&a)[0];
+    assert_eq!(e["error"]["code"], INVALID_PARAMS);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 256")
+    );
+    // Subscribing again to one already open is still fine.
+    let a = subscribe(&mut r, &uris[0]);
+    assert_eq!(to_client(&a)[0]["result"], json!({}));
+    assert!(to_child(&a).is_empty());
+}
+
+#[test]
+fn a_resource_update_reaches_streams_that_named_it_or_a_resource_above_it() {
+    use listen::names;
+    assert!(names("file:///a", "file:///a"));
+    assert!(names("file:///a", "file:///a/b"));
+    assert!(names("file:///a", "file:///a?v=2"));
+    assert!(names("file:///a", "file:///a#top"));
+    assert!(names("file:///a/", "file:///a/b"));
+    assert!(!names("file:///a", "file:///ab"));
+    assert!(!names("file:///a/b", "file:///a"));
+    assert!(!names("a://x", "b://x"));
+}
+
+/// A modern client with `t1` of the modern child 1 listed, asked for
+/// input: the router and the `requestState` handle it issued.
+fn modern_input_required(audit: bool, now: Instant) -> (Router, Value) {
+    let mut r = with_modern_child();
+    r.opts.audit = audit;
+    discover_with_modern(&mut r, now);
+    list_tools(&mut r, now, |i| json!([{"name": format!("t{i}")}]));
+    let a = r.from_client(
+        modern(json!("c"), "tools/call", json!({"name":"t1"}), json!({})),
+        now,
+    );
+    let (_, m) = to_child(&a)[0].clone();
+    let line = input_required_line(
+        &m["id"],
+        json!({"k": {"method":"roots/list","params":{}}}),
+        "s1",
+    );
+    let a = r.from_child_incoming(1, jsonrpc::parse_child_line(line.as_bytes()).unwrap(), now);
+    let v = match a.iter().find(|x| matches!(x, Action::ToClientRaw(_))) {
+        Some(Action::ToClientRaw(b)) => serde_json::from_slice::<Value>(b).unwrap(),
+        _ => to_client(&a)[0].clone(),
+    };
+    let handle = v["result"]["requestState"].clone();
+    assert!(handle.is_string() && handle != "s1");
+    (r, handle)
+}
+
+fn modern_retry(id: &str, state: &Value) -> Value {
+    modern(
+        json!(id),
+        "tools/call",
+        json!({"name":"t1","inputResponses":{"k":{"roots":[]}},"requestState":state}),
+        json!({}),
+    )
+}
+
+#[test]
+fn a_request_state_handle_of_one_connection_is_refused_by_another() {
+    let now = Instant::now();
+    let (mut one, handle) = modern_input_required(false, now);
+    let (mut other, own) = modern_input_required(false, now);
+    assert_ne!(handle, own);
+    let a = other.from_client(modern_retry("x", &handle), now);
+    assert!(to_child(&a).is_empty(), "nothing reaches the child");
+    let e = &to_client(&a)[0]["error"];
+    assert_eq!(e["code"], INVALID_PARAMS);
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown, used or expired"),
+        "{e}"
+    );
+    // Each connection's own handle still works there.
+    let a = one.from_client(modern_retry("y", &handle), now);
+    assert_eq!(to_child(&a)[0].1["params"]["requestState"], "s1");
+    let a = other.from_client(modern_retry("z", &own), now);
+    assert_eq!(to_child(&a)[0].1["params"]["requestState"], "s1");
+}
+
+#[test]
+fn a_refused_request_state_is_recorded_and_leaves_no_pending_audit() {
+    let now = Instant::now();
+    let (mut r, handle) = modern_input_required(true, now);
+    let mut other = modern_retry("x", &handle);
+    other["params"]["name"] = json!("t0"); // another request's retry
+    let a = r.from_client(other, now);
+    assert!(to_child(&a).is_empty());
+    assert_eq!(to_client(&a)[0]["error"]["code"], INVALID_PARAMS);
+    let rec = audits(&a);
+    assert_eq!(rec.len(), 1, "{a:?}");
+    assert_eq!(rec[0].outcome, Outcome::Error(INVALID_PARAMS));
+    assert_eq!(rec[0].server, None, "refused by the gateway");
+    assert!(r.opening.is_none(), "no stale record for a later request");
+}
