@@ -556,15 +556,31 @@ mod tests {
     }
 
     /// A fresh directory that `check_path` accepts: under the target
-    /// directory (the test binary is in target/debug/deps), not /tmp, which
-    /// others may write.
+    /// directory (the test binary is in target/debug/deps) when nothing above
+    /// it is writable by others, else under $HOME/.cache (a checkout under
+    /// /tmp, as a CI clone may be, has a sticky, world-writable ancestor).
     fn safe_dir(tag: &str) -> PathBuf {
         let exe = std::env::current_exe().unwrap();
-        let target = exe.ancestors().nth(3).unwrap();
-        let dir = target.join(format!("tmp/m2m-kc-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+        let target = exe.ancestors().nth(3).unwrap().join("tmp");
+        let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache"));
+        let name = format!("m2m-kc-{tag}-{}", std::process::id());
+        for base in std::iter::once(target).chain(home) {
+            let dir = base.join(&name);
+            let _ = std::fs::remove_dir_all(&dir);
+            if std::fs::create_dir_all(&dir).is_err() {
+                continue;
+            }
+            let probe = dir.join("probe");
+            std::fs::write(&probe, "").unwrap();
+            if check_path(&probe).is_ok() {
+                std::fs::remove_file(&probe).unwrap();
+                return dir;
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        panic!(
+            "no directory here for a keys command that sshd's rule accepts (tried target/tmp, $HOME/.cache)"
+        );
     }
 
     fn chmod(p: &Path, mode: u32) {

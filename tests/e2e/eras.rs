@@ -714,6 +714,12 @@ fn ts_sdk_subscribes_to_resources_of_a_modern_child() {
     subscriptions_reach_the_peer(Sdk::Ts, children, &[("fixture://mx/info", "mx.notify")]);
 }
 
+#[test]
+fn python_sdk_listens_to_resources_of_a_modern_child() {
+    let children = json!({"mx": modern_fixture()});
+    subscriptions_reach_the_peer(Sdk::Python, children, &[("fixture://mx/info", "mx.notify")]);
+}
+
 /// A tool-list change of each child in `triggers` (its `notify` tool)
 /// reaches the peer: a legacy peer's `notifications/tools/list_changed`, a
 /// modern peer's event on its listen stream.

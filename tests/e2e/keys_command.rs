@@ -17,15 +17,42 @@ const LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
 struct ScriptDir(PathBuf);
 
 impl ScriptDir {
+    /// A fresh directory the server's rule for the command's path accepts
+    /// (root's or our own, nothing above it writable by others): under the
+    /// target directory, else under $HOME/.cache (a checkout under /tmp has
+    /// a world-writable ancestor).
     fn new(tag: &str) -> ScriptDir {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("kc-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        ScriptDir(p)
+        let name = format!("kc-{tag}-{}-{n}", std::process::id());
+        let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache"));
+        for base in std::iter::once(PathBuf::from(env!("CARGO_TARGET_TMPDIR"))).chain(home) {
+            let p = base.join(&name);
+            let _ = std::fs::remove_dir_all(&p);
+            if std::fs::create_dir_all(&p).is_ok() && safe(&p) {
+                return ScriptDir(p);
+            }
+            let _ = std::fs::remove_dir_all(&p);
+        }
+        panic!(
+            "no directory for the keys command that the server would accept (tried CARGO_TARGET_TMPDIR, $HOME/.cache)"
+        );
     }
+}
+
+/// Whether `dir` and everything above it is owned by root or by us and not
+/// writable by group or others (our uid: the owner of what we just made).
+fn safe(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(me) = std::fs::metadata(dir).map(|m| m.uid()) else {
+        return false;
+    };
+    let Ok(real) = std::fs::canonicalize(dir) else {
+        return false;
+    };
+    real.ancestors().all(|a| {
+        std::fs::metadata(a).is_ok_and(|m| (m.uid() == 0 || m.uid() == me) && m.mode() & 0o022 == 0)
+    })
 }
 
 impl Drop for ScriptDir {

@@ -180,13 +180,25 @@ impl Router {
                 .as_ref()
                 .and_then(|r| r.route(&uri))
                 .or_else(|| self.templates.as_ref().and_then(|t| t.route(&uri)));
-            let Some(child) = child.filter(|&c| self.can_subscribe(c)) else {
+            let Some(child) = child.filter(|&c| self.can_subscribe(c) || self.can_listen(c)) else {
                 continue;
             };
             if !seen.insert(uri.clone()) {
                 continue; // a URI routes to one child
             }
-            if !self.era.subscribed(child, &uri) {
+            if self.children[child].modern {
+                // A modern child: one child listen per resource, shared by
+                // the streams that name it (its updates come back through
+                // `resource_updated`, tagged with each stream's id).
+                let key = (child, uri.clone());
+                if !self.era.child_subs.contains_key(&key) {
+                    if self.era.child_subs.len() >= MAX_CHILD_SUBS {
+                        continue; // not honoured: the acknowledgement leaves it out
+                    }
+                    let lid = self.child_listen(child, json!({"resourceSubscriptions": [uri]}));
+                    self.era.child_subs.insert(key, lid);
+                }
+            } else if !self.era.subscribed(child, &uri) {
                 let sid = self.ids.fresh(); // its answer is dropped as unknown
                 self.out.push(Action::ToChild(
                     child,
@@ -231,6 +243,14 @@ impl Router {
         }
     }
 
+    /// A modern child that announced `resources.subscribe`: a stream's
+    /// resources of it are followed through a child listen.
+    fn can_listen(&self, child: usize) -> bool {
+        let c = &self.children[child];
+        let subscribe = c.caps.get("resources").and_then(|r| r.get("subscribe"));
+        c.modern && subscribe == Some(&Value::Bool(true))
+    }
+
     /// A legacy child that announced `resources.subscribe`.
     fn can_subscribe(&self, child: usize) -> bool {
         let c = &self.children[child];
@@ -247,7 +267,17 @@ impl Router {
         };
         let l = self.era.listens.remove(at);
         for (child, uri) in l.subs {
-            if !self.era.subscribed(child, &uri) {
+            if self.children[child].modern {
+                if !self.era.subscribed(child, &uri)
+                    && let Some(lid) = self.era.child_subs.remove(&(child, uri))
+                {
+                    self.out.push(Action::ToChild(
+                        child,
+                        json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                               "params": {"requestId": lid}}),
+                    ));
+                }
+            } else if !self.era.subscribed(child, &uri) {
                 let id = self.ids.fresh();
                 self.out.push(Action::ToChild(
                     child,

@@ -2661,3 +2661,78 @@ fn a_refused_request_state_is_recorded_and_leaves_no_pending_audit() {
     assert_eq!(rec[0].server, None, "refused by the gateway");
     assert!(r.opening.is_none(), "no stale record for a later request");
 }
+
+#[test]
+fn a_modern_childs_resources_on_a_modern_clients_streams_use_one_child_listen_each() {
+    let now = Instant::now();
+    let mut r = router(1);
+    r.child_modern(
+        0,
+        &json!({"supportedVersions":[MODERN],"capabilities":{"resources":{"subscribe":true}}}),
+    );
+    let listen = |r: &mut Router, id: &str| {
+        let m = modern(
+            json!(id),
+            "subscriptions/listen",
+            json!({"notifications":{"resourceSubscriptions":["m://r"]}}),
+            json!({}),
+        );
+        r.from_client(m, now)
+    };
+    // The resource maps are fetched first, then one child listen names it.
+    let a = listen(&mut r, "l1");
+    let mut last = Vec::new();
+    for (_, m) in to_child(&a) {
+        let (field, items) = if m["method"] == "resources/list" {
+            ("resources", json!([{"uri":"m://r","name":"r"}]))
+        } else {
+            ("resourceTemplates", json!([]))
+        };
+        let done =
+            json!({"jsonrpc":"2.0","id":m["id"],"result":{"resultType":"complete",field: items}});
+        last = r.from_child(0, done, now);
+    }
+    let child_listens: Vec<Value> = to_child(&last)
+        .into_iter()
+        .filter(|(_, m)| m["method"] == "subscriptions/listen")
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(child_listens.len(), 1, "{last:?}");
+    let cl = &child_listens[0];
+    assert_eq!(
+        cl["params"]["notifications"],
+        json!({"resourceSubscriptions":["m://r"]})
+    );
+    let ack = to_client(&last)
+        .into_iter()
+        .find(|m| m["method"] == "notifications/subscriptions/acknowledged")
+        .unwrap();
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"resourceSubscriptions":["m://r"]})
+    );
+    // A second stream shares the child listen.
+    let a = listen(&mut r, "l2");
+    assert!(to_child(&a).is_empty(), "one child listen per resource");
+    // The child's update, tagged with its listen, reaches both streams
+    // under their own ids.
+    let tag = json!({"io.modelcontextprotocol/subscriptionId": cl["id"]});
+    let updated = json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"m://r","_meta":tag}});
+    let n = to_client(&r.from_child(0, updated.clone(), now));
+    let ids: Vec<&Value> = n
+        .iter()
+        .map(|m| &m["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"])
+        .collect();
+    assert_eq!(ids, [&json!("l1"), &json!("l2")]);
+    // The child listen is cancelled when the last stream naming it ends.
+    let cancel = |id: &str| json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":id}});
+    assert!(
+        r.from_client(cancel("l1"), now).is_empty(),
+        "l2 still names it"
+    );
+    let a = r.from_client(cancel("l2"), now);
+    let (_, c) = &to_child(&a)[0];
+    assert_eq!(c["method"], "notifications/cancelled");
+    assert_eq!(c["params"]["requestId"], cl["id"]);
+    assert!(to_client(&r.from_child(0, updated, now)).is_empty());
+}
