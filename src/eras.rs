@@ -8,6 +8,7 @@
 
 use crate::child::ChildProc;
 use crate::config::{Protocol, Scope, ServerSpec};
+use crate::mcp::jsonrpc::At as _;
 use crate::mcp::jsonrpc::{self, Incoming};
 use crossbeam_channel::{Receiver, TryRecvError};
 use serde_json::{Value, json};
@@ -167,14 +168,14 @@ pub fn verdict(answer: Option<&Incoming>) -> Verdict {
     let v: Value = serde_json::from_str(payload.get()).unwrap_or(Value::Null);
     if *is_error {
         if v.get("code").and_then(Value::as_i64) == Some(-32022) {
-            let supported = v.pointer("/data/supported").and_then(Value::as_array);
+            let supported = v.at("/data/supported").and_then(Value::as_array);
             // Only legacy versions listed: it is a legacy server after all.
             let legacy_only = supported
                 .is_some_and(|s| s.iter().filter_map(Value::as_str).all(|x| x < "2026-01-01"));
             if !legacy_only {
                 return Verdict::Unusable(format!(
                     "it does not speak {MODERN} (it supports {})",
-                    v.pointer("/data/supported").unwrap_or(&Value::Null)
+                    v.at("/data/supported").unwrap_or(&Value::Null)
                 ));
             }
         }

@@ -30,6 +30,7 @@
 use crate::child::{Backlog, ChildEvent, ChildProc, Sink};
 use crate::config::ServerSpec;
 use crate::error::Error;
+use crate::mcp::jsonrpc::At as _;
 use crate::mcp::jsonrpc::{self, Incoming};
 use crate::os::Wake;
 use crate::supervise::{BACKOFF_MAX, Backoff, CRASH_LIMIT, CRASH_WINDOW};
@@ -582,7 +583,7 @@ impl Mux {
             }
             (Some(_), Some(_)) => self.call(s, msg),
             (Some("notifications/cancelled"), None) => {
-                let rid = msg.pointer("/params/requestId").cloned();
+                let rid = msg.at("/params/requestId").cloned();
                 // Still waiting for a process: dropped, never sent.
                 let before = self.waiting.len();
                 self.waiting
@@ -590,7 +591,7 @@ impl Mux {
                 if self.waiting.len() != before {
                     return;
                 }
-                let timed_out = msg.pointer("/params/reason").and_then(Value::as_str)
+                let timed_out = msg.at("/params/reason").and_then(Value::as_str)
                     == Some(crate::mcp::router::TIMEOUT_REASON);
                 let found = self
                     .calls
@@ -642,14 +643,11 @@ impl Mux {
         };
         let g = self.fresh();
         let id = msg.get("id").cloned().unwrap_or(Value::Null);
-        let token = msg
-            .pointer("/params/_meta/progressToken")
-            .cloned()
-            .map(|t| {
-                let mine = format!("m{g}");
-                self.tokens.insert(mine.clone(), (s, t));
-                mine
-            });
+        let token = msg.at("/params/_meta/progressToken").cloned().map(|t| {
+            let mine = format!("m{g}");
+            self.tokens.insert(mine.clone(), (s, t));
+            mine
+        });
         if let Some(t) = &token {
             msg["params"]["_meta"]["progressToken"] = json!(t);
         }
@@ -832,7 +830,7 @@ impl Mux {
         match method.as_str() {
             "notifications/progress" => {
                 let tok = msg
-                    .pointer("/params/progressToken")
+                    .at("/params/progressToken")
                     .and_then(Value::as_str)
                     .unwrap_or("");
                 if let Some((s, orig)) = self.tokens.get(tok).cloned() {
@@ -853,10 +851,7 @@ impl Mux {
             | "notifications/prompts/list_changed"
             | "notifications/resources/list_changed" => self.broadcast(&msg),
             "notifications/resources/updated" => {
-                let uri = msg
-                    .pointer("/params/uri")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
+                let uri = msg.at("/params/uri").and_then(Value::as_str).unwrap_or("");
                 for s in self.subs.get(uri).into_iter().flatten() {
                     self.to_session(*s, msg.clone());
                 }
@@ -869,7 +864,7 @@ impl Mux {
                 );
             }
             "notifications/cancelled" => {
-                let rid = msg.pointer("/params/requestId").cloned();
+                let rid = msg.at("/params/requestId").cloned();
                 let m = self
                     .asks
                     .iter()
@@ -961,7 +956,7 @@ impl Mux {
 
 /// The `params.uri` of a resources request ("" when missing).
 fn uri_of(msg: &Value) -> String {
-    msg.pointer("/params/uri")
+    msg.at("/params/uri")
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned()

@@ -2,8 +2,10 @@
 //! a child's lines that lets a large result pass through as text.
 
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
+use std::fmt;
 
 pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
@@ -22,6 +24,70 @@ pub fn error(id: Value, code: i64, message: impl Into<String>) -> Value {
 /// A JSON-RPC success response.
 pub fn result(id: Value, result: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "result": result})
+}
+
+/// Lookups by a fixed JSON pointer ("/params/_meta/progressToken").
+/// `Value::pointer` unescapes `~0`/`~1` with two `String` allocations per
+/// segment; the router's paths hold no escapes and it reads several of
+/// them per request, so these walk the tree without allocating.
+pub trait At {
+    fn at(&self, path: &str) -> Option<&Value>;
+    fn at_mut(&mut self, path: &str) -> Option<&mut Value>;
+}
+
+/// Maps up to this many keys are searched by comparing keys: hashing a
+/// key (SipHash) costs more than a few short compares, and a request's
+/// objects hold a handful of keys.
+const SCAN_KEYS: usize = 8;
+
+/// `m.get(key)`, by a scan of a small map.
+pub fn field<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if m.len() <= SCAN_KEYS {
+        m.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    } else {
+        m.get(key)
+    }
+}
+
+/// `m.get_mut(key)`, by a scan of a small map.
+pub fn field_mut<'a>(m: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Value> {
+    if m.len() <= SCAN_KEYS {
+        m.iter_mut().find(|(k, _)| *k == key).map(|(_, v)| v)
+    } else {
+        m.get_mut(key)
+    }
+}
+
+impl At for Value {
+    fn at(&self, path: &str) -> Option<&Value> {
+        let mut v = self;
+        if path.is_empty() {
+            return Some(v);
+        }
+        for key in path.strip_prefix('/')?.split('/') {
+            v = match v {
+                Value::Object(m) => field(m, key)?,
+                Value::Array(a) => a.get(key.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(v)
+    }
+
+    fn at_mut(&mut self, path: &str) -> Option<&mut Value> {
+        let mut v = self;
+        if path.is_empty() {
+            return Some(v);
+        }
+        for key in path.strip_prefix('/')?.split('/') {
+            v = match v {
+                Value::Object(m) => field_mut(m, key)?,
+                Value::Array(a) => a.get_mut(key.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(v)
+    }
 }
 
 /// Serializes a message as one line ending in '\n'.
@@ -83,16 +149,117 @@ pub fn parse_child_line(line: &[u8]) -> Result<Incoming, serde_json::Error> {
     serde_json::from_slice(line).map(Incoming::Other)
 }
 
+/// A client line parsed as a tree, except `params._meta`, which is left
+/// out and returned as its text (borrowed from the line). A 2026-07-28
+/// client sends the same `_meta` on every request: its text is compared
+/// with the last one checked instead of being built and checked again.
+pub fn parse_split_meta(line: &[u8]) -> serde_json::Result<(Value, Option<&RawValue>)> {
+    let mut de = serde_json::Deserializer::from_slice(line);
+    let mut meta = None;
+    let v = Split {
+        meta: &mut meta,
+        params: true,
+    }
+    .deserialize(&mut de)?;
+    de.end()?;
+    Ok((v, meta))
+}
+
+/// Builds a `Value` like `Value::deserialize`, but diverts one key: at
+/// the top (`params: true`) the object under `params` is built by a
+/// second `Split`, which diverts `_meta` into `meta`.
+struct Split<'a, 'de> {
+    meta: &'a mut Option<&'de RawValue>,
+    params: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for Split<'_, 'de> {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Split<'_, 'de> {
+    type Value = Value;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let v = match (self.params, key.as_str()) {
+                (true, "params") => {
+                    *self.meta = None; // a repeated key: the last one counts
+                    map.next_value_seed(Split {
+                        meta: &mut *self.meta,
+                        params: false,
+                    })?
+                }
+                (false, "_meta") => {
+                    *self.meta = Some(map.next_value::<&RawValue>()?);
+                    out.remove("_meta");
+                    continue;
+                }
+                _ => map.next_value()?,
+            };
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+}
+
 /// A response line built from parts, with the payload copied as it came.
 pub fn response_line(id: &Value, is_error: bool, payload: &RawValue) -> Vec<u8> {
-    let id = serde_json::to_string(id).unwrap_or_else(|_| "null".into());
-    let key = if is_error { "error" } else { "result" };
-    let p = payload.get();
-    let mut out = Vec::with_capacity(p.len() + id.len() + 40);
+    response_line_text(id, is_error, payload.get())
+}
+
+/// The same with a payload that is valid JSON by construction (a child's
+/// validated result with the era's stamps spliced in): not parsed again.
+pub fn response_line_text(id: &Value, is_error: bool, payload: &str) -> Vec<u8> {
+    let key: &[u8] = if is_error {
+        b",\"error\":"
+    } else {
+        b",\"result\":"
+    };
+    let mut out = Vec::with_capacity(payload.len() + 64);
     out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
-    out.extend_from_slice(id.as_bytes());
-    out.extend_from_slice(format!(",\"{key}\":").as_bytes());
-    out.extend_from_slice(p.as_bytes());
+    if serde_json::to_writer(&mut out, id).is_err() {
+        out.extend_from_slice(b"null");
+    }
+    out.extend_from_slice(key);
+    out.extend_from_slice(payload.as_bytes());
     out.extend_from_slice(b"}\n");
     out
 }
@@ -100,6 +267,68 @@ pub fn response_line(id: &Value, is_error: bool, payload: &RawValue) -> Vec<u8> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn at_reads_fixed_paths_like_pointer() {
+        let mut v = json!({"params": {"_meta": {"progressToken": 3}, "a": [1, {"b": "x"}]}});
+        for path in [
+            "/params/_meta/progressToken",
+            "/params/a/1/b",
+            "/params/a/0",
+            "/params/a/7",
+            "/params/a/x",
+            "/params/missing",
+            "/params/_meta/progressToken/deeper",
+            "",
+        ] {
+            assert_eq!(v.at(path), v.pointer(path), "{path}");
+        }
+        let big: Map<String, Value> = (0..20).map(|i| (format!("k{i}"), json!(i))).collect();
+        let mut big = json!({"params": big});
+        for path in ["/params/k0", "/params/k19", "/params/k20"] {
+            assert_eq!(big.at(path), big.pointer(path), "{path}");
+        }
+        *big.at_mut("/params/k7").unwrap() = json!("x");
+        assert_eq!(big["params"]["k7"], "x");
+        assert_eq!(v.at("no-slash"), None);
+        *v.at_mut("/params/a/1/b").unwrap() = json!("y");
+        assert_eq!(v["params"]["a"][1]["b"], "y");
+        assert!(v.at_mut("/params/nope/x").is_none());
+    }
+
+    #[test]
+    fn a_split_parse_is_the_plain_parse_with_params_meta_set_aside() {
+        let lines: [&[u8]; 9] = [
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","_meta":{"a":[1,{"b":null}]},"arguments":{"x":1.5,"y":-2,"z":[true,"s\n"]}}}"#,
+            br#"{"id":"x","params":{"_meta":5}}"#,
+            br#"{"id":1,"params":[1,2,{"_meta":1}]}"#,
+            br#"{"id":1,"params":"p","_meta":{"top":1}}"#,
+            br#"{"params":{"_meta":{"a":1},"_meta":{"b":2}}}"#,
+            br#"{"params":{"_meta":{"a":1}},"params":{"n":1}}"#,
+            br#"{"params":{"inner":{"_meta":{"kept":1}}}}"#,
+            br#"  {"id":18446744073709551615,"params":{}}  "#,
+            br#"[{"params":{"_meta":{}}}]"#,
+        ];
+        for line in lines {
+            let mut plain: Value = serde_json::from_slice(line).unwrap();
+            let (split, meta) = parse_split_meta(line).unwrap();
+            let expected = plain
+                .get_mut("params")
+                .and_then(Value::as_object_mut)
+                .and_then(|p| p.remove("_meta"));
+            let got = meta.map(|m| serde_json::from_str::<Value>(m.get()).unwrap());
+            assert_eq!(got, expected, "{}", String::from_utf8_lossy(line));
+            assert_eq!(split, plain, "{}", String::from_utf8_lossy(line));
+        }
+        for bad in [
+            &b"{\"params\":{\"_meta\":{]}}"[..],
+            b"{} x",
+            b"",
+            b"{\"a\":1",
+        ] {
+            assert!(parse_split_meta(bad).is_err());
+        }
+    }
 
     #[test]
     fn child_lines_are_classified_and_responses_rebuilt_byte_for_byte() {

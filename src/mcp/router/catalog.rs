@@ -5,6 +5,7 @@
 
 use super::audit::Outcome;
 use super::{FanKind, NameMap, Router, UriMap};
+use crate::mcp::jsonrpc::At as _;
 use crate::mcp::jsonrpc::INVALID_PARAMS;
 use serde_json::{Value, json};
 use std::time::Instant;
@@ -272,7 +273,7 @@ impl Router {
         if kinds.iter().all(|k| self.map_ready(*k)) {
             return false; // lists with no children finish at once
         }
-        self.deferred.push(msg.clone());
+        self.defer(msg.clone());
         true
     }
 
@@ -290,7 +291,7 @@ impl Router {
             return;
         }
         let what = kind.item();
-        let Some(name) = msg.pointer(at).and_then(Value::as_str) else {
+        let Some(name) = msg.at(at).and_then(Value::as_str) else {
             let field = at.trim_start_matches('/').replace('/', ".");
             let why = format!("missing {field} for the {what}");
             return self.refuse(id, INVALID_PARAMS, why, Outcome::Error(INVALID_PARAMS), now);
@@ -309,7 +310,7 @@ impl Router {
             return self.refuse(id, INVALID_PARAMS, why, outcome, now);
         };
         let orig = Value::String(orig.to_owned());
-        if let Some(slot) = msg.pointer_mut(at) {
+        if let Some(slot) = msg.at_mut(at) {
             *slot = orig;
         }
         self.forward(child, id, msg, now);

@@ -6,6 +6,7 @@ use super::audit::{self, Outcome};
 use super::catalog::ListKind;
 use super::ids::Pending;
 use super::{Action, FanKind, Router, Status};
+use crate::mcp::jsonrpc::At as _;
 use crate::mcp::jsonrpc::{self, Incoming};
 use serde_json::{Value, json};
 use std::time::Instant;
@@ -105,7 +106,7 @@ impl Router {
         let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
         let method = method.to_owned();
         Router::task_ids_in_params(child, &method, &mut msg);
-        let token = msg.pointer("/params/_meta/progressToken");
+        let token = msg.at("/params/_meta/progressToken");
         let gid = self.ids.outbound(child, id, token);
         msg["id"] = json!(gid);
         self.out.push(Action::ToClient(msg));
@@ -133,10 +134,7 @@ impl Router {
             if method == "notifications/subscriptions/acknowledged" {
                 return;
             }
-            if let Some(m) = msg
-                .pointer_mut("/params/_meta")
-                .and_then(Value::as_object_mut)
-            {
+            if let Some(m) = msg.at_mut("/params/_meta").and_then(Value::as_object_mut) {
                 m.remove("io.modelcontextprotocol/subscriptionId");
             }
         }
@@ -144,7 +142,7 @@ impl Router {
             "notifications/progress" => self.progress_from(child, &msg, now),
             "notifications/cancelled" => {
                 // The child cancels one of its own requests to the client.
-                let Some(rid) = msg.pointer("/params/requestId") else {
+                let Some(rid) = msg.at("/params/requestId") else {
                     return;
                 };
                 let Some(gid) = self.ids.outbound_id(child, rid) else {
@@ -160,7 +158,7 @@ impl Router {
 
     /// A child's progress extends its request's deadline.
     fn progress_from(&mut self, child: usize, msg: &Value, now: Instant) {
-        if let Some(t) = msg.pointer("/params/progressToken") {
+        if let Some(t) = msg.at("/params/progressToken") {
             let timeout = self.children[child].info.timeout;
             self.ids.progress(t, timeout, self.opts.max_total, now);
         }

@@ -9,6 +9,7 @@ use super::era::{self, Era};
 use super::ids::{Pending, token_key};
 use super::tasks;
 use super::{Action, Router, Status};
+use crate::mcp::jsonrpc::At as _;
 use crate::mcp::jsonrpc::{self, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND};
 use serde_json::{Value, json};
 use std::time::Instant;
@@ -16,6 +17,29 @@ use std::time::Instant;
 impl Router {
     /// A line from the client, already framed. Parse errors are answered.
     pub fn from_client_line(&mut self, line: &[u8], now: Instant) -> Vec<Action> {
+        // A modern client's `_meta` is parsed apart and compared with the
+        // last one checked (era::MetaCache); a legacy client's line, or one
+        // the split parse refuses, is parsed as a whole.
+        if self.era.era != Era::Legacy
+            && let Ok((mut msg, text)) = jsonrpc::parse_split_meta(line)
+        {
+            let meta = match (&self.era.meta_cache, text) {
+                (_, None) => era::LineMeta::InTree,
+                (Some(c), Some(text)) if self.era.modern() && *c.text == *text.get() => {
+                    era::LineMeta::Cached
+                }
+                (_, Some(text)) => {
+                    // Put back as parsed; valid JSON, read once already.
+                    let tree = serde_json::from_str(text.get()).unwrap_or(Value::Null);
+                    if let Some(p) = msg.get_mut("params").and_then(Value::as_object_mut) {
+                        p.insert("_meta".into(), tree);
+                    }
+                    era::LineMeta::Text(text.get().into())
+                }
+            };
+            self.client_message_as(msg, meta, now);
+            return self.take();
+        }
         match serde_json::from_slice::<Value>(line) {
             Ok(v) => self.from_client(v, now),
             Err(e) => {
@@ -46,6 +70,10 @@ impl Router {
     }
 
     pub(super) fn client_message(&mut self, msg: Value, now: Instant) {
+        self.client_message_as(msg, era::LineMeta::InTree, now)
+    }
+
+    fn client_message_as(&mut self, msg: Value, meta: era::LineMeta, now: Instant) {
         let Value::Object(obj) = &msg else {
             let what = if msg.is_array() {
                 "batches are not supported"
@@ -77,7 +105,7 @@ impl Router {
         match (obj.get("method").and_then(Value::as_str), id) {
             (Some(method), Some(id)) => {
                 let method = method.to_owned();
-                self.client_request(&method, id, msg, now)
+                self.client_request(&method, id, msg, meta, now)
             }
             (Some(method), None) => {
                 let method = method.to_owned();
@@ -124,7 +152,7 @@ impl Router {
                 }
             }
             "notifications/cancelled" => {
-                let Some(rid) = msg.pointer("/params/requestId") else {
+                let Some(rid) = msg.at("/params/requestId") else {
                     return;
                 };
                 if self.end_listen(rid) {
@@ -153,7 +181,7 @@ impl Router {
             }
             "notifications/progress" => {
                 if let Some(child) = msg
-                    .pointer("/params/progressToken")
+                    .at("/params/progressToken")
                     .and_then(|t| self.ids.child_of_token(t))
                 {
                     self.out.push(Action::ToChild(child, msg));
@@ -163,11 +191,18 @@ impl Router {
         }
     }
 
-    fn client_request(&mut self, method: &str, id: Value, msg: Value, now: Instant) {
+    fn client_request(
+        &mut self,
+        method: &str,
+        id: Value,
+        msg: Value,
+        meta: era::LineMeta,
+        now: Instant,
+    ) {
         match self.era.era {
-            Era::Modern => return self.modern_request(method, id, msg, now),
+            Era::Modern => return self.modern_request(method, id, msg, meta, now),
             Era::Unlocked if era::is_modern_request(method, &msg) => {
-                return self.modern_request(method, id, msg, now);
+                return self.modern_request(method, id, msg, meta, now);
             }
             Era::Legacy if era::is_modern_request(method, &msg) => {
                 let v = self.legacy_version();
@@ -189,8 +224,7 @@ impl Router {
             return self.out.push(Action::ToClient(e.response(id)));
         }
         if self.initializing() {
-            self.deferred.push(msg);
-            return;
+            return self.defer(msg);
         }
         if self.opts.audit {
             self.opening = Open::start(method, &msg, now);
@@ -201,7 +235,7 @@ impl Router {
 
     pub(super) fn route_request(&mut self, method: &str, id: Value, msg: Value, now: Instant) {
         if let Some(kind) = ListKind::from_method(method) {
-            if msg.pointer("/params/cursor").is_some_and(|c| !c.is_null()) {
+            if msg.at("/params/cursor").is_some_and(|c| !c.is_null()) {
                 return self.fail(
                     id,
                     INVALID_PARAMS,
@@ -214,7 +248,7 @@ impl Router {
             "tools/call" => self.route_named(ListKind::Tools, "/params/name", id, msg, now),
             "prompts/get" => self.route_named(ListKind::Prompts, "/params/name", id, msg, now),
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-                match msg.pointer("/params/uri").and_then(Value::as_str) {
+                match msg.at("/params/uri").and_then(Value::as_str) {
                     Some(uri) => {
                         let uri = uri.to_owned();
                         self.route_uri(&uri, id, msg, now)
@@ -236,13 +270,13 @@ impl Router {
     }
 
     fn route_completion(&mut self, id: Value, msg: Value, now: Instant) {
-        match msg.pointer("/params/ref/type").and_then(Value::as_str) {
+        match msg.at("/params/ref/type").and_then(Value::as_str) {
             Some("ref/prompt") => {
                 self.route_named(ListKind::Prompts, "/params/ref/name", id, msg, now)
             }
             Some("ref/resource") => {
                 let uri = msg
-                    .pointer("/params/ref/uri")
+                    .at("/params/ref/uri")
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_owned();
@@ -289,7 +323,7 @@ impl Router {
             let msg = format!("server {name} is not available");
             return self.refuse(id, code, msg, Outcome::Error(code), now);
         }
-        let token = msg.pointer("/params/_meta/progressToken").map(token_key);
+        let token = msg.at("/params/_meta/progressToken").map(token_key);
         let mut pending = Pending::Forward {
             child,
             client_id: id,
@@ -314,6 +348,7 @@ impl Router {
         );
         if !self.children[child].caps.contains_key("tasks")
             && let Some(p) = msg.get_mut("params").and_then(Value::as_object_mut)
+            && jsonrpc::field(p, "task").is_some()
         {
             p.remove("task"); // a child that did not offer tasks makes none
         }
@@ -327,7 +362,17 @@ impl Router {
                     era::add_meta(p, self.era.client_meta());
                 }
             }
-            _ => {} // the same era: the client's own `_meta` passes
+            (true, true) => {
+                // The client's own `_meta` passes: put back if it was cached.
+                if let Some(c) = &self.era.meta_cache
+                    && let Some(p) = msg.get_mut("params")
+                    && p.get("_meta")
+                        .is_none_or(|m| m.get(era::PROTOCOL_VERSION).is_none())
+                {
+                    era::add_meta(p, &c.map);
+                }
+            }
+            (false, false) => {}
         }
         if !from_modern
             && self.children[child].modern

@@ -11,6 +11,7 @@
 
 use super::ids::Pending;
 use super::{Action, Router, Status};
+use crate::mcp::jsonrpc::At as _;
 use crate::mcp::jsonrpc::{self, INTERNAL_ERROR};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeSet, HashMap};
@@ -85,7 +86,7 @@ fn missing(
             let url = params.get("mode").and_then(Value::as_str) == Some("url");
             if !has("elicitation") {
                 Some(("elicitation", json!({"elicitation": {}})))
-            } else if url && caps.pointer("/elicitation/url").is_none() {
+            } else if url && caps.at("/elicitation/url").is_none() {
                 Some(("elicitation.url", json!({"elicitation": {"url": {}}})))
             } else {
                 None
@@ -95,7 +96,7 @@ fn missing(
             let tools = params.get("tools").is_some();
             if !has("sampling") {
                 Some(("sampling", json!({"sampling": {}})))
-            } else if tools && caps.pointer("/sampling/tools").is_none() {
+            } else if tools && caps.at("/sampling/tools").is_none() {
                 Some(("sampling.tools", json!({"sampling": {"tools": {}}})))
             } else {
                 None

@@ -8,6 +8,7 @@
 //! one. The other era's entry point is refused for the rest of the
 //! connection, with an error that says which era it is locked to.
 
+use crate::mcp::jsonrpc::At as _;
 use crate::mcp::jsonrpc::{INTERNAL_ERROR, SERVER_UNAVAILABLE};
 use crate::mcp::jsonrpc::{INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, REQUEST_TIMEOUT};
 use serde_json::{Map, Value, json};
@@ -106,10 +107,18 @@ pub struct Reply {
 /// repeat, and the input capabilities it declared.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InputCall {
-    pub method: String,
+    pub method: &'static str,
     /// The client's `params.name` or `params.uri`.
     pub target: Value,
     pub inputs: Inputs,
+}
+
+/// The methods whose answer may be `input_required`, as the static name
+/// an [`InputCall`] keeps.
+pub fn input_method(method: &str) -> Option<&'static str> {
+    ["tools/call", "prompts/get", "resources/read"]
+        .into_iter()
+        .find(|m| *m == method)
 }
 
 /// Which client input capabilities a request declared.
@@ -169,17 +178,76 @@ impl Refusal {
     }
 }
 
-/// What the modern `_meta` of one valid request says.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Meta {
-    pub capabilities: Map<String, Value>,
-    pub client_info: Option<Value>,
+/// What the modern `_meta` of one valid request says, borrowed from the
+/// request: it is read on every call and copied only when it locks the era.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Meta<'a> {
+    pub capabilities: &'a Map<String, Value>,
+    pub client_info: Option<&'a Value>,
     pub level: Option<u8>,
+}
+
+/// The last `_meta` that passed the check, as the client's text, and what
+/// it says. A 2026-07-28 client repeats the same `_meta` on every request;
+/// a line whose `_meta` text is identical skips the parse and the check.
+/// Only a `_meta` of the four keys of the revision is kept: one with
+/// anything per request (`progressToken`) is parsed as usual.
+pub struct MetaCache {
+    pub text: Box<str>,
+    /// The parsed `_meta`, put back on a request that must carry it (to a
+    /// modern child, or deferred for later).
+    pub map: Map<String, Value>,
+    pub inputs: Inputs,
+    pub level: Option<u8>,
+    /// It declares the tasks extension.
+    pub tasks: bool,
+}
+
+/// How a client line's `params._meta` reaches the router.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LineMeta {
+    /// In the tree as parsed, or absent.
+    InTree,
+    /// In the tree, and this is its text: kept if it passes the check.
+    Text(Box<str>),
+    /// Left out of the tree: its text is the cached one.
+    Cached,
+}
+
+/// `_meta` texts longer than this are not kept (a few hundred bytes is usual).
+const META_CACHE_MAX: usize = 16 * 1024;
+
+impl MetaCache {
+    /// A cache entry for `text`, the `_meta` a request just passed the
+    /// check with; None if it holds other keys or is too long to keep.
+    pub fn of(text: Box<str>, map: &Map<String, Value>, meta: Meta) -> Option<MetaCache> {
+        if text.len() > META_CACHE_MAX || !map.keys().all(|k| MODERN_KEYS.contains(&k.as_str())) {
+            return None;
+        }
+        Some(MetaCache {
+            text,
+            map: map.clone(),
+            inputs: Inputs::of(meta.capabilities),
+            level: meta.level,
+            tasks: meta.declares_tasks(),
+        })
+    }
+}
+
+impl Meta<'_> {
+    /// It declares the `io.modelcontextprotocol/tasks` extension.
+    pub fn declares_tasks(&self) -> bool {
+        self.capabilities
+            .get("extensions")
+            .is_some_and(|e| e.get(super::tasks::EXTENSION).is_some())
+    }
 }
 
 /// The per-connection era state.
 pub struct EraState {
     pub era: Era,
+    /// See [`MetaCache`].
+    pub meta_cache: Option<MetaCache>,
     /// The gateway's `serverInfo`, as JSON text (spliced into results).
     server_info: String,
     /// The stamp of the modern request being routed, until it is
@@ -217,6 +285,7 @@ impl EraState {
         let info = json!({"name": server_name, "version": server_version});
         EraState {
             era: Era::Unlocked,
+            meta_cache: None,
             server_info: info.to_string(),
             current: None,
             pin: None,
@@ -244,12 +313,12 @@ impl EraState {
     }
 
     /// A modern client locked the era with this request's `_meta`.
-    pub fn modern_client(&mut self, meta: &Meta) {
+    pub fn modern_client(&mut self, meta: Meta) {
         self.client_meta.insert(
             CLIENT_CAPABILITIES.into(),
             Value::Object(meta.capabilities.clone()),
         );
-        if let Some(info) = &meta.client_info {
+        if let Some(info) = meta.client_info {
             self.client_meta.insert(CLIENT_INFO.into(), info.clone());
         }
     }
@@ -318,10 +387,7 @@ impl EraState {
     /// large tool result is not rebuilt); anything else is parsed.
     pub fn stamp_text(&self, payload: &str, cacheable: bool) -> String {
         let body = payload.trim_start();
-        let plain = body.starts_with('{')
-            && !["\"resultType\"", "\"_meta\"", "\"ttlMs\"", "\"cacheScope\""]
-                .iter()
-                .any(|k| body.contains(k));
+        let plain = body.starts_with('{') && !names_a_stamped_key(body.as_bytes());
         if !plain {
             let mut v: Value = serde_json::from_str(payload).unwrap_or(Value::Null);
             self.stamp(&mut v, cacheable);
@@ -345,6 +411,13 @@ impl EraState {
     }
 }
 
+/// Whether JSON text has a string equal to a key [`EraState::stamp`]
+/// sets, at any depth: one pass over its quotes.
+fn names_a_stamped_key(text: &[u8]) -> bool {
+    const KEYS: [&[u8]; 4] = [b"resultType\"", b"_meta\"", b"ttlMs\"", b"cacheScope\""];
+    memchr::memchr_iter(b'"', text).any(|i| KEYS.iter().any(|k| text[i + 1..].starts_with(k)))
+}
+
 /// Whether a request is a 2026-07-28 one: a modern-only method, or a
 /// `_meta` with the modern version or capabilities keys. Cheap on the
 /// legacy path: two map lookups when `_meta` exists.
@@ -363,7 +436,7 @@ pub fn is_modern_request(method: &str, msg: &Value) -> bool {
 /// `locked`: the connection is already modern, so -32022 lists only the
 /// modern version; before the lock it lists the legacy ones too, so a
 /// client that speaks only those knows to send `initialize`.
-pub fn check_meta(msg: &Value, locked: bool) -> Result<Meta, Refusal> {
+pub fn check_meta(msg: &Value, locked: bool) -> Result<Meta<'_>, Refusal> {
     let meta = match msg.get("params") {
         None => return Err(Refusal::new(INVALID_PARAMS, missing(PROTOCOL_VERSION))),
         Some(Value::Object(p)) => match p.get("_meta") {
@@ -378,7 +451,19 @@ pub fn check_meta(msg: &Value, locked: bool) -> Result<Meta, Refusal> {
         },
         Some(_) => return Err(Refusal::new(INVALID_PARAMS, "params must be an object")),
     };
-    let version = match meta.get(PROTOCOL_VERSION) {
+    // One pass over the few keys: no key is hashed (SipHash of these long
+    // names costs more than comparing them).
+    let (mut version, mut caps, mut info, mut level) = (None, None, None, None);
+    for (k, v) in meta {
+        match k.as_str() {
+            PROTOCOL_VERSION => version = Some(v),
+            CLIENT_CAPABILITIES => caps = Some(v),
+            CLIENT_INFO => info = Some(v),
+            LOG_LEVEL => level = Some(v),
+            _ => {}
+        }
+    }
+    let version = match version {
         Some(Value::String(v)) => v,
         Some(_) => {
             return Err(Refusal::new(
@@ -399,8 +484,8 @@ pub fn check_meta(msg: &Value, locked: bool) -> Result<Meta, Refusal> {
             data: Some(json!({"supported": supported, "requested": version})),
         });
     }
-    let capabilities = match meta.get(CLIENT_CAPABILITIES) {
-        Some(Value::Object(c)) => c.clone(),
+    let capabilities = match caps {
+        Some(Value::Object(c)) => c,
         Some(_) => {
             return Err(Refusal::new(
                 INVALID_PARAMS,
@@ -409,7 +494,7 @@ pub fn check_meta(msg: &Value, locked: bool) -> Result<Meta, Refusal> {
         }
         None => return Err(Refusal::new(INVALID_PARAMS, missing(CLIENT_CAPABILITIES))),
     };
-    let level = match meta.get(LOG_LEVEL) {
+    let level = match level {
         None => None,
         Some(v) => match v.as_str().and_then(level_rank) {
             Some(r) => Some(r),
@@ -426,7 +511,7 @@ pub fn check_meta(msg: &Value, locked: bool) -> Result<Meta, Refusal> {
     };
     Ok(Meta {
         capabilities,
-        client_info: meta.get(CLIENT_INFO).filter(|v| v.is_object()).cloned(),
+        client_info: info.filter(|v| v.is_object()),
         level,
     })
 }
@@ -452,7 +537,7 @@ pub fn not_modern(method: &str) -> Option<Refusal> {
 /// modern-only server answers it: ERAS §5.4).
 pub fn initialize_when_modern(msg: &Value) -> Refusal {
     let requested = msg
-        .pointer("/params/protocolVersion")
+        .at("/params/protocolVersion")
         .cloned()
         .unwrap_or(Value::Null);
     Refusal {
@@ -494,11 +579,13 @@ pub fn strip_meta(msg: &mut Value) {
     let Some(params) = msg.get_mut("params").and_then(Value::as_object_mut) else {
         return;
     };
-    let empty = match params.get_mut("_meta").and_then(Value::as_object_mut) {
+    let empty = match crate::mcp::jsonrpc::field_mut(params, "_meta").and_then(Value::as_object_mut)
+    {
+        // Usually nothing else is there: the whole `_meta` goes at once.
+        Some(meta) if meta.keys().all(|k| MODERN_KEYS.contains(&k.as_str())) => true,
         Some(meta) => {
-            for k in MODERN_KEYS {
-                meta.remove(k);
-            }
+            // `retain` keeps each key's stored hash: no key is hashed again.
+            meta.retain(|k, _| !MODERN_KEYS.contains(&k.as_str()));
             meta.is_empty()
         }
         None => false,
@@ -530,13 +617,13 @@ pub fn add_meta(params: &mut Value, meta: &Map<String, Value>) {
 
 /// A legacy child's `initialize` params for a modern client: its
 /// capabilities (minus `extensions`, which legacy lacks) and its info.
-pub fn legacy_init_params(meta: &Meta, server_name: &str, server_version: &str) -> Value {
+pub fn legacy_init_params(meta: Meta, server_name: &str, server_version: &str) -> Value {
     let mut caps = meta.capabilities.clone();
     caps.remove("extensions");
     caps.remove("tasks");
     let info = meta
         .client_info
-        .clone()
+        .cloned()
         .unwrap_or_else(|| json!({"name": server_name, "version": server_version}));
     json!({"protocolVersion": super::init::SUPPORTED_VERSIONS[0],
            "capabilities": caps, "clientInfo": info})
@@ -565,7 +652,8 @@ mod tests {
     fn meta_is_checked_in_order_with_the_codes_of_the_spec() {
         let ok = json!({PROTOCOL_VERSION: MODERN, CLIENT_CAPABILITIES: {"sampling":{}},
                         CLIENT_INFO: {"name":"c","version":"1"}, LOG_LEVEL: "warning"});
-        let m = check_meta(&req(ok), true).unwrap();
+        let ok = req(ok);
+        let m = check_meta(&ok, true).unwrap();
         assert_eq!(m.level, Some(3));
         assert!(m.capabilities.contains_key("sampling"));
         let code = |v: Value| check_meta(&v, false).unwrap_err().code;

@@ -5,6 +5,7 @@
 
 use super::era;
 use super::{Action, FanKind, Router, Status};
+use crate::mcp::jsonrpc::At as _;
 use crate::mcp::jsonrpc::INVALID_REQUEST;
 use serde_json::{Map, Value, json};
 use std::time::Instant;
@@ -62,7 +63,7 @@ impl Router {
         f.waiting -= 1;
         let c = &mut self.children[child];
         let locked_modern =
-            msg.pointer("/error/code").and_then(Value::as_i64) == Some(era::UNSUPPORTED_VERSION);
+            msg.at("/error/code").and_then(Value::as_i64) == Some(era::UNSUPPORTED_VERSION);
         if locked_modern && !c.modern {
             log::info!(
                 "[{}] refused initialize with -32022: asking server/discover",
@@ -97,7 +98,7 @@ impl Router {
             }
             None => {
                 let why = msg
-                    .pointer("/error/message")
+                    .at("/error/message")
                     .and_then(Value::as_str)
                     .unwrap_or("no result");
                 c.status = Status::Out;

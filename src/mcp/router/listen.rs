@@ -10,6 +10,7 @@
 use super::catalog::ListKind;
 use super::era::Listen;
 use super::{Action, Router};
+use crate::mcp::jsonrpc::At as _;
 use crate::mcp::jsonrpc::{self, INVALID_PARAMS, INVALID_REQUEST};
 use serde_json::{Map, Value, json};
 use std::collections::HashSet;
@@ -83,10 +84,7 @@ impl Router {
     /// for a modern child, which has neither: a child listen naming the
     /// URI is opened, or cancelled; answered `{}` at once.
     pub(super) fn subscribe_modern(&mut self, child: usize, id: Value, msg: &Value) {
-        let uri = msg
-            .pointer("/params/uri")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        let uri = msg.at("/params/uri").and_then(Value::as_str).unwrap_or("");
         let key = (child, uri.to_owned());
         let subscribe = msg.get("method").and_then(Value::as_str) == Some("resources/subscribe");
         match (subscribe, self.era.child_subs.get(&key).copied()) {
@@ -130,7 +128,7 @@ impl Router {
             let why = format!("at most {MAX_STREAMS} streams may be open on a connection");
             return refuse(self, INVALID_PARAMS, &why);
         }
-        let filter = msg.pointer("/params/notifications");
+        let filter = msg.at("/params/notifications");
         if filter.is_some_and(|f| !f.is_object()) {
             return refuse(
                 self,
@@ -313,7 +311,7 @@ impl Router {
     /// A child's resource changed: to each stream that named it (or a
     /// resource it is a sub-resource of: ERAS §5.16).
     pub(super) fn resource_updated(&mut self, child: usize, msg: Value) {
-        let Some(uri) = msg.pointer("/params/uri").and_then(Value::as_str) else {
+        let Some(uri) = msg.at("/params/uri").and_then(Value::as_str) else {
             return;
         };
         for l in &self.era.listens {

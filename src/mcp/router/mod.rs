@@ -430,6 +430,20 @@ impl Router {
         }
     }
 
+    /// Keeps a client request until initialize or a name map is done. A
+    /// modern request whose `_meta` was left out as cached gets it back:
+    /// it is checked again when it is retried.
+    fn defer(&mut self, mut msg: Value) {
+        if self.era.modern()
+            && let Some(c) = &self.era.meta_cache
+            && let Some(p) = msg.get_mut("params").and_then(Value::as_object_mut)
+            && !p.contains_key("_meta")
+        {
+            p.insert("_meta".into(), Value::Object(c.map.clone()));
+        }
+        self.deferred.push(msg);
+    }
+
     fn initializing(&self) -> bool {
         self.fanouts
             .values()

@@ -9,6 +9,7 @@ use super::catalog::ListKind;
 use super::era::{self, Era, Refusal};
 use super::tasks;
 use super::{Action, Router, Status};
+use crate::mcp::jsonrpc::At as _;
 use crate::mcp::jsonrpc::{self, INTERNAL_ERROR, INVALID_PARAMS};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -20,8 +21,16 @@ impl Router {
     }
 
     /// A request on a modern connection, or the first modern request of an
-    /// unlocked one (a refused request does not lock the era).
-    pub(super) fn modern_request(&mut self, method: &str, id: Value, msg: Value, now: Instant) {
+    /// unlocked one (a refused request does not lock the era). `meta`: how
+    /// its `_meta` came (see [`era::MetaCache`]).
+    pub(super) fn modern_request(
+        &mut self,
+        method: &str,
+        id: Value,
+        msg: Value,
+        meta: era::LineMeta,
+        now: Instant,
+    ) {
         let locked = self.era.modern();
         if locked && method == "initialize" {
             return self.refuse_with(id, era::initialize_when_modern(&msg));
@@ -29,23 +38,34 @@ impl Router {
         if let Some(e) = era::not_modern(method).filter(|_| !tasks::is_task_method(method, true)) {
             return self.refuse_with(id, e);
         }
-        let meta = match era::check_meta(&msg, locked) {
-            Ok(m) => m,
-            Err(e) => return self.refuse_with(id, e),
+        let cached = match (&meta, &self.era.meta_cache) {
+            (era::LineMeta::Cached, Some(c)) if locked => Some(c),
+            _ => None, // (Cached without a cache cannot happen: refused as missing)
         };
-        if !locked {
-            self.lock_modern(&meta, now);
-        }
+        let (inputs, level, declares_tasks) = match cached {
+            Some(c) => (c.inputs, c.level, c.tasks),
+            None => {
+                let m = match era::check_meta(&msg, locked) {
+                    Ok(m) => m,
+                    Err(e) => return self.refuse_with(id, e),
+                };
+                let facts = (era::Inputs::of(m.capabilities), m.level, m.declares_tasks());
+                if let era::LineMeta::Text(text) = meta
+                    && let Some(Value::Object(map)) = msg.at("/params/_meta")
+                    && let Some(c) = era::MetaCache::of(text, map, m)
+                {
+                    self.era.meta_cache = Some(c); // one with a per-request key leaves it
+                }
+                if !locked {
+                    self.lock_modern(m, now);
+                }
+                facts
+            }
+        };
         if self.initializing() {
-            self.deferred.push(msg);
-            return;
+            return self.defer(msg);
         }
-        if tasks::is_task_method(method, true)
-            && meta
-                .capabilities
-                .get("extensions")
-                .is_none_or(|e| e.get(tasks::EXTENSION).is_none())
-        {
+        if tasks::is_task_method(method, true) && !declares_tasks {
             // The extension's rule (ERAS §3): only a client that declares it.
             return self.refuse_with(id, tasks::undeclared(method));
         }
@@ -57,18 +77,21 @@ impl Router {
         if self.opts.audit {
             self.opening = Open::start(method, &msg, now);
         }
-        let input = matches!(method, "tools/call" | "prompts/get" | "resources/read").then(|| {
+        let input = era::input_method(method).map(|method| {
             Box::new(era::InputCall {
-                method: method.to_owned(),
+                method,
                 target: super::mrtr::target_of(&msg),
-                inputs: era::Inputs::of(&meta.capabilities),
+                inputs,
             })
         });
-        if input.is_some() && self.retry(&id, &msg, now) {
+        // A retry carries `requestState`; a first call (the common case)
+        // skips both checks below.
+        let state = input.is_some() && msg.at("/params/requestState").is_some();
+        if state && self.retry(&id, &msg, now) {
             self.opening = None; // not left for a later request to end
             return;
         }
-        if input.is_some() {
+        if state {
             match self.wrapped_state(&msg) {
                 Ok(pin) => self.era.pin = pin,
                 Err(why) => {
@@ -79,7 +102,7 @@ impl Router {
         }
         self.era.current = Some(era::Reply {
             cacheable: method == "resources/read",
-            level: meta.level,
+            level,
             input,
         });
         self.route_request(method, id, msg, now);
@@ -91,7 +114,7 @@ impl Router {
     /// Locks the connection to 2026-07-28 and initializes the session's
     /// legacy children with this first request's capabilities and info
     /// (ERAS §5.8); requests wait for them as they wait for `initialize`.
-    fn lock_modern(&mut self, meta: &era::Meta, now: Instant) {
+    fn lock_modern(&mut self, meta: era::Meta, now: Instant) {
         self.era.era = Era::Modern;
         self.era.modern_client(meta);
         let params =
@@ -166,7 +189,7 @@ impl Router {
             "notifications/progress" => self.out.push(Action::ToClient(msg)),
             "notifications/message" => {
                 let level = msg
-                    .pointer("/params/level")
+                    .at("/params/level")
                     .and_then(Value::as_str)
                     .and_then(era::level_rank);
                 if let (Some(l), Some(min)) = (level, self.ids.log_level(child))
@@ -222,10 +245,7 @@ impl Router {
             return jsonrpc::to_line(&json!({"jsonrpc": "2.0", "id": client_id, "error": e}));
         }
         let text = self.era.stamp_text(payload.get(), reply.cacheable);
-        match RawValue::from_string(text) {
-            Ok(raw) => jsonrpc::response_line(client_id, false, &raw),
-            Err(_) => jsonrpc::response_line(client_id, false, payload),
-        }
+        jsonrpc::response_line_text(client_id, false, &text)
     }
 
     /// The same for a response already parsed.

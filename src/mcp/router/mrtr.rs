@@ -18,6 +18,7 @@
 use super::era::{self, Inputs};
 use super::ids::{Pending, token_key};
 use super::{Action, Router, Status};
+use crate::mcp::jsonrpc::At as _;
 use crate::mcp::jsonrpc::{self, INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -45,7 +46,7 @@ struct Wrapped {
     child: usize,
     /// The child's own `requestState`, restored as it came.
     state: Value,
-    method: String,
+    method: &'static str,
     target: Value,
     seq: u64,
 }
@@ -54,7 +55,7 @@ struct Call {
     child: usize,
     /// The client's method and its `params.name` or `params.uri`: a retry
     /// must repeat them.
-    method: String,
+    method: &'static str,
     target: Value,
     inputs: Inputs,
     /// Set while the client holds `input_required` and no retry came.
@@ -137,7 +138,7 @@ impl Router {
             Wrapped {
                 child,
                 state,
-                method: call.method.clone(),
+                method: call.method,
                 target: call.target.clone(),
                 seq: m.seq,
             },
@@ -149,7 +150,7 @@ impl Router {
     /// state is one of ours for this request (the retry must reach that
     /// child: [`Router::restore_state`]); Ok(None) if not ours.
     pub(super) fn wrapped_state(&self, msg: &Value) -> Result<Option<(String, usize)>, String> {
-        let Some(state) = msg.pointer("/params/requestState").and_then(Value::as_str) else {
+        let Some(state) = msg.at("/params/requestState").and_then(Value::as_str) else {
             return Ok(None);
         };
         let Some(w) = self.mrtr.wrapped.get(state) else {
@@ -227,7 +228,7 @@ impl Router {
             json!({"method": method, "params": msg.get("params").cloned().unwrap_or(json!({}))});
         let call = self.mrtr.calls.entry(cid).or_insert_with(|| Call {
             child,
-            method: String::new(),
+            method: "",
             target: Value::Null,
             inputs,
             handle: None,
@@ -276,7 +277,7 @@ impl Router {
     /// handled here (true). A state that is not ours is left to the route:
     /// a modern child judges its own, a legacy child's request refuses it.
     pub(super) fn retry(&mut self, id: &Value, msg: &Value, now: Instant) -> bool {
-        let Some(state) = msg.pointer("/params/requestState").and_then(Value::as_str) else {
+        let Some(state) = msg.at("/params/requestState").and_then(Value::as_str) else {
             return false;
         };
         let Some(&cid) = self.mrtr.handles.get(state) else {
@@ -301,7 +302,7 @@ impl Router {
             );
         }
         let empty = Map::new();
-        let responses = match msg.pointer("/params/inputResponses") {
+        let responses = match msg.at("/params/inputResponses") {
             None => &empty,
             Some(Value::Object(m)) => m,
             Some(_) => return refuse(self, "params.inputResponses must be an object".into()),
@@ -341,7 +342,7 @@ impl Router {
                 self.out.push(Action::ToChild(child, a));
             }
         }
-        let token = msg.pointer("/params/_meta/progressToken").map(token_key);
+        let token = msg.at("/params/_meta/progressToken").map(token_key);
         let timeout = self.children[child].info.timeout;
         self.ids.retarget(cid, id.clone(), token, now + timeout);
         if more {
@@ -412,9 +413,10 @@ impl Router {
     /// legacy child `inputResponses` too (a modern child may ask for input
     /// without a state, and its retry then carries only the answers).
     pub(super) fn foreign_state(msg: &Value, modern_child: bool) -> bool {
-        let p = msg.get("params");
-        p.is_some_and(|p| {
-            p.get("requestState").is_some() || (!modern_child && p.get("inputResponses").is_some())
-        })
+        let Some(p) = msg.get("params").and_then(Value::as_object) else {
+            return false;
+        };
+        jsonrpc::field(p, "requestState").is_some()
+            || (!modern_child && jsonrpc::field(p, "inputResponses").is_some())
     }
 }

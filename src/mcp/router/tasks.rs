@@ -11,6 +11,7 @@
 use super::audit::Outcome;
 use super::era::Refusal;
 use super::{Router, Status};
+use crate::mcp::jsonrpc::At as _;
 use crate::mcp::jsonrpc::INVALID_PARAMS;
 use serde_json::{Map, Value, json};
 use std::collections::{HashSet, VecDeque};
@@ -127,7 +128,7 @@ impl Router {
     /// `tasks/get|result|cancel|update` from the client: to the child
     /// that created the task, with the child's own id.
     pub(super) fn route_task(&mut self, method: &str, id: Value, mut msg: Value, now: Instant) {
-        let Some(gid) = msg.pointer("/params/taskId").and_then(Value::as_str) else {
+        let Some(gid) = msg.at("/params/taskId").and_then(Value::as_str) else {
             let why = format!("{method}: missing params.taskId");
             return self.refuse(id, INVALID_PARAMS, why, Outcome::Error(INVALID_PARAMS), now);
         };
@@ -153,7 +154,7 @@ impl Router {
             return;
         };
         let modern_task = r.get("resultType").and_then(Value::as_str) == Some("task");
-        if let Some(gid) = rewrite(r.pointer_mut("/task/taskId"), child) {
+        if let Some(gid) = rewrite(r.at_mut("/task/taskId"), child) {
             self.tasks.record(&gid);
         }
         if let Some(gid) = rewrite(r.get_mut("taskId"), child)
