@@ -4,6 +4,8 @@
 //! ```text
 //! mcp_bench connect  CMD REPEATS                 -> connect-to-tools/list ms (median)
 //! mcp_bench latency  CMD CALLS TOOL ARGS_JSON    -> p50/p90/p99 us of sequential tools/call
+//! mcp_bench latency-eras CMD CALLS TOOL ARGS_JSON -> the same for a legacy and a 2026-07-28
+//!                                                   session side by side, calls alternating
 //! mcp_bench big      CMD BYTES                   -> ms for one echo of BYTES, checked intact
 //! mcp_bench throughput CMD SESSIONS CALLS TOOL ARGS_JSON -> calls/s over all sessions
 //!                                                   (MCP_BENCH_SYNC=1: prints "ready" and "done" around
@@ -23,6 +25,8 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 struct Session {
+    /// It speaks 2026-07-28.
+    modern: bool,
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
@@ -32,6 +36,10 @@ struct Session {
 
 impl Session {
     fn start(cmd: &str) -> Session {
+        Session::start_era(cmd, modern())
+    }
+
+    fn start_era(cmd: &str, modern: bool) -> Session {
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(cmd)
@@ -43,6 +51,7 @@ impl Session {
         let stdin = child.stdin.take().unwrap();
         let stdout = BufReader::with_capacity(1 << 20, child.stdout.take().unwrap());
         Session {
+            modern,
             child,
             stdin,
             stdout,
@@ -54,7 +63,7 @@ impl Session {
     fn request(&mut self, method: &str, mut params: Value) -> Value {
         self.next += 1;
         let id = self.next;
-        if modern() {
+        if self.modern {
             params["_meta"] = meta();
         }
         let mut buf = serde_json::to_vec(
@@ -120,8 +129,28 @@ impl Session {
         }
     }
 
+    /// Initializes, lists, makes 50 calls of `tool` and returns the text
+    /// of the timed call for [`Session::call_text`].
+    fn warm_call(&mut self, tool: &str, args: &str) -> String {
+        self.initialize();
+        self.request("tools/list", json!({}));
+        let args = serde_json::from_str::<Value>(args).unwrap_or_else(|e| {
+            eprintln!("mcp_bench: ARGS_JSON: {e}");
+            std::process::exit(2)
+        });
+        let mut params = json!({"name": tool, "arguments": args});
+        for _ in 0..50 {
+            self.request("tools/call", params.clone());
+        }
+        if self.modern {
+            params["_meta"] = meta();
+        }
+        let call = json!({"method": "tools/call", "params": params}).to_string();
+        call[1..].to_owned() // after the '{', which the id's text opens
+    }
+
     fn initialize(&mut self) {
-        if modern() {
+        if self.modern {
             self.request("server/discover", json!({}));
             return;
         }
@@ -161,6 +190,12 @@ fn meta() -> Value {
 fn modern() -> bool {
     static MODERN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *MODERN.get_or_init(|| std::env::var("MCP_BENCH_ERA").is_ok_and(|v| v == "2026-07-28"))
+}
+
+/// p50/p90/p99 of `us` (sorted here) as JSON.
+fn percentiles(us: &mut [u128]) -> Value {
+    us.sort();
+    json!({"p50_us": pct(us, 0.5), "p90_us": pct(us, 0.9), "p99_us": pct(us, 0.99), "calls": us.len()})
 }
 
 fn pct(sorted: &[u128], p: f64) -> u128 {
@@ -244,28 +279,46 @@ fn main() {
         }
         "latency" => {
             let mut s = Session::start(&arg(2));
-            s.initialize();
-            s.request("tools/list", json!({}));
-            let mut params = json!({"name": arg(4), "arguments": serde_json::from_str::<Value>(&arg(5)).unwrap()});
-            for _ in 0..50 {
-                s.request("tools/call", params.clone());
-            }
-            if modern() {
-                params["_meta"] = meta();
-            }
-            let call = json!({"method": "tools/call", "params": params}).to_string();
-            let tail = &call[1..]; // after the '{', which the id's text opens
+            let tail = s.warm_call(&arg(4), &arg(5));
             let mut us = Vec::with_capacity(num(3));
             for _ in 0..num(3) {
                 let t = Instant::now();
-                s.call_text(tail);
+                s.call_text(&tail);
                 us.push(t.elapsed().as_micros());
             }
             s.close();
-            us.sort();
+            println!("{}", percentiles(&mut us));
+        }
+        "latency-eras" => {
+            // A legacy and a 2026-07-28 session open side by side, their
+            // calls alternating: both see the same machine at each moment.
+            let mut legacy = Session::start_era(&arg(2), false);
+            let mut modern = Session::start_era(&arg(2), true);
+            let legacy_tail = legacy.warm_call(&arg(4), &arg(5));
+            let modern_tail = modern.warm_call(&arg(4), &arg(5));
+            let (mut lus, mut mus) = (Vec::new(), Vec::new());
+            for i in 0..num(3) {
+                let order = if i % 2 == 0 { [false, true] } else { [true, false] };
+                for m in order {
+                    let (s, tail, us) = if m {
+                        (&mut modern, &modern_tail, &mut mus)
+                    } else {
+                        (&mut legacy, &legacy_tail, &mut lus)
+                    };
+                    let t = Instant::now();
+                    s.call_text(tail);
+                    us.push(t.elapsed().as_micros());
+                }
+            }
+            legacy.close();
+            modern.close();
+            let (l, m) = (percentiles(&mut lus), percentiles(&mut mus));
+            let ratio = m["p50_us"].as_f64().unwrap_or(0.0) / l["p50_us"].as_f64().unwrap_or(1.0);
             println!(
                 "{}",
-                json!({"p50_us": pct(&us, 0.5), "p90_us": pct(&us, 0.9), "p99_us": pct(&us, 0.99), "calls": us.len()})
+                json!({"legacy_p50_us": l["p50_us"], "legacy_p90_us": l["p90_us"],
+                       "modern_p50_us": m["p50_us"], "modern_p90_us": m["p90_us"],
+                       "ratio_p50": (ratio * 1000.0).round() / 1000.0, "calls": lus.len()})
             );
         }
         "big" => {

@@ -4,6 +4,8 @@
 #   (b) OpenSSH sshd on a private loopback port with ForceCommand = the child
 #   (c) our server reached with OpenSSH `ssh -T`
 #   (d) our server reached through our client
+#   (e) as (c) with a 2026-07-28 client; and (c) against (e) paired: a
+#       legacy and a 2026-07-28 session side by side, calls alternating
 # Children: examples/echo_mcp (minimal, shows the transport's own cost) and
 # mcp-server-time (PyPI, a real one). Writes docs/BENCHMARKS.md; exits
 # non-zero if any path fails. Not part of the test suite.
@@ -108,6 +110,9 @@ EOF
       fi
       record "$child" "$p" "latency#$round" "$r"
     done
+    sleep 1
+    r=$("$DRV" latency-eras "${P[c]}" "$CALLS" "$TOOL" "$ARGS") || fail "$child eras latency"
+    record "$child" ce "eras#$round" "$r"
   done
   for p in a b c d; do
     echo "== $child ($p)" >&2
@@ -193,7 +198,10 @@ for c, title in [('echo', 'Echo child (`examples/echo_mcp.rs`): the transport\'s
     print()
     print('Targets, as ratios from this run:\n')
     print(f'- per-call overhead, ours (c) / OpenSSH (b): {oc} / {ob} us = {oc / ob if ob > 0 else float("nan"):.2f} (target <= 1); through our client (d): {od} us')
-    print(f'- p50 of a 2026-07-28 client (e) / a legacy one (c), same server and child: {e50} / {c50} us = {e50 / c50:.2f} (target <= 1)')
+    pe = R.get((c, 'ce', 'eras'), {})
+    print(f'- p50 of a 2026-07-28 client / a legacy one, same server and child (target <= 1): the two sessions side by side, calls alternating, '
+          f'{pe.get("modern_p50_us")} / {pe.get("legacy_p50_us")} us = {pe.get("ratio_p50", float("nan")):.2f} (median of the rounds\' ratios); '
+          f'run apart, (e) / (c): {e50} / {c50} us = {e50 / c50:.2f}')
     cc, cb = g(c, 'c', 'connect', 'connect_ms'), g(c, 'b', 'connect', 'connect_ms')
     print(f'- connect to `tools/list`, ours (c) / OpenSSH (b): {cc:.1f} / {cb:.1f} ms = {cc / cb:.2f} (target <= 0.25 with warm children, for mcp-server-time)')
     t16c, t16b = g(c, 'c', 'tp16', 'calls_per_s'), g(c, 'b', 'tp16', 'calls_per_s')
