@@ -298,7 +298,11 @@ fn main() {
             let modern_tail = modern.warm_call(&arg(4), &arg(5));
             let (mut lus, mut mus) = (Vec::new(), Vec::new());
             for i in 0..num(3) {
-                let order = if i % 2 == 0 { [false, true] } else { [true, false] };
+                let order = if i % 2 == 0 {
+                    [false, true]
+                } else {
+                    [true, false]
+                };
                 for m in order {
                     let (s, tail, us) = if m {
                         (&mut modern, &modern_tail, &mut mus)

@@ -237,10 +237,10 @@ impl Router {
             // Nothing to initialize: it serves as it did, its listens anew.
             c.status = Status::Ready;
             self.era.child_listen[child] = None;
-            self.era.child_subs.retain(|(c, _), _| *c != child);
             self.restarted(child);
             if self.init_params.is_some() {
                 self.open_child_listens();
+                self.relisten(child);
             }
             return self.take();
         }

@@ -316,6 +316,13 @@ impl Router {
             self.opening = None;
             return self.subscribe_modern(child, id, &msg);
         }
+        if !self.children[child].modern
+            && let Some(m @ ("resources/subscribe" | "resources/unsubscribe")) =
+                msg.get("method").and_then(Value::as_str)
+            && let Some(uri) = msg.at("/params/uri").and_then(Value::as_str)
+        {
+            self.era.client_sub(child, uri, m == "resources/subscribe");
+        }
         if self.children[child].status != Status::Ready {
             self.era.current = None;
             let name = self.children[child].info.name.clone();

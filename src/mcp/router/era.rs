@@ -262,6 +262,10 @@ pub struct EraState {
     /// A legacy client's `resources/subscribe` to a modern child: the
     /// child listen that serves it, by (child, uri).
     pub child_subs: std::collections::HashMap<(usize, String), u64>,
+    /// A legacy client's `resources/subscribe` passed to a legacy child:
+    /// sent again when that child is restarted (at most
+    /// `listen::MAX_CHILD_SUBS` kept).
+    pub client_subs: std::collections::HashSet<(usize, String)>,
     /// Per child: the last `logging/setLevel` rank sent to it.
     pub sent_level: Vec<Option<u8>>,
     /// Open `subscriptions/listen` streams: the client's id and filter.
@@ -292,6 +296,7 @@ impl EraState {
             sent_level: vec![None; children],
             child_listen: vec![None; children],
             child_subs: std::collections::HashMap::new(),
+            client_subs: std::collections::HashSet::new(),
             listens: Vec::new(),
             client_meta: Map::from_iter([
                 (PROTOCOL_VERSION.to_owned(), json!(MODERN)),
@@ -306,6 +311,22 @@ impl EraState {
         self.listens
             .iter()
             .any(|l| l.subs.iter().any(|(c, u)| *c == child && u == uri))
+    }
+
+    /// Records a legacy client's subscribe (or unsubscribe) of `uri` at
+    /// legacy child `child`.
+    pub fn client_sub(&mut self, child: usize, uri: &str, subscribe: bool) {
+        let key = (child, uri.to_owned());
+        if !subscribe {
+            self.client_subs.remove(&key);
+        } else if self.client_subs.len() < super::listen::MAX_CHILD_SUBS {
+            self.client_subs.insert(key);
+        } else {
+            log::debug!(
+                "subscription to {uri} not kept for a restart: {} kept",
+                self.client_subs.len()
+            );
+        }
     }
 
     pub fn client_meta(&self) -> &Map<String, Value> {

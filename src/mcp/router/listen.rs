@@ -221,11 +221,9 @@ impl Router {
     /// A restarted legacy child: the resources open streams name are
     /// subscribed there again.
     pub(super) fn resubscribe(&mut self, child: usize) {
-        let mut uris: Vec<String> = self
-            .era
-            .listens
-            .iter()
-            .flat_map(|l| l.subs.iter())
+        let streams = self.era.listens.iter().flat_map(|l| l.subs.iter());
+        let mut uris: Vec<String> = streams
+            .chain(self.era.client_subs.iter())
             .filter(|(c, _)| *c == child)
             .map(|(_, u)| u.clone())
             .collect();
@@ -238,6 +236,24 @@ impl Router {
                 json!({"jsonrpc": "2.0", "id": id, "method": "resources/subscribe",
                        "params": {"uri": uri}}),
             ));
+        }
+    }
+
+    /// A restarted modern child: each child listen that followed one of
+    /// its resources is opened again (for streams and for a legacy
+    /// client's subscriptions alike).
+    pub(super) fn relisten(&mut self, child: usize) {
+        let mut uris: Vec<String> = self
+            .era
+            .child_subs
+            .keys()
+            .filter(|(c, _)| *c == child)
+            .map(|(_, u)| u.clone())
+            .collect();
+        uris.sort(); // the same order every time, for the tests
+        for uri in uris {
+            let lid = self.child_listen(child, json!({"resourceSubscriptions": [uri]}));
+            self.era.child_subs.insert((child, uri), lid);
         }
     }
 

@@ -1686,6 +1686,25 @@ fn a_modern_childs_resources_on_a_modern_clients_streams_use_one_child_listen_ea
         .map(|m| &m["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"])
         .collect();
     assert_eq!(ids, [&json!("l1"), &json!("l2")]);
+    // The child restarted: its resource listen is opened again, and its
+    // updates under the new listen reach both streams.
+    r.child_closed(0, now);
+    let a = r.child_restarted(0, now);
+    let again: Vec<Value> = to_child(&a)
+        .into_iter()
+        .filter(|(_, m)| m["method"] == "subscriptions/listen")
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(again.len(), 1, "{a:?}");
+    assert_eq!(
+        again[0]["params"]["notifications"],
+        json!({"resourceSubscriptions":["m://r"]})
+    );
+    assert_ne!(again[0]["id"], cl["id"]);
+    let cl = &again[0];
+    let tag = json!({"io.modelcontextprotocol/subscriptionId": cl["id"]});
+    let updated = json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"m://r","_meta":tag}});
+    assert_eq!(to_client(&r.from_child(0, updated.clone(), now)).len(), 2);
     // The child listen is cancelled when the last stream naming it ends.
     let cancel = |id: &str| json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":id}});
     assert!(
@@ -1775,4 +1794,71 @@ fn a_repeated_meta_text_is_read_from_the_cache_and_means_the_same() {
         assert_eq!(m["params"]["_meta"], meta(level.clone()), "{id}");
         assert_eq!(r.era.meta_cache.as_ref().unwrap().level, Some(4));
     }
+}
+
+#[test]
+fn a_restarted_child_gets_the_legacy_clients_subscriptions_again() {
+    let now = Instant::now();
+    // A legacy child: its resources/subscribe is sent again after it is
+    // initialized again; an unsubscribed URI is not.
+    let mut r = router(1);
+    init(&mut r, json!({"resources":{"subscribe":true}}), now);
+    let sub = |r: &mut Router, id: &str, method: &str, uri: &str| {
+        let m = json!({"jsonrpc":"2.0","id":id,"method":method,"params":{"uri":uri}});
+        let a = r.from_client(m, now);
+        answer_maps(r, a, 0, &["a://1", "a://2"], now)
+    };
+    for (id, method, uri) in [
+        ("s1", "resources/subscribe", "a://1"),
+        ("s2", "resources/subscribe", "a://2"),
+        ("u2", "resources/unsubscribe", "a://2"),
+    ] {
+        let a = sub(&mut r, id, method, uri);
+        let (_, m) = to_child(&a).pop().unwrap();
+        assert_eq!(
+            (m["method"].as_str(), m["params"]["uri"].as_str()),
+            (Some(method), Some(uri))
+        );
+        r.from_child(0, json!({"jsonrpc":"2.0","id":m["id"],"result":{}}), now);
+    }
+    r.child_closed(0, now);
+    let a = r.child_restarted(0, now);
+    let (_, init) = &to_child(&a)[0];
+    let a = r.from_child(
+        0,
+        json!({"jsonrpc":"2.0","id":init["id"],"result":{"protocolVersion":"2025-06-18","capabilities":{"resources":{"subscribe":true}}}}),
+        now,
+    );
+    let subs: Vec<Value> = to_child(&a)
+        .into_iter()
+        .filter(|(_, m)| m["method"] == "resources/subscribe")
+        .map(|(_, m)| m["params"]["uri"].clone())
+        .collect();
+    assert_eq!(subs, [json!("a://1")]);
+    // A modern child: the legacy client's subscription is its child
+    // listen, opened again at once.
+    let mut r = legacy_with_modern_child(now);
+    r.children[1]
+        .caps
+        .insert("resources".into(), json!({"subscribe": true}));
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":"s","method":"resources/subscribe","params":{"uri":"m://1"}}),
+        now,
+    );
+    let a = answer_maps(&mut r, a, 1, &["m://1"], now);
+    let (_, first) = to_child(&a).pop().unwrap();
+    assert_eq!(first["method"], "subscriptions/listen");
+    r.child_closed(1, now);
+    let a = r.child_restarted(1, now);
+    let again: Vec<Value> = to_child(&a)
+        .into_iter()
+        .filter(|(_, m)| m["method"] == "subscriptions/listen")
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        again[0]["params"]["notifications"],
+        first["params"]["notifications"]
+    );
+    assert_ne!(again[0]["id"], first["id"]);
 }
