@@ -594,7 +594,7 @@ impl Modern {
     }
 
     /// Opens a listen: acknowledges the part of `filter` it honours (the
-    /// three list flags and any resource URIs; no tasks) and keeps it.
+    /// three list flags, any resource URIs and task ids) and keeps it.
     fn listen(&mut self, id: Value, filter: &Value, send: &impl Fn(Value)) {
         let mut honoured = json!({});
         for flag in [
@@ -606,9 +606,10 @@ impl Modern {
                 honoured[flag] = json!(true);
             }
         }
-        if let Some(uris) = filter["resourceSubscriptions"].as_array() {
-            honoured["resourceSubscriptions"] =
-                json!(uris.iter().filter(|u| u.is_string()).collect::<Vec<_>>());
+        for key in ["resourceSubscriptions", "taskIds"] {
+            if let Some(items) = filter[key].as_array() {
+                honoured[key] = json!(items.iter().filter(|u| u.is_string()).collect::<Vec<_>>());
+            }
         }
         send(
             json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
@@ -618,7 +619,8 @@ impl Modern {
     }
 
     /// The `notify` tool: each open listen gets the list changes it asked
-    /// for and an update for each of its URIs (or only `only`).
+    /// for, an update for each of its URIs (or only `only`) and, without
+    /// `only`, a `notifications/tasks` for each of its task ids.
     fn notify(&self, only: Option<&str>, send: &impl Fn(Value)) -> Value {
         let mut n = 0;
         for (id, filter) in &self.listens {
@@ -649,6 +651,16 @@ impl Modern {
             {
                 if only.is_none_or(|o| uri == o) {
                     push("notifications/resources/updated", json!({"uri": uri}));
+                }
+            }
+            // A status for each task it names (the fixture's tasks are
+            // kept apart; "working" stands for any status).
+            for task in filter["taskIds"].as_array().into_iter().flatten() {
+                if only.is_none() {
+                    push(
+                        "notifications/tasks",
+                        json!({"taskId": task, "status": "working"}),
+                    );
                 }
             }
         }

@@ -255,3 +255,61 @@ fn tasks_do_not_cross_eras() {
     assert_eq!(r["result"]["resultType"], "complete", "{r}");
     assert_eq!(text(&r), "sync");
 }
+
+#[test]
+fn a_modern_tasks_status_reaches_the_stream_that_named_it() {
+    let srv = Server::start(two_with_tasks(&["--modern"]), &[]);
+    let mut c = srv.connect();
+    c.request("server/discover", modern(json!({}), true));
+    c.request("tools/list", modern(json!({}), true));
+    let r = c.request(
+        "tools/call",
+        modern(
+            json!({"name": "task_echo_1", "arguments": {"text": "t", "hold": true}}),
+            true,
+        ),
+    );
+    assert_eq!(r["result"]["taskId"], "1~1", "{r}");
+    // Beta's task, an unknown one, and one never made: only the first.
+    c.send(
+        &json!({"jsonrpc": "2.0", "id": "L", "method": "subscriptions/listen",
+        "params": modern(json!({"notifications": {"taskIds": ["1~1", "0~1", "1~7"]}}), true)}),
+    );
+    let ack = c.recv();
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"taskIds": ["1~1"]}),
+        "{ack}"
+    );
+    // Beta pushes a status on its listen: it reaches the stream with the
+    // gateway's task id and the stream's id.
+    let mut others = Vec::new();
+    let r = c.request_with(
+        "tools/call",
+        modern(json!({"name": "notify_1", "arguments": {}}), true),
+        &mut others,
+    );
+    assert!(text(&r).starts_with("notified"), "{r}"); // its list changes too
+    while !others.iter().any(|m| m["method"] == "notifications/tasks") {
+        others.push(c.recv());
+    }
+    let n = others
+        .iter()
+        .find(|m| m["method"] == "notifications/tasks")
+        .unwrap();
+    assert_eq!(n["params"]["taskId"], "1~1", "{n}");
+    assert_eq!(
+        n["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "L",
+        "{n}"
+    );
+    // Asked without the extension declared: -32021 naming it.
+    let r = c.request(
+        "subscriptions/listen",
+        modern(json!({"notifications": {"taskIds": ["1~1"]}}), false),
+    );
+    assert_error(&r, -32021, EXT);
+}

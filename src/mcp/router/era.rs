@@ -262,6 +262,9 @@ pub struct EraState {
     /// A legacy client's `resources/subscribe` to a modern child: the
     /// child listen that serves it, by (child, uri).
     pub child_subs: std::collections::HashMap<(usize, String), u64>,
+    /// A modern client's streams' tasks at modern children: the child
+    /// listen that follows each, by (child, the child's task id).
+    pub child_tasks: std::collections::HashMap<(usize, String), u64>,
     /// A legacy client's `resources/subscribe` passed to a legacy child:
     /// sent again when that child is restarted (at most
     /// `listen::MAX_CHILD_SUBS` kept).
@@ -282,6 +285,8 @@ pub struct Listen {
     pub lists: [bool; 3],
     /// The resources it named that a child serves: (child, uri).
     pub subs: Vec<(usize, String)>,
+    /// The tasks it named (tasks extension): (child, the child's task id).
+    pub tasks: Vec<(usize, String)>,
 }
 
 impl EraState {
@@ -297,6 +302,7 @@ impl EraState {
             child_listen: vec![None; children],
             child_subs: std::collections::HashMap::new(),
             client_subs: std::collections::HashSet::new(),
+            child_tasks: std::collections::HashMap::new(),
             listens: Vec::new(),
             client_meta: Map::from_iter([
                 (PROTOCOL_VERSION.to_owned(), json!(MODERN)),

@@ -9,7 +9,7 @@
 
 use super::catalog::ListKind;
 use super::era::Listen;
-use super::{Action, Router};
+use super::{Action, Router, Status, tasks};
 use crate::mcp::jsonrpc::At as _;
 use crate::mcp::jsonrpc::{self, INVALID_PARAMS, INVALID_REQUEST};
 use serde_json::{Map, Value, json};
@@ -112,7 +112,9 @@ impl Router {
     }
 
     /// Opens a stream: acknowledged at once with the honoured subset.
-    pub(super) fn listen(&mut self, id: Value, msg: &Value, now: Instant) {
+    /// `declares_tasks`: the request declared the tasks extension, which
+    /// `taskIds` needs.
+    pub(super) fn listen(&mut self, id: Value, msg: &Value, declares_tasks: bool, now: Instant) {
         let refuse = |r: &mut Router, code: i64, why: &str| {
             let e = jsonrpc::error(id.clone(), code, format!("subscriptions/listen: {why}"));
             r.out.push(Action::ToClient(e));
@@ -136,27 +138,28 @@ impl Router {
                 "params.notifications must be an object",
             );
         }
-        let uris: Vec<String> = match filter.and_then(|f| f.get("resourceSubscriptions")) {
-            None => Vec::new(),
-            Some(Value::Array(a)) if a.iter().all(Value::is_string) => a
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect(),
-            Some(_) => {
-                return refuse(
-                    self,
-                    INVALID_PARAMS,
-                    "notifications.resourceSubscriptions must be an array of URIs",
-                );
+        let strings = |key: &str| match filter.and_then(|f| f.get(key)) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(a))
+                if a.iter().all(Value::is_string) && a.len() <= MAX_STREAM_URIS =>
+            {
+                Ok(a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect())
             }
+            Some(_) => Err(format!(
+                "notifications.{key} must be an array of at most {MAX_STREAM_URIS} strings"
+            )),
         };
-        if uris.len() > MAX_STREAM_URIS {
-            let why = format!(
-                "notifications.resourceSubscriptions names {} resources; at most {MAX_STREAM_URIS} per stream",
-                uris.len()
-            );
-            return refuse(self, INVALID_PARAMS, &why);
+        let (uris, task_ids) = match (strings("resourceSubscriptions"), strings("taskIds")) {
+            (Ok(u), Ok(t)) => (u, t),
+            (Err(why), _) | (_, Err(why)) => return refuse(self, INVALID_PARAMS, &why),
+        };
+        if !task_ids.is_empty() && !declares_tasks {
+            // The extension's rule: a MUST for a client that did not declare it.
+            let e = tasks::undeclared("subscriptions/listen (notifications.taskIds)");
+            return self.out.push(Action::ToClient(e.response(id)));
         }
         if !uris.is_empty() && self.need_maps(&[ListKind::Resources, ListKind::Templates], msg, now)
         {
@@ -210,12 +213,66 @@ impl Router {
             let list = subs.iter().map(|(_, u)| json!(u)).collect();
             honoured.insert("resourceSubscriptions".into(), Value::Array(list));
         }
+        let (task_list, followed) = self.follow_tasks(task_ids);
+        if !task_list.is_empty() {
+            honoured.insert("taskIds".into(), Value::Array(task_list));
+        }
         self.out.push(Action::ToClient(json!({
             "jsonrpc": "2.0",
             "method": "notifications/subscriptions/acknowledged",
             "params": {"_meta": {SUBSCRIPTION_ID: id}, "notifications": honoured},
         })));
-        self.era.listens.push(Listen { id, lists, subs });
+        self.era.listens.push(Listen {
+            id,
+            lists,
+            subs,
+            tasks: followed,
+        });
+    }
+
+    /// A stream's `taskIds` (gateway ids): each one this connection saw a
+    /// ready modern child create is followed through one child listen,
+    /// shared by the streams naming it. Returns the honoured ids and
+    /// (child, the child's id) for each.
+    fn follow_tasks(&mut self, gids: Vec<String>) -> (Vec<Value>, Vec<(usize, String)>) {
+        let (mut honoured, mut followed) = (Vec::new(), Vec::new());
+        for gid in gids {
+            let Some((child, tid)) = self.tasks.route(&gid) else {
+                continue; // unknown, or another era's: not honoured
+            };
+            let c = &self.children[child];
+            if !c.modern || c.status != Status::Ready || followed.contains(&(child, tid.clone())) {
+                continue;
+            }
+            let key = (child, tid.clone());
+            if !self.era.child_tasks.contains_key(&key) {
+                if self.era.child_tasks.len() >= MAX_CHILD_SUBS {
+                    continue;
+                }
+                let lid = self.child_listen(child, json!({"taskIds": [tid]}));
+                self.era.child_tasks.insert(key, lid);
+            }
+            honoured.push(Value::String(gid));
+            followed.push((child, tid));
+        }
+        (honoured, followed)
+    }
+
+    /// A modern child's `notifications/tasks`: to each stream that named
+    /// the task, with the gateway's task id and the stream's id.
+    pub(super) fn task_status(&mut self, child: usize, msg: Value) {
+        let Some(tid) = msg.at("/params/taskId").and_then(Value::as_str) else {
+            return;
+        };
+        let gid = tasks::gateway_id(child, tid);
+        for l in &self.era.listens {
+            if l.tasks.iter().any(|(c, t)| *c == child && t == tid) {
+                let mut n = msg.clone();
+                n["params"]["taskId"] = Value::String(gid.clone());
+                n["params"]["_meta"] = json!({SUBSCRIPTION_ID: l.id});
+                self.out.push(Action::ToClient(n));
+            }
+        }
     }
 
     /// A restarted legacy child: the resources open streams name are
@@ -280,6 +337,20 @@ impl Router {
             return false;
         };
         let l = self.era.listens.remove(at);
+        for (child, tid) in l.tasks {
+            let still = self
+                .era
+                .listens
+                .iter()
+                .any(|o| o.tasks.contains(&(child, tid.clone())));
+            if !still && let Some(lid) = self.era.child_tasks.remove(&(child, tid)) {
+                self.out.push(Action::ToChild(
+                    child,
+                    json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                           "params": {"requestId": lid}}),
+                ));
+            }
+        }
         for (child, uri) in l.subs {
             if self.children[child].modern {
                 if !self.era.subscribed(child, &uri)

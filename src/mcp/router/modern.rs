@@ -71,7 +71,7 @@ impl Router {
         }
         match method {
             "server/discover" => return self.discover(id),
-            "subscriptions/listen" => return self.listen(id, &msg, now),
+            "subscriptions/listen" => return self.listen(id, &msg, declares_tasks, now),
             _ => {}
         }
         if self.opts.audit {
@@ -199,6 +199,7 @@ impl Router {
                 }
             }
             "notifications/resources/updated" => self.resource_updated(child, msg),
+            "notifications/tasks" => self.task_status(child, msg),
             "notifications/tools/list_changed" => self.tell_list_changed(ListKind::Tools),
             "notifications/prompts/list_changed" => self.tell_list_changed(ListKind::Prompts),
             "notifications/resources/list_changed" => self.tell_list_changed(ListKind::Resources),

@@ -155,10 +155,10 @@ fn legacy_tasks_list_fans_out_and_names_each_childs_tasks_apart() {
     assert_eq!(ids, [json!("0~1"), json!("1~1")]);
 }
 
-#[test]
-fn modern_tasks_route_to_their_modern_child_and_do_not_cross_eras() {
-    let now = Instant::now();
-    let mut r = router(2);
+/// A legacy child 0 with 2025 tasks and a modern child 1 with the
+/// extension, discovered by a modern client; child 1's tool `t1` made task
+/// "1". Returns the discover result and the call's answer.
+fn modern_task(r: &mut Router, now: Instant) -> (Value, Value) {
     r.child_modern(
         1,
         &json!({"supportedVersions":[MODERN],"capabilities":{"tools":{},"extensions":{"io.modelcontextprotocol/tasks":{}}}}),
@@ -174,6 +174,25 @@ fn modern_tasks_route_to_their_modern_child_and_do_not_cross_eras() {
         now,
     );
     let d = to_client(&a)[0]["result"].clone();
+    list_tools(r, now, |i| json!([{"name": format!("t{i}")}]));
+    let call = modern(json!("c"), "tools/call", json!({"name":"t1"}), json!({}));
+    let (child, m) = one_to_child(r, call, now);
+    assert_eq!(child, 1);
+    let v = answer(
+        r,
+        1,
+        &m["id"],
+        json!({"resultType":"task","taskId":"1","status":"working","ttlMs":null}),
+        now,
+    );
+    (d, v)
+}
+
+#[test]
+fn modern_tasks_route_to_their_modern_child_and_do_not_cross_eras() {
+    let now = Instant::now();
+    let mut r = router(2);
+    let (d, v) = modern_task(&mut r, now);
     assert!(
         d["capabilities"].get("tasks").is_none(),
         "legacy tasks hidden"
@@ -181,17 +200,6 @@ fn modern_tasks_route_to_their_modern_child_and_do_not_cross_eras() {
     assert_eq!(
         d["capabilities"]["extensions"],
         json!({"io.modelcontextprotocol/tasks":{}})
-    );
-    list_tools(&mut r, now, |i| json!([{"name": format!("t{i}")}]));
-    let call = modern(json!("c"), "tools/call", json!({"name":"t1"}), json!({}));
-    let (child, m) = one_to_child(&mut r, call, now);
-    assert_eq!(child, 1);
-    let v = answer(
-        &mut r,
-        1,
-        &m["id"],
-        json!({"resultType":"task","taskId":"1","status":"working","ttlMs":null}),
-        now,
     );
     assert_eq!(v["result"]["resultType"], "task");
     assert_eq!(v["result"]["taskId"], "1~1");
@@ -303,4 +311,60 @@ fn a_child_without_tasks_never_gets_a_task_param() {
     let a = r.from_client(json!({"jsonrpc":"2.0","id":"l","method":"tasks/list"}), now);
     assert!(to_child(&a).is_empty(), "no child lists tasks");
     assert_eq!(to_client(&a)[0]["result"]["tasks"], json!([]));
+}
+
+#[test]
+fn a_modern_tasks_status_reaches_the_streams_that_named_it() {
+    let now = Instant::now();
+    let mut r = router(2);
+    modern_task(&mut r, now);
+    let ext = json!({"io.modelcontextprotocol/clientCapabilities":
+        {"extensions": {"io.modelcontextprotocol/tasks": {}}}});
+    let listen = |r: &mut Router, id: &str, ids: Value, extra: &Value| {
+        let m = modern(
+            json!(id),
+            "subscriptions/listen",
+            json!({"notifications":{"taskIds": ids}}),
+            extra.clone(),
+        );
+        r.from_client(m, now)
+    };
+    // Without the extension declared: -32021, nothing opened.
+    let a = listen(&mut r, "l0", json!(["1~1"]), &json!({}));
+    assert!(to_child(&a).is_empty());
+    assert_eq!(to_client(&a)[0]["error"]["code"], -32021);
+    let a = listen(&mut r, "l0", json!("1~1"), &ext);
+    assert_eq!(to_client(&a)[0]["error"]["code"], INVALID_PARAMS);
+    // One child listen follows the task, with the child's own id; an
+    // unknown id and a legacy child's are not honoured.
+    let a = listen(&mut r, "l1", json!(["1~1", "0~1", "1~9"]), &ext);
+    let (child, cl) = to_child(&a).remove(0);
+    assert_eq!(child, 1);
+    assert_eq!(cl["method"], "subscriptions/listen");
+    assert_eq!(cl["params"]["notifications"], json!({"taskIds":["1"]}));
+    let ack = &to_client(&a)[0];
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
+    assert_eq!(ack["params"]["notifications"], json!({"taskIds":["1~1"]}));
+    let a = listen(&mut r, "l2", json!(["1~1"]), &ext);
+    assert!(to_child(&a).is_empty(), "shared by the streams naming it");
+    // The child's status reaches both streams under the gateway's id.
+    let tag = json!({"io.modelcontextprotocol/subscriptionId": cl["id"]});
+    let status = json!({"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":"1","status":"completed","result":{"content":[]},"_meta":tag}});
+    let n = to_client(&r.from_child(1, status.clone(), now));
+    assert_eq!(n.len(), 2);
+    for (m, id) in n.iter().zip(["l1", "l2"]) {
+        assert_eq!(m["params"]["taskId"], "1~1");
+        assert_eq!(m["params"]["status"], "completed");
+        assert_eq!(
+            m["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+            id
+        );
+    }
+    // Cancelled with the last stream naming it.
+    let cancel = |id: &str| json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":id}});
+    assert!(to_child(&r.from_client(cancel("l1"), now)).is_empty());
+    let a = r.from_client(cancel("l2"), now);
+    let (_, c) = &to_child(&a)[0];
+    assert_eq!(c["params"]["requestId"], cl["id"]);
+    assert!(to_client(&r.from_child(1, status, now)).is_empty());
 }
