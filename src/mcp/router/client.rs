@@ -403,9 +403,13 @@ impl Router {
         mut msg: Value,
         now: Instant,
     ) {
-        let cid = self
-            .ids
-            .insert(pending, self.children[child].info.timeout, now);
+        // A legacy `tasks/result` blocks until its task ends: it may take
+        // as long as any request with progress (`max_total`), not one timeout.
+        let timeout = match msg.get("method").and_then(Value::as_str) {
+            Some("tasks/result") => self.opts.max_total,
+            _ => self.children[child].info.timeout,
+        };
+        let cid = self.ids.insert(pending, timeout, now);
         msg["id"] = json!(cid);
         self.out.push(Action::ToChild(child, msg));
     }

@@ -368,3 +368,37 @@ fn a_modern_tasks_status_reaches_the_streams_that_named_it() {
     assert_eq!(c["params"]["requestId"], cl["id"]);
     assert!(to_client(&r.from_child(1, status, now)).is_empty());
 }
+
+#[test]
+fn a_legacy_tasks_result_waits_past_the_request_timeout_up_to_the_total_bound() {
+    let now = Instant::now();
+    let mut r = router(2);
+    init_tasks(&mut r, now);
+    list_tools(&mut r, now, |i| json!([{"name": format!("t{i}")}]));
+    let call = json!({"jsonrpc":"2.0","id":"c","method":"tools/call","params":{"name":"t0","task":{"ttl":1000}}});
+    let (_, m) = one_to_child(&mut r, call, now);
+    answer(
+        &mut r,
+        0,
+        &m["id"],
+        json!({"task":{"taskId":"1","status":"working"}}),
+        now,
+    );
+    let res = json!({"jsonrpc":"2.0","id":"r","method":"tasks/result","params":{"taskId":"0~1"}});
+    let (_, m) = one_to_child(&mut r, res, now);
+    let get = json!({"jsonrpc":"2.0","id":"g","method":"tasks/get","params":{"taskId":"0~1"}});
+    one_to_child(&mut r, get, now);
+    // The child's timeout is 10 s: the tasks/get fails then, the result waits.
+    let a = r.tick(now + Duration::from_secs(11));
+    let failed: Vec<Value> = to_client(&a).iter().map(|m| m["id"].clone()).collect();
+    assert_eq!(failed, [json!("g")]);
+    assert!(r.tick(now + Duration::from_secs(59)).is_empty());
+    let a = r.tick(now + Duration::from_secs(61)); // max_total is 60 s here
+    let e = &to_client(&a)[0];
+    assert_eq!(
+        (&e["id"], &e["error"]["code"]),
+        (&json!("r"), &json!(jsonrpc::REQUEST_TIMEOUT))
+    );
+    let (_, cancel) = &to_child(&a)[0];
+    assert_eq!(cancel["params"]["requestId"], m["id"]);
+}
