@@ -137,16 +137,18 @@ impl Router {
             return false;
         };
         let name = self.children[child].info.name.clone();
-        let fail = |r: &mut Router, code: i64, why: String, data: Option<Value>| {
+        // The call ends here: the client is answered and the call recorded.
+        let fail = |r: &mut Router, audit, code: i64, why: String, data: Option<Value>| {
             let mut e = jsonrpc::error(client_id.clone(), code, why);
             if let Some(d) = data {
                 e["error"]["data"] = d;
             }
             r.out.push(Action::ToClient(e));
+            r.record(audit, child, Outcome::Error(code), 0, now);
         };
         if resend.rounds >= MAX_ROUNDS {
             let why = format!("server {name} asked for input {MAX_ROUNDS} times; giving up");
-            fail(self, INTERNAL_ERROR, why, None);
+            fail(self, audit, INTERNAL_ERROR, why, None);
             return true;
         }
         let caps = self
@@ -170,11 +172,12 @@ impl Router {
                         "server {name} needs the client's {cap} capability, which its initialize did not declare"
                     );
                     let data = json!({"requiredCapabilities": required});
-                    fail(self, MISSING_CAPABILITY, why, Some(data));
+                    fail(self, audit, MISSING_CAPABILITY, why, Some(data));
                     return true;
                 }
                 Err(why) => {
-                    fail(self, INTERNAL_ERROR, format!("server {name}: {why}"), None);
+                    let why = format!("server {name}: {why}");
+                    fail(self, audit, INTERNAL_ERROR, why, None);
                     return true;
                 }
             }
@@ -222,8 +225,13 @@ impl Router {
         if let Some(e) = msg.get("error") {
             // MRTR has no slot for an error: the call fails with it.
             if let Some(run) = self.drives.remove(run_id) {
+                let code = e
+                    .get("code")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(INTERNAL_ERROR);
                 let e = json!({"jsonrpc": "2.0", "id": run.client_id, "error": e});
                 self.out.push(Action::ToClient(e));
+                self.record(run.audit, run.child, Outcome::Error(code), 0, now);
             }
             return true;
         }

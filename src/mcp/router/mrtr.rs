@@ -15,6 +15,7 @@
 //! wire: it goes to the child's oldest open call that may take input
 //! (ERAS §5.3).
 
+use super::audit::Outcome;
 use super::era::{self, Inputs};
 use super::ids::{Pending, token_key};
 use super::{Action, Router, Status};
@@ -284,11 +285,8 @@ impl Router {
             return false;
         };
         let refuse = |r: &mut Router, why: String| {
-            r.out.push(Action::ToClient(jsonrpc::error(
-                id.clone(),
-                INVALID_PARAMS,
-                why,
-            )));
+            let outcome = Outcome::Error(INVALID_PARAMS);
+            r.refuse(id.clone(), INVALID_PARAMS, why, outcome, now); // and its audit record
             true
         };
         let Some(call) = self.mrtr.calls.get(&cid) else {

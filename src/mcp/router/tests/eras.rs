@@ -1055,6 +1055,9 @@ fn a_modern_childs_input_required_becomes_requests_to_a_legacy_client_and_a_retr
 fn input_a_legacy_client_did_not_declare_or_answered_with_an_error_fails_its_call() {
     let now = Instant::now();
     let mut r = legacy_with_modern_child(now);
+    r.opts.audit = true; // each failed call is recorded once, with its code
+    let outcomes =
+        |a: &[Action]| -> Vec<Outcome> { audits(a).into_iter().map(|x| x.outcome).collect() };
     let call = |r: &mut Router, id: i64| {
         let a = r.from_client(
             json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"now"}}),
@@ -1074,6 +1077,7 @@ fn input_a_legacy_client_did_not_declare_or_answered_with_an_error_fails_its_cal
     );
     let m = e["error"]["message"].as_str().unwrap();
     assert!(m.contains("s1") && m.contains("roots"), "{m}");
+    assert_eq!(outcomes(&a), [Outcome::Error(-32021)]);
     // url elicitation needs elicitation.url.
     let cid = call(&mut r, 2);
     let line = input_required_line(
@@ -1106,6 +1110,7 @@ fn input_a_legacy_client_did_not_declare_or_answered_with_an_error_fails_its_cal
         (e["id"].clone(), e["error"]["message"].clone()),
         (json!(3), json!("user declined"))
     );
+    assert_eq!(outcomes(&a), [Outcome::Error(-1)]);
     assert!(to_child(&a).is_empty());
     // A child that keeps asking gives up after ten rounds.
     let mut cid = call(&mut r, 4);
@@ -1120,6 +1125,7 @@ fn input_a_legacy_client_did_not_declare_or_answered_with_an_error_fails_its_cal
     let e = &to_client(&last)[0];
     assert_eq!(e["id"], 4);
     assert!(e["error"]["message"].as_str().unwrap().contains("10 times"));
+    assert_eq!(outcomes(&last), [Outcome::Error(jsonrpc::INTERNAL_ERROR)]);
     assert!(r.ids.is_empty() && r.drives.is_empty());
 }
 
@@ -1861,4 +1867,25 @@ fn a_restarted_child_gets_the_legacy_clients_subscriptions_again() {
         first["params"]["notifications"]
     );
     assert_ne!(again[0]["id"], first["id"]);
+}
+
+#[test]
+fn a_refused_retry_of_a_legacy_childs_input_is_recorded() {
+    let now = Instant::now();
+    let mut r = router(1);
+    r.opts.audit = true;
+    open_call(&mut r, now);
+    let a = r.from_child(
+        0,
+        json!({"jsonrpc":"2.0","id":"s1","method":"roots/list"}),
+        now,
+    );
+    let state = to_client(&a)[0]["result"]["requestState"].clone();
+    let a = r.from_client(retry("c2", &state, json!({"nobody-asked": {}})), now);
+    assert!(to_child(&a).is_empty());
+    assert_eq!(to_client(&a)[0]["error"]["code"], INVALID_PARAMS);
+    let rec = audits(&a);
+    assert_eq!(rec.len(), 1, "{a:?}");
+    assert_eq!(rec[0].outcome, Outcome::Error(INVALID_PARAMS));
+    assert!(r.opening.is_none());
 }
