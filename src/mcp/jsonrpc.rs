@@ -248,18 +248,31 @@ pub fn response_line(id: &Value, is_error: bool, payload: &RawValue) -> Vec<u8> 
 /// The same with a payload that is valid JSON by construction (a child's
 /// validated result with the era's stamps spliced in): not parsed again.
 pub fn response_line_text(id: &Value, is_error: bool, payload: &str) -> Vec<u8> {
+    response_line_with(id, is_error, payload.len(), |out| {
+        out.extend_from_slice(payload.as_bytes())
+    })
+}
+
+/// The same with the payload written by `write` (valid JSON by
+/// construction), straight into the line: no copy of it in between.
+pub fn response_line_with(
+    id: &Value,
+    is_error: bool,
+    size_hint: usize,
+    write: impl FnOnce(&mut Vec<u8>),
+) -> Vec<u8> {
     let key: &[u8] = if is_error {
         b",\"error\":"
     } else {
         b",\"result\":"
     };
-    let mut out = Vec::with_capacity(payload.len() + 64);
+    let mut out = Vec::with_capacity(size_hint + 64);
     out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
     if serde_json::to_writer(&mut out, id).is_err() {
         out.extend_from_slice(b"null");
     }
     out.extend_from_slice(key);
-    out.extend_from_slice(payload.as_bytes());
+    write(&mut out);
     out.extend_from_slice(b"}\n");
     out
 }

@@ -409,32 +409,33 @@ impl EraState {
         }
     }
 
-    /// A child's raw result text stamped as [`EraState::stamp`] does. A
-    /// result that names none of the stamped keys is spliced as text (a
-    /// large tool result is not rebuilt); anything else is parsed.
-    pub fn stamp_text(&self, payload: &str, cacheable: bool) -> String {
+    /// A child's raw result text stamped as [`EraState::stamp`] does,
+    /// appended to `out`. A result that names none of the stamped keys is
+    /// spliced as text (a large tool result is not rebuilt); anything else
+    /// is parsed.
+    pub fn stamp_into(&self, out: &mut Vec<u8>, payload: &str, cacheable: bool) {
         let body = payload.trim_start();
         let plain = body.starts_with('{') && !names_a_stamped_key(body.as_bytes());
         if !plain {
             let mut v: Value = serde_json::from_str(payload).unwrap_or(Value::Null);
             self.stamp(&mut v, cacheable);
-            return v.to_string();
+            let _ = serde_json::to_writer(&mut *out, &v); // a Vec never fails
+            return;
         }
         let rest = &body[1..];
-        let mut out = String::with_capacity(payload.len() + self.server_info.len() + 100);
-        out.push_str("{\"resultType\":\"complete\",\"_meta\":{\"");
-        out.push_str(SERVER_INFO);
-        out.push_str("\":");
-        out.push_str(&self.server_info);
-        out.push('}');
+        out.reserve(payload.len() + self.server_info.len() + 100);
+        out.extend_from_slice(b"{\"resultType\":\"complete\",\"_meta\":{\"");
+        out.extend_from_slice(SERVER_INFO.as_bytes());
+        out.extend_from_slice(b"\":");
+        out.extend_from_slice(self.server_info.as_bytes());
+        out.push(b'}');
         if cacheable {
-            out.push_str(",\"ttlMs\":0,\"cacheScope\":\"private\"");
+            out.extend_from_slice(b",\"ttlMs\":0,\"cacheScope\":\"private\"");
         }
         if !rest.trim_start().starts_with('}') {
-            out.push(',');
+            out.push(b',');
         }
-        out.push_str(rest);
-        out
+        out.extend_from_slice(rest.as_bytes());
     }
 }
 
@@ -716,7 +717,9 @@ mod tests {
             (r#"{"contents":[],"_meta":{"k":1}}"#, true),
             (r#"{"resultType":"complete","ttlMs":5}"#, true),
         ] {
-            let text: Value = serde_json::from_str(&st.stamp_text(payload, cacheable)).unwrap();
+            let mut out = Vec::new();
+            st.stamp_into(&mut out, payload, cacheable);
+            let text: Value = serde_json::from_slice(&out).unwrap();
             let mut tree: Value = serde_json::from_str(payload).unwrap();
             st.stamp(&mut tree, cacheable);
             assert_eq!(text, tree, "{payload}");

@@ -231,7 +231,7 @@ impl Router {
     }
 
     /// A forwarded request's answer for a modern client, as a line: a
-    /// result stamped ([`era::EraState::stamp_text`]), an error with a
+    /// result stamped ([`era::EraState::stamp_into`]), an error with a
     /// legacy-only code mapped.
     pub(super) fn modern_response_line(
         &self,
@@ -245,8 +245,10 @@ impl Router {
             modern_error(&mut e);
             return jsonrpc::to_line(&json!({"jsonrpc": "2.0", "id": client_id, "error": e}));
         }
-        let text = self.era.stamp_text(payload.get(), reply.cacheable);
-        jsonrpc::response_line_text(client_id, false, &text)
+        let p = payload.get();
+        jsonrpc::response_line_with(client_id, false, p.len() + 160, |out| {
+            self.era.stamp_into(out, p, reply.cacheable)
+        })
     }
 
     /// The same for a response already parsed.
