@@ -3,6 +3,7 @@
 
 use super::*;
 
+mod meta_cache;
 mod tasks;
 
 use super::era::{MODERN, SERVER_INFO, UNSUPPORTED_VERSION};
