@@ -338,6 +338,16 @@ impl EraState {
         }
     }
 
+    /// Child `child` ended: the tasks streams follow there are gone (a
+    /// restarted process counts its ids anew, so a new task may reuse an
+    /// old id; only a stream that names it afterwards follows it).
+    pub fn forget_tasks(&mut self, child: usize) {
+        self.child_tasks.retain(|(c, _), _| *c != child);
+        for l in &mut self.listens {
+            l.tasks.retain(|(c, _)| *c != child);
+        }
+    }
+
     pub fn client_meta(&self) -> &Map<String, Value> {
         &self.client_meta
     }
