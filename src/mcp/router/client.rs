@@ -340,7 +340,12 @@ impl Router {
                 msg.get("method").and_then(Value::as_str)
             && let Some(uri) = msg.at("/params/uri").and_then(Value::as_str)
         {
-            self.era.client_sub(child, uri, m == "resources/subscribe");
+            // A subscribe refused below (the child is down) is not kept
+            // for its restart; an unsubscribe is honoured either way.
+            let subscribe = m == "resources/subscribe";
+            if !subscribe || self.children[child].status == Status::Ready {
+                self.era.client_sub(child, uri, subscribe);
+            }
         }
         if self.children[child].status != Status::Ready {
             self.era.current = None;
