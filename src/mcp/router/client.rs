@@ -195,6 +195,9 @@ impl Router {
                     self.drop_call(cid, "the client cancelled the request");
                     let mut m = msg.clone();
                     m["params"]["requestId"] = json!(cid);
+                    if self.era.modern() && !self.children[child].modern {
+                        era::strip_meta(&mut m); // as on the request it cancels
+                    }
                     self.out.push(Action::ToChild(child, m));
                 }
             }

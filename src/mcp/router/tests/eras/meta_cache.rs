@@ -175,3 +175,32 @@ fn cached_meta_tasks_and_task_streams_go_as_the_same_requests_parsed_whole() {
         assert_eq!(to_client(&a)[0]["error"]["code"], -32021);
     }
 }
+
+#[test]
+fn a_modern_clients_cancel_reaches_a_legacy_child_without_the_2026_keys() {
+    let mut t = Twin::ready(false);
+    // Only the client's own keys pass, as on its requests (`strip_meta`).
+    for (id, extra, left) in [
+        ("c0", json!({}), None),
+        ("c1", json!({"k": 1}), Some(json!({"k": 1}))),
+    ] {
+        let a = t.client(&modern(
+            json!(id),
+            "tools/call",
+            json!({"name": "t0"}),
+            json!({}),
+        ));
+        assert_eq!(to_child(&a)[0].0, 0);
+        let mut cancel = modern(
+            json!(null),
+            "notifications/cancelled",
+            json!({"requestId": id}),
+            extra,
+        );
+        cancel.as_object_mut().unwrap().remove("id");
+        let a = t.client(&cancel);
+        let (i, m) = &to_child(&a)[0];
+        assert_eq!(*i, 0);
+        assert_eq!(m["params"].get("_meta"), left.as_ref(), "{m}");
+    }
+}
