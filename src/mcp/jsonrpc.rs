@@ -344,6 +344,26 @@ mod tests {
     }
 
     #[test]
+    fn a_split_parse_keeps_the_recursion_limit_of_the_plain_one() {
+        for depth in 120..135 {
+            let nest = |d: usize| format!("{}1{}", "[".repeat(d), "]".repeat(d));
+            for line in [
+                format!(r#"{{"id":1,"params":{{"arguments":{}}}}}"#, nest(depth)),
+                format!(r#"{{"id":1,"other":{}}}"#, nest(depth)),
+                format!(r#"{{"id":1,"params":[{}]}}"#, nest(depth)),
+                nest(depth),
+            ] {
+                let plain = serde_json::from_slice::<Value>(line.as_bytes());
+                let split = parse_split_meta(line.as_bytes());
+                assert_eq!(plain.is_ok(), split.is_ok(), "{depth}: {line}");
+                if let (Ok(p), Ok((s, _))) = (plain, split) {
+                    assert_eq!(p, s);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn child_lines_are_classified_and_responses_rebuilt_byte_for_byte() {
         let line = br#"{"jsonrpc":"2.0","id":7,"result":{"b": 1,  "a":[true, "x\n"]}}"#;
         let Incoming::Response {

@@ -78,6 +78,12 @@ impl Open {
         })
     }
 
+    /// Counts `n` more bytes in: a part of the request left out of the
+    /// tree it was started with (a kept `_meta`).
+    pub fn add_bytes_in(&mut self, n: usize) {
+        self.bytes_in += n;
+    }
+
     pub fn end(
         self,
         server: Option<&str>,

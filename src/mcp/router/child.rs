@@ -230,7 +230,7 @@ impl Router {
     /// and the client is told they changed.
     pub fn child_restarted(&mut self, child: usize, now: Instant) -> Vec<Action> {
         self.tasks.forget_child(child);
-        self.era.child_tasks.retain(|(c, _), _| *c != child); // they died with it
+        self.era.forget_tasks(child); // they died with it
         let c = &mut self.children[child];
         c.status = Status::Idle;
         c.overdue = 0;
@@ -294,7 +294,7 @@ impl Router {
         }
         self.ids.forget_outbound(child);
         self.tasks.forget_child(child);
-        self.era.child_tasks.retain(|(c, _), _| *c != child);
+        self.era.forget_tasks(child);
         self.drop_runs(child, &format!("server {name} exited"), now);
         self.take()
     }

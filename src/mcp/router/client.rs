@@ -11,6 +11,7 @@ use super::tasks;
 use super::{Action, Router, Status};
 use crate::mcp::jsonrpc::At as _;
 use crate::mcp::jsonrpc::{self, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::time::Instant;
 
@@ -22,21 +23,8 @@ impl Router {
         // the split parse refuses, is parsed as a whole.
         if self.era.era != Era::Legacy
             && let Ok((mut msg, text)) = jsonrpc::parse_split_meta(line)
+            && let Some(meta) = self.line_meta(&mut msg, text)
         {
-            let meta = match (&self.era.meta_cache, text) {
-                (_, None) => era::LineMeta::InTree,
-                (Some(c), Some(text)) if self.era.modern() && *c.text == *text.get() => {
-                    era::LineMeta::Cached
-                }
-                (_, Some(text)) => {
-                    // Put back as parsed; valid JSON, read once already.
-                    let tree = serde_json::from_str(text.get()).unwrap_or(Value::Null);
-                    if let Some(p) = msg.get_mut("params").and_then(Value::as_object_mut) {
-                        p.insert("_meta".into(), tree);
-                    }
-                    era::LineMeta::Text(text.get().into())
-                }
-            };
             self.client_message_as(msg, meta, now);
             return self.take();
         }
@@ -51,6 +39,29 @@ impl Router {
                 self.take()
             }
         }
+    }
+
+    /// How a split line's `_meta` (`text`, set aside) reaches the router;
+    /// a text other than the kept one is put back into `msg` as a tree.
+    /// None if that text is no tree: the split parse only skipped over it,
+    /// which lets through what a whole parse refuses (nesting past the
+    /// recursion limit, a number out of range, a lone surrogate), so the
+    /// line is parsed whole and gets that parse error.
+    fn line_meta(&self, msg: &mut Value, text: Option<&RawValue>) -> Option<era::LineMeta> {
+        let Some(text) = text else {
+            return Some(era::LineMeta::InTree);
+        };
+        if let Some(c) = &self.era.meta_cache
+            && self.era.modern()
+            && *c.text == *text.get()
+        {
+            return Some(era::LineMeta::Cached);
+        }
+        let tree = serde_json::from_str(text.get()).ok()?;
+        if let Some(p) = msg.get_mut("params").and_then(Value::as_object_mut) {
+            p.insert("_meta".into(), tree);
+        }
+        Some(era::LineMeta::Text(text.get().into()))
     }
 
     /// A line over the size limit was dropped.
@@ -109,9 +120,17 @@ impl Router {
             }
             (Some(method), None) => {
                 let method = method.to_owned();
+                let mut msg = msg;
+                if meta == era::LineMeta::Cached {
+                    self.restore_meta(&mut msg); // it passes to a child as it came
+                }
                 self.client_notification(&method, msg, now)
             }
             (None, Some(id)) if obj.contains_key("result") || obj.contains_key("error") => {
+                let mut msg = msg;
+                if meta == era::LineMeta::Cached {
+                    self.restore_meta(&mut msg);
+                }
                 self.client_response(id, msg, now)
             }
             (None, id) => self.fail(
@@ -176,6 +195,9 @@ impl Router {
                     self.drop_call(cid, "the client cancelled the request");
                     let mut m = msg.clone();
                     m["params"]["requestId"] = json!(cid);
+                    if self.era.modern() && !self.children[child].modern {
+                        era::strip_meta(&mut m); // as on the request it cancels
+                    }
                     self.out.push(Action::ToChild(child, m));
                 }
             }
@@ -321,7 +343,12 @@ impl Router {
                 msg.get("method").and_then(Value::as_str)
             && let Some(uri) = msg.at("/params/uri").and_then(Value::as_str)
         {
-            self.era.client_sub(child, uri, m == "resources/subscribe");
+            // A subscribe refused below (the child is down) is not kept
+            // for its restart; an unsubscribe is honoured either way.
+            let subscribe = m == "resources/subscribe";
+            if !subscribe || self.children[child].status == Status::Ready {
+                self.era.client_sub(child, uri, subscribe);
+            }
         }
         if self.children[child].status != Status::Ready {
             self.era.current = None;

@@ -197,6 +197,8 @@ pub struct MetaCache {
     /// The parsed `_meta`, put back on a request that must carry it (to a
     /// modern child, or deferred for later).
     pub map: Map<String, Value>,
+    /// The length of `"_meta":` and `map` serialized (audit's bytes in).
+    pub tree_len: usize,
     pub inputs: Inputs,
     pub level: Option<u8>,
     /// It declares the tasks extension.
@@ -227,6 +229,7 @@ impl MetaCache {
         Some(MetaCache {
             text,
             map: map.clone(),
+            tree_len: "\"_meta\":".len() + serde_json::to_vec(map).map_or(0, |v| v.len()),
             inputs: Inputs::of(meta.capabilities),
             level: meta.level,
             tasks: meta.declares_tasks(),
@@ -332,6 +335,16 @@ impl EraState {
                 "subscription to {uri} not kept for a restart: {} kept",
                 self.client_subs.len()
             );
+        }
+    }
+
+    /// Child `child` ended: the tasks streams follow there are gone (a
+    /// restarted process counts its ids anew, so a new task may reuse an
+    /// old id; only a stream that names it afterwards follows it).
+    pub fn forget_tasks(&mut self, child: usize) {
+        self.child_tasks.retain(|(c, _), _| *c != child);
+        for l in &mut self.listens {
+            l.tasks.retain(|(c, _)| *c != child);
         }
     }
 

@@ -269,6 +269,8 @@ impl Router {
             if l.tasks.iter().any(|(c, t)| *c == child && t == tid) {
                 let mut n = msg.clone();
                 n["params"]["taskId"] = Value::String(gid.clone());
+                // The final result's related-task `_meta`, as in `tasks/get`.
+                tasks::rewrite_related(n["params"].get_mut("result"), child);
                 n["params"]["_meta"] = json!({SUBSCRIPTION_ID: l.id});
                 self.out.push(Action::ToClient(n));
             }

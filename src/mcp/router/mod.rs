@@ -434,14 +434,21 @@ impl Router {
     /// modern request whose `_meta` was left out as cached gets it back:
     /// it is checked again when it is retried.
     fn defer(&mut self, mut msg: Value) {
-        if self.era.modern()
-            && let Some(c) = &self.era.meta_cache
+        if self.era.modern() {
+            self.restore_meta(&mut msg);
+        }
+        self.deferred.push(msg);
+    }
+
+    /// Puts the kept `_meta` back into a message of a line whose `_meta`
+    /// text was the kept one ([`era::LineMeta::Cached`]).
+    fn restore_meta(&self, msg: &mut Value) {
+        if let Some(c) = &self.era.meta_cache
             && let Some(p) = msg.get_mut("params").and_then(Value::as_object_mut)
             && !p.contains_key("_meta")
         {
             p.insert("_meta".into(), Value::Object(c.map.clone()));
         }
-        self.deferred.push(msg);
     }
 
     fn initializing(&self) -> bool {

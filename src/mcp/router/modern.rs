@@ -42,6 +42,8 @@ impl Router {
             (era::LineMeta::Cached, Some(c)) if locked => Some(c),
             _ => None, // (Cached without a cache cannot happen: refused as missing)
         };
+        // The bytes the left-out `_meta` takes in the request (audit).
+        let kept_len = cached.map(|c| c.tree_len);
         let (inputs, level, declares_tasks) = match cached {
             Some(c) => (c.inputs, c.level, c.tasks),
             None => {
@@ -76,6 +78,11 @@ impl Router {
         }
         if self.opts.audit {
             self.opening = Open::start(method, &msg, now);
+            if let (Some(o), Some(n)) = (&mut self.opening, kept_len) {
+                // `"_meta":{...}`, and the comma before it if params has more.
+                let more = msg.get("params").and_then(Value::as_object);
+                o.add_bytes_in(n + usize::from(more.is_some_and(|p| !p.is_empty())));
+            }
         }
         let input = era::input_method(method).map(|method| {
             Box::new(era::InputCall {

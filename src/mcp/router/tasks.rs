@@ -102,7 +102,7 @@ fn rewrite(slot: Option<&mut Value>, child: usize) -> Option<String> {
 }
 
 /// Rewrites the related-task `_meta` of a message's params or result.
-fn rewrite_related(obj: Option<&mut Value>, child: usize) {
+pub(super) fn rewrite_related(obj: Option<&mut Value>, child: usize) {
     if let Some(rel) = obj
         .and_then(|o| o.get_mut("_meta"))
         .and_then(|m| m.get_mut(RELATED))

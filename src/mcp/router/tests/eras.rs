@@ -3,6 +3,7 @@
 
 use super::*;
 
+mod meta_cache;
 mod tasks;
 
 use super::era::{MODERN, SERVER_INFO, UNSUPPORTED_VERSION};
@@ -1888,4 +1889,39 @@ fn a_refused_retry_of_a_legacy_childs_input_is_recorded() {
     assert_eq!(rec.len(), 1, "{a:?}");
     assert_eq!(rec[0].outcome, Outcome::Error(INVALID_PARAMS));
     assert!(r.opening.is_none());
+}
+
+#[test]
+fn a_subscribe_refused_while_its_child_is_down_is_not_sent_after_the_restart() {
+    let now = Instant::now();
+    let mut r = router(1);
+    init(&mut r, json!({"resources":{"subscribe":true}}), now);
+    // The maps exist, then the child exits: the subscribe is refused.
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":"r","method":"resources/read","params":{"uri":"a://1"}}),
+        now,
+    );
+    answer_maps(&mut r, a, 0, &["a://1"], now);
+    r.child_closed(0, now);
+    let a = r.from_client(
+        json!({"jsonrpc":"2.0","id":"s","method":"resources/subscribe","params":{"uri":"a://1"}}),
+        now,
+    );
+    assert!(to_child(&a).is_empty());
+    assert_eq!(
+        to_client(&a)[0]["error"]["code"],
+        jsonrpc::SERVER_UNAVAILABLE
+    );
+    let a = r.child_restarted(0, now);
+    let (_, init) = &to_child(&a)[0];
+    let a = r.from_child(
+        0,
+        json!({"jsonrpc":"2.0","id":init["id"],"result":{"protocolVersion":"2025-06-18","capabilities":{"resources":{"subscribe":true}}}}),
+        now,
+    );
+    let subs: Vec<(usize, Value)> = to_child(&a)
+        .into_iter()
+        .filter(|(_, m)| m["method"] == "resources/subscribe")
+        .collect();
+    assert!(subs.is_empty(), "{subs:?}");
 }

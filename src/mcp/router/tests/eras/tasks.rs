@@ -349,12 +349,16 @@ fn a_modern_tasks_status_reaches_the_streams_that_named_it() {
     assert!(to_child(&a).is_empty(), "shared by the streams naming it");
     // The child's status reaches both streams under the gateway's id.
     let tag = json!({"io.modelcontextprotocol/subscriptionId": cl["id"]});
-    let status = json!({"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":"1","status":"completed","result":{"content":[]},"_meta":tag}});
+    let status = json!({"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":"1","status":"completed","result":{"content":[],"_meta":{"io.modelcontextprotocol/related-task":{"taskId":"1"}}},"_meta":tag}});
     let n = to_client(&r.from_child(1, status.clone(), now));
     assert_eq!(n.len(), 2);
     for (m, id) in n.iter().zip(["l1", "l2"]) {
         assert_eq!(m["params"]["taskId"], "1~1");
         assert_eq!(m["params"]["status"], "completed");
+        assert_eq!(
+            m["params"]["result"]["_meta"]["io.modelcontextprotocol/related-task"]["taskId"],
+            "1~1"
+        );
         assert_eq!(
             m["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
             id
@@ -401,4 +405,57 @@ fn a_legacy_tasks_result_waits_past_the_request_timeout_up_to_the_total_bound() 
     );
     let (_, cancel) = &to_child(&a)[0];
     assert_eq!(cancel["params"]["requestId"], m["id"]);
+}
+
+#[test]
+fn a_stream_following_a_task_of_a_restarted_child_does_not_follow_its_new_task_of_the_same_id() {
+    let now = Instant::now();
+    let mut r = router(2);
+    modern_task(&mut r, now);
+    let ext = json!({"io.modelcontextprotocol/clientCapabilities":
+        {"extensions": {"io.modelcontextprotocol/tasks": {}}}});
+    let listen = |r: &mut Router, id: &str| {
+        let m = modern(
+            json!(id),
+            "subscriptions/listen",
+            json!({"notifications":{"taskIds": ["1~1"]}}),
+            ext.clone(),
+        );
+        r.from_client(m, now)
+    };
+    assert_eq!(to_child(&listen(&mut r, "l1")).len(), 1);
+    // The child restarts: task "1" died with it, and the new process
+    // counts anew, so its next task is "1" again, the same gateway id.
+    r.child_closed(1, now);
+    r.child_restarted(1, now);
+    list_tools(&mut r, now, |i| json!([{"name": format!("t{i}")}]));
+    let call = modern(json!("c2"), "tools/call", json!({"name":"t1"}), json!({}));
+    let (_, m) = one_to_child(&mut r, call, now);
+    let v = answer(
+        &mut r,
+        1,
+        &m["id"],
+        json!({"resultType":"task","taskId":"1","status":"working"}),
+        now,
+    );
+    assert_eq!(v["result"]["taskId"], "1~1");
+    let a = listen(&mut r, "l2");
+    let (_, cl) = to_child(&a).remove(0);
+    assert_eq!(cl["method"], "subscriptions/listen");
+    // The new task's status is for the stream that named it, not for the
+    // one that named the dead task.
+    let status = json!({"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":"1","status":"completed"}});
+    let n = to_client(&r.from_child(1, status, now));
+    let to: Vec<&Value> = n
+        .iter()
+        .map(|m| &m["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"])
+        .collect();
+    assert_eq!(to, [&json!("l2")]);
+    // And the child listen ends with l2, the only stream following it.
+    let cancel =
+        json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"l2"}});
+    let a = r.from_client(cancel, now);
+    let sent = to_child(&a);
+    assert_eq!(sent.len(), 1, "{a:?}");
+    assert_eq!(sent[0].1["params"]["requestId"], cl["id"]);
 }
