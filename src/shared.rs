@@ -170,6 +170,13 @@ impl SharedServer {
         })
     }
 
+    /// Its first process said it cannot be served (kept until the config
+    /// changes it: a reload does not reuse it).
+    pub fn left_out(&self) -> bool {
+        let v = self.era.verdict.lock().unwrap_or_else(|p| p.into_inner());
+        matches!(*v, Some(Err(_)))
+    }
+
     /// The server's era, as its first process told it: waits for that at
     /// most the probe timeout (the processes start with the gateway, so
     /// normally it is there). Err: the server is left out, or no process
