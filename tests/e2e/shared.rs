@@ -490,3 +490,28 @@ fn a_shared_server_that_must_be_modern_and_is_not_is_left_out_with_a_reason() {
         "beta serves alone: {list}"
     );
 }
+
+/// Listens are answered only when they end: three of them open well past a
+/// 1 s request timeout are no overdue calls, so the process is not replaced.
+#[test]
+fn listens_on_a_shared_modern_server_have_no_deadline() {
+    let srv = Server::start(
+        json!({ "alpha": modern_shared("alpha", "2026-07-28") }),
+        &["--request-timeout", "1"],
+    );
+    let mut sessions: Vec<Mcp> = (0..3).map(|_| srv.connect()).collect();
+    let mut pids = Vec::new();
+    for c in sessions.iter_mut() {
+        c.initialize(); // the session's own listen goes to the process
+        pids.push(pid_of(&c.call("whoami", json!({}))));
+    }
+    // Past the timeout and its slack, for all three at once.
+    std::thread::sleep(Duration::from_secs(3));
+    for c in sessions.iter_mut() {
+        pids.push(pid_of(&c.call("whoami", json!({}))));
+    }
+    pids.dedup();
+    assert_eq!(pids.len(), 1, "the process was replaced: {pids:?}");
+    let r = sessions[0].call("notify", json!({}));
+    assert_eq!(text(&r), "notified 9", "the three listens are still open");
+}
