@@ -515,3 +515,36 @@ fn listens_on_a_shared_modern_server_have_no_deadline() {
     let r = sessions[0].call("notify", json!({}));
     assert_eq!(text(&r), "notified 9", "the three listens are still open");
 }
+
+/// A legacy client's `resources/subscribe` to a shared modern server is a
+/// listen of its session: the update reaches that session only.
+#[test]
+fn a_resource_update_of_a_shared_modern_server_reaches_only_the_subscriber() {
+    let srv = Server::start(json!({ "alpha": modern_shared("alpha", "auto") }), &[]);
+    let (mut a, mut b) = two_ready(&srv);
+    let uri = "fixture://alpha/info";
+    assert!(a.request("resources/subscribe", json!({ "uri": uri }))["result"].is_object());
+    let mut others = Vec::new();
+    let r = a.request_with(
+        "tools/call",
+        json!({"name": "notify", "arguments": {"uri": uri}}),
+        &mut others,
+    );
+    assert!(text(&r).starts_with("notified"), "{r}");
+    let updated = |ms: &[Value]| {
+        ms.iter()
+            .filter(|m| m["method"] == "notifications/resources/updated")
+            .map(|m| m["params"]["uri"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(updated(&others), [json!(uri)], "{others:?}");
+    // Anything for b was queued before its next answer.
+    let mut seen = Vec::new();
+    let r = b.request_with(
+        "tools/call",
+        json!({"name": "echo", "arguments": {"text": "b"}}),
+        &mut seen,
+    );
+    assert_eq!(text(&r), "b");
+    assert!(updated(&seen).is_empty(), "{seen:?}");
+}
