@@ -880,20 +880,19 @@ impl Mux {
         let ready = (0..self.procs.len())
             .filter(|&p| self.is_ready(p))
             .min_by_key(|&p| self.procs[p].inflight);
-        let Some(p) = ready else {
-            if self.backoff.failed || !self.any_coming() {
-                if let Some(id) = msg.get("id").cloned() {
-                    self.unavailable(s, id);
-                }
-            } else {
-                self.waiting.push_back((s, msg));
-            }
-            return;
-        };
+        if ready.is_none() && self.any_coming() {
+            return self.waiting.push_back((s, msg));
+        }
+        // With none ready or on its way (restarting after a backoff), it
+        // waits at the first process, sent when that one is back: a
+        // session's listen lasts as long as the session.
+        let p = ready.unwrap_or(0);
         let g = self.fresh();
         let id = msg.get("id").cloned().unwrap_or(Value::Null);
         msg["id"] = json!(g);
-        self.send(p, &msg);
+        if self.is_ready(p) {
+            self.send(p, &msg);
+        }
         self.listens.insert(
             g,
             Listen {
