@@ -40,8 +40,8 @@ pub struct ServerSpec {
 /// `"protocol"`: how the gateway talks to a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
-    /// Probed once with `server/discover` (the default); a shared server is
-    /// not probed and speaks legacy.
+    /// Probed once with `server/discover` (the default; a shared server
+    /// by its mux, on its first process).
     Auto,
     /// `initialize` and the legacy rules, never probed.
     Legacy,
@@ -194,13 +194,6 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<ServerSpec>, Error> {
                 ));
             }
         };
-        if protocol == Protocol::Modern && scope != Scope::Session {
-            return Err(err(
-                "protocol",
-                "\"2026-07-28\" is not served with \"scope\": \"shared\" yet; \
-                 use \"scope\": \"session\" or \"protocol\": \"legacy\"",
-            ));
-        }
         let tools = name_filter(obj, "tools").map_err(|w| err("tools", &w))?;
         let prompts = name_filter(obj, "prompts").map_err(|w| err("prompts", &w))?;
         out.push(ServerSpec {
@@ -411,6 +404,14 @@ mod tests {
             one(r#", "scope": "shared", "processes": 2"#).unwrap()[0].scope,
             Scope::Shared { processes: 2 }
         );
+        for p in ["auto", "legacy", "2026-07-28"] {
+            let extra = format!(r#", "scope": "shared", "protocol": "{p}""#);
+            assert_eq!(
+                one(&extra).unwrap()[0].scope,
+                Scope::Shared { processes: 1 },
+                "{p}"
+            );
+        }
         for (bad, field) in [
             (r#", "scope": "shared", "processes": 0"#, "processes"),
             (r#", "scope": "global""#, "scope"),
@@ -419,10 +420,6 @@ mod tests {
             (r#", "scope": "shared", "warmSpares": 1"#, "warmSpares"),
             (r#", "protocol": "2025-11-25""#, "protocol"),
             (r#", "protocol": true"#, "protocol"),
-            (
-                r#", "scope": "shared", "protocol": "2026-07-28""#,
-                "protocol",
-            ),
         ] {
             let e = one(bad).unwrap_err().to_string();
             let want = format!("c.json: server \"a\": field \"{field}\"");

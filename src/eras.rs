@@ -98,10 +98,7 @@ impl Eras {
         child: &mut ChildProc,
         stop: &Receiver<()>,
     ) -> Result<ChildEra, String> {
-        let timeout = match spec.protocol {
-            Protocol::Modern => MODERN_PROBE_TIMEOUT,
-            _ => PROBE_TIMEOUT,
-        };
+        let timeout = probe_timeout(spec);
         let line = jsonrpc::to_line(&discover_request());
         let answer = child.probe(line, &json!(PROBE_ID), timeout, stop);
         if matches!(stop.try_recv(), Err(TryRecvError::Disconnected)) {
@@ -129,7 +126,16 @@ impl Eras {
     }
 }
 
-/// The era a server's config fixes without a probe.
+/// How long a probe of `spec` waits, counted from the spawn.
+pub fn probe_timeout(spec: &ServerSpec) -> Duration {
+    match spec.protocol {
+        Protocol::Modern => MODERN_PROBE_TIMEOUT,
+        _ => PROBE_TIMEOUT,
+    }
+}
+
+/// The era a server's config fixes without a probe here: a shared
+/// server's is found by its mux (`shared.rs`), not by the pool.
 fn fixed(spec: &ServerSpec) -> Option<ChildEra> {
     match (spec.protocol, spec.scope) {
         (Protocol::Legacy, _) | (Protocol::Auto, Scope::Shared { .. }) => Some(ChildEra::Legacy),
@@ -166,7 +172,12 @@ pub fn verdict(answer: Option<&Incoming>) -> Verdict {
         return Verdict::Legacy("no answer to server/discover".into());
     };
     let v: Value = serde_json::from_str(payload.get()).unwrap_or(Value::Null);
-    if *is_error {
+    verdict_of(*is_error, v)
+}
+
+/// Reads an answer to `server/discover`: its result, or its error object.
+pub fn verdict_of(is_error: bool, v: Value) -> Verdict {
+    if is_error {
         if v.get("code").and_then(Value::as_i64) == Some(-32022) {
             let supported = v.at("/data/supported").and_then(Value::as_array);
             // Only legacy versions listed: it is a legacy server after all.

@@ -19,6 +19,21 @@
 //! - a session that ends has its calls cancelled and its subscriptions
 //!   dropped.
 //!
+//! Eras: a `"legacy"` server gets `initialize` first. Otherwise each
+//! process's first line is `server/discover`; the first process's answer
+//! decides the server's era for as long as the mux lives (restarts keep
+//! it): a result listing 2026-07-28 makes it modern, anything else legacy
+//! (`initialize` follows on the same process), or, for `"2026-07-28"`, left
+//! out. Sessions read the verdict at attach ([`SharedServer::era`]). A
+//! modern process gets no `initialize`; the sessions' routers put their
+//! client's `_meta` on each request. Its `subscriptions/listen` requests are
+//! no calls (no deadline): the mux keeps each under its own id, routes the
+//! process's notifications tagged with that id to the session under the
+//! session's id, passes the session's cancel, cancels a leaving session's
+//! listens and sends a restarted process the listens it held. The
+//! initialize-era paths above (cached `initialize`, `resources/subscribe`
+//! counting, requests to clients) are the legacy server's.
+//!
 //! Supervision: a process that exits is restarted with a backoff of 1 s
 //! doubling to 60 s (back to 1 s after a minute of health); after 5 exits
 //! in 60 s the server is marked failed and retried only every 60 s. Calls
@@ -28,7 +43,8 @@
 //! restarted the same way.
 
 use crate::child::{Backlog, ChildEvent, ChildProc, Sink};
-use crate::config::ServerSpec;
+use crate::config::{Protocol, ServerSpec};
+use crate::eras::{self, ChildEra, Verdict};
 use crate::error::Error;
 use crate::mcp::jsonrpc::At as _;
 use crate::mcp::jsonrpc::{self, Incoming};
@@ -37,7 +53,7 @@ use crate::supervise::{BACKOFF_MAX, Backoff, CRASH_LIMIT, CRASH_WINDOW};
 use crossbeam_channel::{Receiver, Sender};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -47,6 +63,22 @@ const HUNG_AFTER: u32 = 3;
 /// ended first) is failed and counted here: the sessions' routers cancel
 /// theirs at the deadline.
 const OVERDUE_SLACK: Duration = Duration::from_secs(1);
+const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+
+/// A shared server's era once its first process told it (None: not yet;
+/// Err: left out, why), for the sessions to read.
+#[derive(Default)]
+struct EraCell {
+    verdict: Mutex<Option<Result<ChildEra, String>>>,
+    told: Condvar,
+}
+
+impl EraCell {
+    fn set(&self, v: Result<ChildEra, String>) {
+        *self.verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+        self.told.notify_all();
+    }
+}
 
 /// What a session (or the gateway) tells a mux.
 enum Cmd {
@@ -89,6 +121,8 @@ pub struct SharedServer {
     thread: Option<JoinHandle<()>>,
     status: Arc<Mutex<Status>>,
     stderr: Arc<Mutex<String>>,
+    era: Arc<EraCell>,
+    probe_timeout: Duration,
 }
 
 impl SharedServer {
@@ -109,6 +143,7 @@ impl SharedServer {
         }));
         let stderr = Arc::new(Mutex::new(String::new()));
         let name = spec.name.clone();
+        let probe_timeout = eras::probe_timeout(&spec);
         let mux = Mux::new(
             spec,
             processes,
@@ -118,6 +153,7 @@ impl SharedServer {
             status.clone(),
             stderr.clone(),
         );
+        let era = mux.cell.clone();
         let thread = std::thread::Builder::new()
             .name(format!("shared:{name}"))
             .stack_size(256 * 1024)
@@ -129,6 +165,35 @@ impl SharedServer {
             thread: Some(thread),
             status,
             stderr,
+            era,
+            probe_timeout,
+        })
+    }
+
+    /// Its first process said it cannot be served (kept until the config
+    /// changes it: a reload does not reuse it).
+    pub fn left_out(&self) -> bool {
+        let v = self.era.verdict.lock().unwrap_or_else(|p| p.into_inner());
+        matches!(*v, Some(Err(_)))
+    }
+
+    /// The server's era, as its first process told it: waits for that at
+    /// most the probe timeout (the processes start with the gateway, so
+    /// normally it is there). Err: the server is left out, or no process
+    /// has answered yet; the message says which.
+    pub fn era(&self) -> Result<ChildEra, String> {
+        let cell = &self.era;
+        let guard = cell.verdict.lock().unwrap_or_else(|p| p.into_inner());
+        let (guard, _) = cell
+            .told
+            .wait_timeout_while(guard, self.probe_timeout, |v| v.is_none())
+            .unwrap_or_else(|p| p.into_inner());
+        guard.clone().unwrap_or_else(|| {
+            Err(format!(
+                "server {} left out: no process of it told its era within {} s",
+                self.name,
+                self.probe_timeout.as_secs()
+            ))
         })
     }
 
@@ -210,6 +275,16 @@ struct Call {
     deadline: Instant,
 }
 
+/// A session's `subscriptions/listen` on a modern process, open until the
+/// session cancels it or the process answers it.
+struct Listen {
+    session: u64,
+    id: Value,
+    proc_: usize,
+    /// The request as sent (under the mux id), sent again after a restart.
+    msg: Value,
+}
+
 /// A process's request to a client, under the mux id the session sees.
 struct Ask {
     proc_: usize,
@@ -218,6 +293,8 @@ struct Ask {
 }
 
 enum State {
+    /// Waiting for its `server/discover` answer (that request's mux id), since.
+    Probing(u64, Instant),
     /// Waiting for its `initialize` answer (that request's mux id), since.
     Starting(u64, Instant),
     Ready {
@@ -225,6 +302,8 @@ enum State {
     },
     /// Not running; started again at this time.
     Down(Instant),
+    /// Not running and not started again: the server is left out.
+    Out,
 }
 
 struct Proc {
@@ -262,6 +341,14 @@ struct Mux {
     internal: HashSet<u64>,
     /// The first process's `initialize` result, answered to every session.
     init: Option<Value>,
+    /// The server's era once known (kept across restarts), and where the
+    /// sessions read it.
+    era: Option<ChildEra>,
+    cell: Arc<EraCell>,
+    /// A process has served before: one that becomes ready now is back.
+    served: bool,
+    /// Mux listen id -> the session's listen.
+    listens: HashMap<u64, Listen>,
     /// Lines of sessions that arrived before any process was ready.
     waiting: VecDeque<(u64, Value)>,
     backoff: Backoff,
@@ -282,6 +369,11 @@ impl Mux {
     ) -> Mux {
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
         let now = Instant::now();
+        let era = (spec.protocol == Protocol::Legacy).then_some(ChildEra::Legacy);
+        let cell = Arc::new(EraCell::default());
+        if let Some(e) = &era {
+            cell.set(Ok(e.clone()));
+        }
         Mux {
             spec,
             timeout,
@@ -308,6 +400,10 @@ impl Mux {
             holder: HashMap::new(),
             internal: HashSet::new(),
             init: None,
+            era,
+            cell,
+            served: false,
+            listens: HashMap::new(),
             waiting: VecDeque::new(),
             backoff: Backoff::new(),
             restarts: 0,
@@ -357,8 +453,10 @@ impl Mux {
             _ => None,
         });
         let overdue = self.calls.values().map(|c| c.deadline + OVERDUE_SLACK);
+        let probe = eras::probe_timeout(&self.spec);
         let starting = self.procs.iter().filter_map(|p| match p.state {
             State::Starting(_, since) => Some(since + self.timeout),
+            State::Probing(_, since) => Some(since + probe),
             _ => None,
         });
         let restart = restart.chain(starting);
@@ -371,7 +469,8 @@ impl Mux {
             .iter()
             .filter(|p| matches!(p.state, State::Ready { .. }))
             .count();
-        let state = if self.backoff.failed {
+        let out = self.procs.iter().all(|p| matches!(p.state, State::Out));
+        let state = if self.backoff.failed || out {
             "failed"
         } else if ready == self.procs.len() {
             "ready"
@@ -414,25 +513,114 @@ impl Mux {
                         },
                         backlog: self.backlog.clone(),
                     });
-                    let id = self.fresh();
-                    let init = json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
-                        "protocolVersion": crate::mcp::router::SUPPORTED_VERSIONS[0],
-                        "capabilities": {"sampling": {}, "elicitation": {}, "roots": {"listChanged": true}},
-                        "clientInfo": {"name": "m2m-mcp-server-ssh-server", "version": env!("CARGO_PKG_VERSION")},
-                    }});
-                    c.send(jsonrpc::to_line(&init));
                     log::debug!(
                         "[{}] shared process {p} started (pid {})",
                         self.spec.name,
                         c.pid()
                     );
                     self.procs[p].child = Some(c);
-                    self.procs[p].state = State::Starting(id, Instant::now());
+                    if self.era == Some(ChildEra::Legacy) {
+                        self.initialize(p);
+                    } else {
+                        // Its era, or (known modern) that it is up.
+                        let id = self.fresh();
+                        let mut discover = eras::discover_request();
+                        discover["id"] = json!(id);
+                        discover["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] =
+                            json!({"sampling": {}, "elicitation": {}, "roots": {}});
+                        self.send(p, &discover);
+                        self.procs[p].state = State::Probing(id, Instant::now());
+                    }
                 }
                 Err(e) => {
                     log::error!("{e}");
                     self.went_down(p, now, false);
                 }
+            }
+        }
+        self.publish();
+    }
+
+    /// Sends process `p` the mux's `initialize`.
+    fn initialize(&mut self, p: usize) {
+        let id = self.fresh();
+        let init = json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
+            "protocolVersion": crate::mcp::router::SUPPORTED_VERSIONS[0],
+            "capabilities": {"sampling": {}, "elicitation": {}, "roots": {"listChanged": true}},
+            "clientInfo": {"name": "m2m-mcp-server-ssh-server", "version": env!("CARGO_PKG_VERSION")},
+        }});
+        self.send(p, &init);
+        self.procs[p].state = State::Starting(id, Instant::now());
+    }
+
+    /// Process `p` answered `server/discover` (is_error, the result or
+    /// error), or did not within the probe timeout (None).
+    fn probed(&mut self, p: usize, answer: Option<(bool, Value)>) {
+        let verdict = match answer {
+            Some((is_error, v)) => eras::verdict_of(is_error, v),
+            None => Verdict::Legacy(format!(
+                "no answer to server/discover within {} s",
+                eras::probe_timeout(&self.spec).as_secs()
+            )),
+        };
+        let modern_only = self.spec.protocol == Protocol::Modern;
+        match (&self.era, verdict) {
+            (None, Verdict::Modern(result)) => {
+                log::info!("[{}] shared: speaks 2026-07-28", self.spec.name);
+                let era = ChildEra::Modern(Arc::new(without_tasks(result)));
+                self.era = Some(era.clone());
+                self.cell.set(Ok(era));
+                self.became_ready(p);
+            }
+            (Some(ChildEra::Modern(_)), Verdict::Modern(_)) => self.became_ready(p),
+            (None, Verdict::Legacy(why)) if !modern_only => {
+                log::info!(
+                    "[{}] shared: speaks the initialize era ({why})",
+                    self.spec.name
+                );
+                self.era = Some(ChildEra::Legacy);
+                self.cell.set(Ok(ChildEra::Legacy));
+                self.initialize(p);
+            }
+            // Started before the verdict: it gets the legacy handshake.
+            (Some(ChildEra::Legacy), _) => self.initialize(p),
+            (None, Verdict::Legacy(why) | Verdict::Unusable(why)) => {
+                let why = if modern_only {
+                    format!("configured \"protocol\": \"2026-07-28\" but {why}")
+                } else {
+                    why
+                };
+                self.leave_out(why);
+            }
+            (Some(ChildEra::Modern(_)), Verdict::Legacy(why) | Verdict::Unusable(why)) => {
+                log::warn!(
+                    "[{}] shared process did not answer server/discover as 2026-07-28 ({why}); replacing it",
+                    self.spec.name
+                );
+                self.went_down(p, Instant::now(), true);
+            }
+        }
+    }
+
+    /// The first process said the server cannot be served: every process
+    /// stops for good (until a reload), and sessions leave it out.
+    fn leave_out(&mut self, why: String) {
+        log::error!("[{}] shared server left out: {why}", self.spec.name);
+        self.cell
+            .set(Err(format!("server {} left out: {why}", self.spec.name)));
+        let children: Vec<ChildProc> = self
+            .procs
+            .iter_mut()
+            .filter_map(|p| p.child.take())
+            .collect();
+        crate::child::stop_all(children);
+        for p in &mut self.procs {
+            p.state = State::Out;
+            p.stale_closed = false;
+        }
+        for (s, msg) in std::mem::take(&mut self.waiting) {
+            if let Some(id) = msg.get("id").cloned() {
+                self.unavailable(s, id);
             }
         }
         self.publish();
@@ -581,9 +769,22 @@ impl Mux {
                     }
                 }
             }
+            (Some("subscriptions/listen"), Some(_)) => self.listen(s, msg),
             (Some(_), Some(_)) => self.call(s, msg),
             (Some("notifications/cancelled"), None) => {
                 let rid = msg.at("/params/requestId").cloned();
+                let listen = self
+                    .listens
+                    .iter()
+                    .find(|(_, l)| l.session == s && Some(&l.id) == rid.as_ref())
+                    .map(|(g, _)| *g);
+                if let Some(l) = listen.and_then(|g| self.listens.remove(&g).map(|l| (g, l))) {
+                    msg["params"]["requestId"] = json!(l.0);
+                    if self.is_ready(l.1.proc_) {
+                        self.send(l.1.proc_, &msg);
+                    }
+                    return;
+                }
                 // Still waiting for a process: dropped, never sent.
                 let before = self.waiting.len();
                 self.waiting
@@ -671,11 +872,46 @@ impl Mux {
         self.call_on(s, msg, None);
     }
 
+    /// A session's `subscriptions/listen` (to a modern process): not a
+    /// call, since it is answered only when it ends, so no deadline and no
+    /// place in the in-flight count; kept to be routed, cancelled and sent
+    /// again after a restart.
+    fn listen(&mut self, s: u64, mut msg: Value) {
+        let ready = (0..self.procs.len())
+            .filter(|&p| self.is_ready(p))
+            .min_by_key(|&p| self.procs[p].inflight);
+        if ready.is_none() && self.any_coming() {
+            return self.waiting.push_back((s, msg));
+        }
+        // With none ready or on its way (restarting after a backoff), it
+        // waits at the first process, sent when that one is back: a
+        // session's listen lasts as long as the session.
+        let p = ready.unwrap_or(0);
+        let g = self.fresh();
+        let id = msg.get("id").cloned().unwrap_or(Value::Null);
+        msg["id"] = json!(g);
+        if self.is_ready(p) {
+            self.send(p, &msg);
+        }
+        self.listens.insert(
+            g,
+            Listen {
+                session: s,
+                id,
+                proc_: p,
+                msg,
+            },
+        );
+    }
+
     /// Whether a process is ready or on its way (started, not answered yet).
     fn any_coming(&self) -> bool {
-        self.procs
-            .iter()
-            .any(|p| matches!(p.state, State::Ready { .. } | State::Starting(..)))
+        self.procs.iter().any(|p| {
+            matches!(
+                p.state,
+                State::Ready { .. } | State::Starting(..) | State::Probing(..)
+            )
+        })
     }
 
     /// Answers a request of session `s` here, with an empty result.
@@ -710,7 +946,18 @@ impl Mux {
                 payload,
             }) => {
                 let Some(g) = id.as_u64() else { return };
-                if let Some(c) = self.end_call(g) {
+                if self.listens.get(&g).is_some_and(|l| l.proc_ == p) {
+                    // A listen the process ended: its final answer.
+                    if let Some(l) = self.listens.remove(&g)
+                        && let Some(link) = self.sessions.get(&l.session)
+                    {
+                        link.send(ChildEvent::Message(Incoming::Response {
+                            id: l.id,
+                            is_error,
+                            payload,
+                        }));
+                    }
+                } else if let Some(c) = self.end_call(g) {
                     self.procs[p].overdue = 0;
                     if let Some(l) = self.sessions.get(&c.session) {
                         l.send(ChildEvent::Message(Incoming::Response {
@@ -722,6 +969,9 @@ impl Mux {
                 } else if matches!(self.procs[p].state, State::Starting(i, _) if i == g) {
                     let v = serde_json::from_str::<Value>(payload.get()).unwrap_or(Value::Null);
                     self.initialized(p, is_error, v);
+                } else if matches!(self.procs[p].state, State::Probing(i, _) if i == g) {
+                    let v = serde_json::from_str::<Value>(payload.get()).unwrap_or(Value::Null);
+                    self.probed(p, Some((is_error, v)));
                 } else {
                     self.internal.remove(&g);
                 }
@@ -756,7 +1006,6 @@ impl Mux {
             p,
             &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
         );
-        let back = self.init.is_some();
         // No tasks: one process serves every session, and `tasks/list`
         // would show each session the others' tasks.
         let mut result = result;
@@ -767,6 +1016,14 @@ impl Mux {
             c.remove("tasks");
         }
         self.init.get_or_insert(result);
+        self.became_ready(p);
+    }
+
+    /// Process `p` serves (initialized, or a modern one that answered
+    /// `server/discover`): it gets back what it held, sessions hear that
+    /// lists may have changed if it is back, and what waited goes out.
+    fn became_ready(&mut self, p: usize) {
+        let back = std::mem::replace(&mut self.served, true);
         self.procs[p].state = State::Ready {
             since: Instant::now(),
         };
@@ -780,6 +1037,16 @@ impl Mux {
             .collect();
         for uri in held {
             self.internal_request(p, "resources/subscribe", json!({ "uri": uri }));
+        }
+        let mut listens: Vec<(u64, Value)> = self
+            .listens
+            .iter()
+            .filter(|(_, l)| l.proc_ == p)
+            .map(|(g, l)| (*g, l.msg.clone()))
+            .collect();
+        listens.sort_unstable_by_key(|(g, _)| *g);
+        for (_, msg) in listens {
+            self.send(p, &msg);
         }
         if back {
             // Its lists may have changed while it was away.
@@ -798,6 +1065,12 @@ impl Mux {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_owned();
+        if let Some(id) = msg.get("id").cloned()
+            && matches!(self.era, Some(ChildEra::Modern(_)))
+        {
+            let why = format!("{method}: a 2026-07-28 server sends no requests to clients");
+            return self.send(p, &jsonrpc::error(id, jsonrpc::METHOD_NOT_FOUND, why));
+        }
         if let Some(id) = msg.get("id").cloned() {
             // A request for a client: the one session with a call here.
             let mut on_it: Vec<u64> = self
@@ -826,6 +1099,24 @@ impl Mux {
             );
             msg["id"] = json!(m);
             return self.to_session(s, msg);
+        }
+        let tag = msg
+            .get("params")
+            .and_then(|p| p.get("_meta"))
+            .and_then(|m| m.get(SUBSCRIPTION_ID))
+            .cloned();
+        if let Some(tag) = tag
+            && method != "notifications/message"
+        {
+            // On a listen: to its session, under the session's id (one
+            // no longer open is dropped).
+            if let Some(l) = tag.as_u64().and_then(|g| self.listens.get(&g))
+                && l.proc_ == p
+            {
+                msg["params"]["_meta"][SUBSCRIPTION_ID] = l.id.clone();
+                self.to_session(l.session, msg);
+            }
+            return;
         }
         match method.as_str() {
             "notifications/progress" => {
@@ -885,6 +1176,21 @@ impl Mux {
         self.sessions.remove(&s);
         self.waiting.retain(|(w, _)| *w != s);
         self.asks.retain(|_, a| a.session != s);
+        let mut listens: Vec<(u64, usize)> = self
+            .listens
+            .iter()
+            .filter(|(_, l)| l.session == s)
+            .map(|(g, l)| (*g, l.proc_))
+            .collect();
+        listens.sort_unstable();
+        for (g, p) in listens {
+            self.listens.remove(&g);
+            if self.is_ready(p) {
+                let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                    "params": {"requestId": g, "reason": "the session ended"}});
+                self.send(p, &cancel);
+            }
+        }
         let mine = self.calls_where(|c| c.session == s);
         for g in mine {
             if let Some(c) = self.end_call(g) {
@@ -924,6 +1230,14 @@ impl Mux {
     /// ended first): counted here, once each.
     fn check_overdue(&mut self) {
         let now = Instant::now();
+        // A process that does not answer `server/discover` in time is
+        // legacy, or failed when it must be modern.
+        let probe = eras::probe_timeout(&self.spec);
+        for p in 0..self.procs.len() {
+            if matches!(self.procs[p].state, State::Probing(_, since) if now >= since + probe) {
+                self.probed(p, None);
+            }
+        }
         // A process that never answers `initialize` is replaced too.
         for p in 0..self.procs.len() {
             if matches!(self.procs[p].state, State::Starting(_, since) if now >= since + self.timeout)
@@ -960,4 +1274,42 @@ fn uri_of(msg: &Value) -> String {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned()
+}
+
+/// A modern server's discover result as sessions see it: without the
+/// tasks extension, since shared servers offer no tasks (one process, every
+/// session's tasks).
+fn without_tasks(mut result: Value) -> Value {
+    if let Some(c) = result
+        .get_mut("capabilities")
+        .and_then(Value::as_object_mut)
+    {
+        c.remove("tasks");
+        if let Some(x) = c.get_mut("extensions").and_then(Value::as_object_mut) {
+            x.remove("io.modelcontextprotocol/tasks");
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_modern_server_offers_no_tasks() {
+        let r = without_tasks(
+            json!({"supportedVersions": ["2026-07-28"], "capabilities": {
+            "tools": {"listChanged": true}, "tasks": {"list": {}},
+            "extensions": {"io.modelcontextprotocol/tasks": {}, "x/other": {}}}}),
+        );
+        assert_eq!(
+            r["capabilities"],
+            json!({"tools": {"listChanged": true}, "extensions": {"x/other": {}}})
+        );
+        assert_eq!(
+            without_tasks(json!({"supportedVersions": []})),
+            json!({"supportedVersions": []})
+        );
+    }
 }

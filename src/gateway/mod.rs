@@ -504,10 +504,25 @@ impl Bridge {
         let mut children = Vec::with_capacity(servers.len());
         for (index, spec) in servers.iter().enumerate() {
             if spec.scope != Scope::Session {
-                let link = gw
-                    .shared
-                    .get(&spec.name)
-                    .map(|s| Endpoint::Shared(s.attach(id, index, tx.clone(), wake.clone())));
+                // Its era, as its mux found it (waited for, bounded, only
+                // before the first process told it).
+                let link = gw.shared.get(&spec.name).and_then(|s| match s.era() {
+                    Ok(era) => {
+                        if let ChildEra::Modern(discover) = &era {
+                            router.child_modern(index, discover);
+                        }
+                        Some(Endpoint::Shared(s.attach(
+                            id,
+                            index,
+                            tx.clone(),
+                            wake.clone(),
+                        )))
+                    }
+                    Err(e) => {
+                        log::error!("s{id}: {e}");
+                        None
+                    }
+                });
                 if link.is_none() {
                     router.child_unavailable(index);
                 }

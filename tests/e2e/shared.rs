@@ -127,6 +127,11 @@ fn subscriptions_are_counted_across_sessions() {
     drop(b); // the last subscriber leaves
     assert!(eventually(|| count("resources/unsubscribe") == 1));
     assert_eq!(count("initialize"), 1, "initialized once, not per session");
+    // "auto": probed first; the fixture's error to it makes it legacy.
+    let lines = recorded_lines(&wire);
+    assert_eq!(lines[0]["method"], "server/discover");
+    assert_eq!(lines[1]["method"], "initialize");
+    assert_eq!(count("server/discover"), 1, "probed once");
 }
 
 #[test]
@@ -281,4 +286,265 @@ fn a_restarted_process_gets_back_the_subscriptions_it_held() {
         signal(c, libc::SIGKILL);
     }
     assert!(eventually(|| subscribes() == 2), "not re-subscribed");
+}
+
+/// A 2026-07-28 request's `params`: `p` with the `_meta` envelope, its
+/// client capabilities `caps`.
+fn modern_params(mut p: Value, caps: Value) -> Value {
+    p["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": caps,
+        "io.modelcontextprotocol/clientInfo": {"name": "raw-modern", "version": "1"},
+    });
+    p
+}
+
+/// A shared modern fixture (2026-07-28 only), one process.
+fn modern_shared(name: &str, protocol: &str) -> Value {
+    let mut s = shared(name, 1);
+    s["args"].as_array_mut().unwrap().push(json!("--modern"));
+    s["protocol"] = json!(protocol);
+    s
+}
+
+/// The pid the fixture's `whoami` names.
+fn pid_of(whoami: &Value) -> u32 {
+    let t = text(whoami);
+    let pid = t.split("pid=").nth(1).and_then(|r| r.split(' ').next());
+    pid.and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{whoami}"))
+}
+
+/// Opens a stream for tool list changes under `id` and reads its ack.
+fn listen(c: &mut Mcp, id: &str) {
+    let filter = json!({"notifications": {"toolsListChanged": true}});
+    c.send(
+        &json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen",
+        "params": modern_params(filter, json!({}))}),
+    );
+    let ack = c.recv();
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    assert_eq!(
+        ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        id
+    );
+}
+
+#[test]
+fn a_modern_shared_server_serves_a_modern_and_a_legacy_session_on_one_process() {
+    let srv = Server::start(
+        json!({ "alpha": modern_shared("alpha", "2026-07-28") }),
+        &[],
+    );
+    let mut m = srv.connect();
+    let mut l = srv.connect();
+    l.initialize();
+    let who = json!({"name": "whoami", "arguments": {}});
+    let from_m = m.request("tools/call", modern_params(who.clone(), json!({})));
+    assert_eq!(from_m["result"]["resultType"], "complete", "{from_m}");
+    let from_l = l.call("whoami", json!({}));
+    let pid = pid_of(&from_m);
+    assert_eq!(pid_of(&from_l), pid, "one process for both eras");
+    assert_eq!(children_of(srv.pid()), [pid]);
+    // The legacy session sees the modern server's own tools.
+    let list = l.request("tools/list", json!({}));
+    assert!(
+        names(&list, "tools").contains(&"ask_elicit".to_owned()),
+        "{list}"
+    );
+    // Input the 2026 way, through the mux: `input_required`, then the retry.
+    let caps = json!({"elicitation": {}});
+    let ask = json!({"name": "ask_elicit", "arguments": {}});
+    let r = m.request("tools/call", modern_params(ask.clone(), caps.clone()));
+    let res = &r["result"];
+    assert_eq!(res["resultType"], "input_required", "{r}");
+    let (key, req) = res["inputRequests"]
+        .as_object()
+        .and_then(|o| o.iter().next())
+        .unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(req["method"], "elicitation/create", "{r}");
+    let mut retry = modern_params(ask, caps);
+    retry["requestState"] = res["requestState"].clone();
+    retry["inputResponses"] =
+        json!({key.as_str(): {"action": "accept", "content": {"name": "Bo"}}});
+    let done = m.request("tools/call", retry);
+    assert_eq!(done["result"]["resultType"], "complete", "{done}");
+    assert!(done["result"].to_string().contains("Bo"), "{done}");
+}
+
+#[test]
+fn each_sessions_listen_on_a_shared_modern_server_gets_its_own_list_change() {
+    let srv = Server::start(json!({ "alpha": modern_shared("alpha", "auto") }), &[]);
+    let (mut a, mut b, mut c) = (srv.connect(), srv.connect(), srv.connect());
+    listen(&mut a, "La");
+    listen(&mut b, "Lb");
+    c.initialize();
+    // Each session's listen is at the process before the notify.
+    for s in [&mut a, &mut b] {
+        let echo = json!({"name": "echo", "arguments": {"text": "x"}});
+        assert_eq!(
+            text(&s.request("tools/call", modern_params(echo, json!({})))),
+            "x"
+        );
+    }
+    assert_eq!(text(&c.call("echo", json!({"text": "x"}))), "x");
+    let mut others = Vec::new();
+    let notify = json!({"name": "notify", "arguments": {}});
+    let r = a.request_with("tools/call", modern_params(notify, json!({})), &mut others);
+    // Three listens at the process (the sessions' own), three lists each.
+    assert_eq!(text(&r), "notified 9");
+    let changes: Vec<&Value> = others
+        .iter()
+        .filter(|m| m["method"] == "notifications/tools/list_changed")
+        .collect();
+    assert_eq!(changes.len(), 1, "only its own: {others:?}");
+    assert_eq!(
+        changes[0]["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "La"
+    );
+    let n = loop {
+        let n = b.recv();
+        if n["method"] == "notifications/tools/list_changed" {
+            break n;
+        }
+    };
+    assert_eq!(
+        n["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "Lb",
+        "{n}"
+    );
+    let n = loop {
+        let n = c.recv();
+        if n["method"].as_str().is_some() {
+            break n;
+        }
+    };
+    assert_eq!(n["method"], "notifications/tools/list_changed", "{n}");
+}
+
+#[test]
+fn a_shared_modern_process_gets_its_listens_again_after_a_restart_and_a_leaving_session_cancels_them()
+ {
+    let dir = TempDir::new("wire");
+    let wire = dir.path().join("wire.jsonl");
+    let mut s = recorded_fixture("alpha", &wire);
+    let script = format!("{} --modern", s["args"][1].as_str().unwrap());
+    s["args"][1] = json!(script);
+    s["scope"] = json!("shared");
+    let srv = Server::start(json!({ "alpha": s }), &[]);
+    let mut a = srv.connect();
+    a.initialize();
+    let listens = || -> Vec<Value> {
+        recorded_lines(&wire)
+            .iter()
+            .filter(|l| l["method"] == "subscriptions/listen")
+            .map(|l| l["id"].clone())
+            .collect()
+    };
+    assert!(eventually(|| listens().len() == 1), "the session's listen");
+    let lines = recorded_lines(&wire);
+    assert_eq!(lines[0]["method"], "server/discover", "probed first");
+    assert!(
+        lines.iter().all(|l| l["method"] != "initialize"),
+        "no initialize for a modern server"
+    );
+    let id = listens()[0].clone();
+    // The recorded fixture is `sh -c "tee | fixture"`: kill its whole group.
+    let pid = children_of(srv.pid())[0];
+    let group = children_of(pid);
+    signal(pid, libc::SIGKILL);
+    for c in group {
+        signal(c, libc::SIGKILL);
+    }
+    assert!(eventually(|| listens().len() == 2), "not sent again");
+    assert_eq!(listens()[1], id, "under the same id");
+    crate::supervise::assert_told_tools_changed(&mut a);
+    drop(a);
+    assert!(
+        eventually(|| recorded_lines(&wire).iter().any(|l| {
+            l["method"] == "notifications/cancelled" && l["params"]["requestId"] == id
+        })),
+        "the leaving session's listen was not cancelled"
+    );
+}
+
+#[test]
+fn a_shared_server_that_must_be_modern_and_is_not_is_left_out_with_a_reason() {
+    let mut alpha = shared("alpha", 1);
+    alpha["protocol"] = json!("2026-07-28");
+    let srv = Server::start(json!({"alpha": alpha, "beta": fixture("beta", &[])}), &[]);
+    assert!(
+        srv.wait_log(
+            "alpha] shared server left out: configured \"protocol\": \"2026-07-28\" but server/discover"
+        ),
+        "{}",
+        srv.log()
+    );
+    let mut c = srv.connect();
+    c.initialize();
+    let list = c.request("tools/list", json!({}));
+    assert!(
+        names(&list, "tools").contains(&"echo".to_owned()),
+        "beta serves alone: {list}"
+    );
+}
+
+/// Listens are answered only when they end: three of them open well past a
+/// 1 s request timeout are no overdue calls, so the process is not replaced.
+#[test]
+fn listens_on_a_shared_modern_server_have_no_deadline() {
+    let srv = Server::start(
+        json!({ "alpha": modern_shared("alpha", "2026-07-28") }),
+        &["--request-timeout", "1"],
+    );
+    let mut sessions: Vec<Mcp> = (0..3).map(|_| srv.connect()).collect();
+    let mut pids = Vec::new();
+    for c in sessions.iter_mut() {
+        c.initialize(); // the session's own listen goes to the process
+        pids.push(pid_of(&c.call("whoami", json!({}))));
+    }
+    // Past the timeout and its slack, for all three at once.
+    std::thread::sleep(Duration::from_secs(3));
+    for c in sessions.iter_mut() {
+        pids.push(pid_of(&c.call("whoami", json!({}))));
+    }
+    pids.dedup();
+    assert_eq!(pids.len(), 1, "the process was replaced: {pids:?}");
+    let r = sessions[0].call("notify", json!({}));
+    assert_eq!(text(&r), "notified 9", "the three listens are still open");
+}
+
+/// A legacy client's `resources/subscribe` to a shared modern server is a
+/// listen of its session: the update reaches that session only.
+#[test]
+fn a_resource_update_of_a_shared_modern_server_reaches_only_the_subscriber() {
+    let srv = Server::start(json!({ "alpha": modern_shared("alpha", "auto") }), &[]);
+    let (mut a, mut b) = two_ready(&srv);
+    let uri = "fixture://alpha/info";
+    assert!(a.request("resources/subscribe", json!({ "uri": uri }))["result"].is_object());
+    let mut others = Vec::new();
+    let r = a.request_with(
+        "tools/call",
+        json!({"name": "notify", "arguments": {"uri": uri}}),
+        &mut others,
+    );
+    assert!(text(&r).starts_with("notified"), "{r}");
+    let updated = |ms: &[Value]| {
+        ms.iter()
+            .filter(|m| m["method"] == "notifications/resources/updated")
+            .map(|m| m["params"]["uri"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(updated(&others), [json!(uri)], "{others:?}");
+    // Anything for b was queued before its next answer.
+    let mut seen = Vec::new();
+    let r = b.request_with(
+        "tools/call",
+        json!({"name": "echo", "arguments": {"text": "b"}}),
+        &mut seen,
+    );
+    assert_eq!(text(&r), "b");
+    assert!(updated(&seen).is_empty(), "{seen:?}");
 }
