@@ -438,6 +438,11 @@ impl Mux {
             }
             self.check_overdue();
         }
+        self.stop_processes();
+    }
+
+    /// Stops every running process, all at once (one grace period).
+    fn stop_processes(&mut self) {
         let children: Vec<ChildProc> = self
             .procs
             .iter_mut()
@@ -608,12 +613,7 @@ impl Mux {
         log::error!("[{}] shared server left out: {why}", self.spec.name);
         self.cell
             .set(Err(format!("server {} left out: {why}", self.spec.name)));
-        let children: Vec<ChildProc> = self
-            .procs
-            .iter_mut()
-            .filter_map(|p| p.child.take())
-            .collect();
-        crate::child::stop_all(children);
+        self.stop_processes();
         for p in &mut self.procs {
             p.state = State::Out;
             p.stale_closed = false;
