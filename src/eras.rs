@@ -135,7 +135,7 @@ pub fn probe_timeout(spec: &ServerSpec) -> Duration {
 }
 
 /// The era a server's config fixes without a probe here: a shared
-/// server's is found by its mux (`shared.rs`), not by the pool.
+/// server's is found by its mux (`shared/mux.rs`), not by the pool.
 fn fixed(spec: &ServerSpec) -> Option<ChildEra> {
     match (spec.protocol, spec.scope) {
         (Protocol::Legacy, _) | (Protocol::Auto, Scope::Shared { .. }) => Some(ChildEra::Legacy),

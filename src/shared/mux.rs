@@ -1,51 +1,11 @@
-//! `"scope": "shared"` servers: `processes` processes started once,
-//! initialized once, and serving every session, so fifty sessions of a
-//! Python server cost one or two interpreters instead of fifty.
-//!
-//! To a session a shared server looks like a child of its own: its router
-//! sends it lines and gets lines back on its event queue. In between sits
-//! one thread per shared server, the mux, which keeps sessions apart:
-//! - request ids and progress tokens are rewritten to the mux's own, so no
-//!   session can see, answer or cancel another's request;
-//! - `initialize` is answered from the one initialization the mux made;
-//!   `logging/setLevel` is answered locally (the server's log messages go
-//!   to the gateway's log, never to a client);
-//! - `resources/subscribe` is counted per URI across sessions, and
-//!   `notifications/resources/updated` goes only to the sessions that
-//!   subscribed; list-changed notifications go to every session;
-//! - a request from the server to a client (sampling, elicitation, roots)
-//!   goes to the one session with a call in flight on that process, else
-//!   the server gets an error;
-//! - a session that ends has its calls cancelled and its subscriptions
-//!   dropped.
-//!
-//! Eras: a `"legacy"` server gets `initialize` first. Otherwise each
-//! process's first line is `server/discover`; the first process's answer
-//! decides the server's era for as long as the mux lives (restarts keep
-//! it): a result listing 2026-07-28 makes it modern, anything else legacy
-//! (`initialize` follows on the same process), or, for `"2026-07-28"`, left
-//! out. Sessions read the verdict at attach ([`SharedServer::era`]). A
-//! modern process gets no `initialize`; the sessions' routers put their
-//! client's `_meta` on each request. Its `subscriptions/listen` requests are
-//! no calls (no deadline): the mux keeps each under its own id, routes the
-//! process's notifications tagged with that id to the session under the
-//! session's id, passes the session's cancel, cancels a leaving session's
-//! listens and sends a restarted process the listens it held. The
-//! initialize-era paths above (cached `initialize`, `resources/subscribe`
-//! counting, requests to clients) are the legacy server's.
-//!
-//! Supervision: a process that exits is restarted with a backoff of 1 s
-//! doubling to 60 s (back to 1 s after a minute of health); after 5 exits
-//! in 60 s the server is marked failed and retried only every 60 s. Calls
-//! in flight on it fail at once with -32002 naming the server; when it is
-//! back, every session gets the list-changed notifications. A process that
-//! lets three calls in a row run past their timeout is killed and
-//! restarted the same way.
+//! The mux: one thread per shared server that starts its processes,
+//! finds their era, and keeps the sessions' requests, answers, listens and
+//! subscriptions apart (see the parent module).
 
+use super::{Cmd, EraCell, Link, Status};
 use crate::child::{Backlog, ChildEvent, ChildProc, Sink};
 use crate::config::{Protocol, ServerSpec};
 use crate::eras::{self, ChildEra, Verdict};
-use crate::error::Error;
 use crate::mcp::jsonrpc::At as _;
 use crate::mcp::jsonrpc::{self, Incoming};
 use crate::os::Wake;
@@ -53,8 +13,7 @@ use crate::supervise::{BACKOFF_MAX, Backoff, CRASH_LIMIT, CRASH_WINDOW};
 use crossbeam_channel::{Receiver, Sender};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Calls in a row past their timeout after which a process is replaced.
@@ -64,205 +23,6 @@ const HUNG_AFTER: u32 = 3;
 /// theirs at the deadline.
 const OVERDUE_SLACK: Duration = Duration::from_secs(1);
 const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
-
-/// A shared server's era once its first process told it (None: not yet;
-/// Err: left out, why), for the sessions to read.
-#[derive(Default)]
-struct EraCell {
-    verdict: Mutex<Option<Result<ChildEra, String>>>,
-    told: Condvar,
-}
-
-impl EraCell {
-    fn set(&self, v: Result<ChildEra, String>) {
-        *self.verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
-        self.told.notify_all();
-    }
-}
-
-/// What a session (or the gateway) tells a mux.
-enum Cmd {
-    Attach(u64, Link),
-    Line(u64, Value),
-    Detach(u64),
-    Stop,
-}
-
-/// Where a session's messages from a shared server go: its own event
-/// queue, exactly as from a child of its own.
-struct Link {
-    index: usize,
-    tx: Sender<(usize, ChildEvent)>,
-    wake: Arc<Wake>,
-}
-
-impl Link {
-    fn send(&self, e: ChildEvent) {
-        if self.tx.send((self.index, e)).is_ok() {
-            self.wake.wake();
-        }
-    }
-}
-
-/// A shared server's state, for `/health` and the log.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Status {
-    pub name: String,
-    /// starting, ready, restarting or failed.
-    pub state: &'static str,
-    pub processes: usize,
-    pub restarts: u64,
-}
-
-/// A running shared server; dropping it stops its processes.
-pub struct SharedServer {
-    name: String,
-    tx: Sender<Cmd>,
-    thread: Option<JoinHandle<()>>,
-    status: Arc<Mutex<Status>>,
-    stderr: Arc<Mutex<String>>,
-    era: Arc<EraCell>,
-    probe_timeout: Duration,
-}
-
-impl SharedServer {
-    /// Starts the mux and its processes.
-    pub fn start(
-        spec: ServerSpec,
-        processes: usize,
-        timeout: Duration,
-        max_line: usize,
-    ) -> Result<SharedServer, Error> {
-        let wake = Arc::new(Wake::new().map_err(|e| Error::io("cannot create an eventfd", e))?);
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let status = Arc::new(Mutex::new(Status {
-            name: spec.name.clone(),
-            state: "starting",
-            processes: 0,
-            restarts: 0,
-        }));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let name = spec.name.clone();
-        let probe_timeout = eras::probe_timeout(&spec);
-        let mux = Mux::new(
-            spec,
-            processes,
-            timeout,
-            max_line,
-            wake,
-            status.clone(),
-            stderr.clone(),
-        );
-        let era = mux.cell.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("shared:{name}"))
-            .stack_size(256 * 1024)
-            .spawn(move || mux.run(rx))
-            .map_err(|e| Error::io(format!("cannot start a thread for server {name}"), e))?;
-        Ok(SharedServer {
-            name,
-            tx,
-            thread: Some(thread),
-            status,
-            stderr,
-            era,
-            probe_timeout,
-        })
-    }
-
-    /// Its first process said it cannot be served (kept until the config
-    /// changes it: a reload does not reuse it).
-    pub fn left_out(&self) -> bool {
-        let v = self.era.verdict.lock().unwrap_or_else(|p| p.into_inner());
-        matches!(*v, Some(Err(_)))
-    }
-
-    /// The server's era, as its first process told it: waits for that at
-    /// most the probe timeout (the processes start with the gateway, so
-    /// normally it is there). Err: the server is left out, or no process
-    /// has answered yet; the message says which.
-    pub fn era(&self) -> Result<ChildEra, String> {
-        let cell = &self.era;
-        let guard = cell.verdict.lock().unwrap_or_else(|p| p.into_inner());
-        let (guard, _) = cell
-            .told
-            .wait_timeout_while(guard, self.probe_timeout, |v| v.is_none())
-            .unwrap_or_else(|p| p.into_inner());
-        guard.clone().unwrap_or_else(|| {
-            Err(format!(
-                "server {} left out: no process of it told its era within {} s",
-                self.name,
-                self.probe_timeout.as_secs()
-            ))
-        })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn status(&self) -> Status {
-        self.status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// The last lines its processes wrote to stderr.
-    pub fn stderr_tail(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Connects session `session`, whose events for this server carry
-    /// `index`; the link detaches when dropped.
-    pub fn attach(
-        self: &Arc<Self>,
-        session: u64,
-        index: usize,
-        tx: Sender<(usize, ChildEvent)>,
-        wake: Arc<Wake>,
-    ) -> SharedLink {
-        let _ = self.tx.send(Cmd::Attach(session, Link { index, tx, wake }));
-        SharedLink {
-            server: self.clone(),
-            session,
-        }
-    }
-}
-
-impl Drop for SharedServer {
-    fn drop(&mut self) {
-        let _ = self.tx.send(Cmd::Stop);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// One session's end of a shared server.
-pub struct SharedLink {
-    server: Arc<SharedServer>,
-    session: u64,
-}
-
-impl SharedLink {
-    pub fn send(&self, msg: Value) {
-        let _ = self.server.tx.send(Cmd::Line(self.session, msg));
-    }
-
-    pub fn server(&self) -> &SharedServer {
-        &self.server
-    }
-}
-
-impl Drop for SharedLink {
-    fn drop(&mut self) {
-        let _ = self.server.tx.send(Cmd::Detach(self.session));
-    }
-}
 
 /// A session's call in flight on a process.
 struct Call {
@@ -316,7 +76,7 @@ struct Proc {
     stale_closed: bool,
 }
 
-struct Mux {
+pub(super) struct Mux {
     spec: ServerSpec,
     timeout: Duration,
     max_line: usize,
@@ -344,7 +104,7 @@ struct Mux {
     /// The server's era once known (kept across restarts), and where the
     /// sessions read it.
     era: Option<ChildEra>,
-    cell: Arc<EraCell>,
+    pub(super) cell: Arc<EraCell>,
     /// A process has served before: one that becomes ready now is back.
     served: bool,
     /// Mux listen id -> the session's listen.
@@ -358,7 +118,7 @@ struct Mux {
 }
 
 impl Mux {
-    fn new(
+    pub(super) fn new(
         spec: ServerSpec,
         processes: usize,
         timeout: Duration,
@@ -417,7 +177,7 @@ impl Mux {
         self.next
     }
 
-    fn run(mut self, rx: Receiver<Cmd>) {
+    pub(super) fn run(mut self, rx: Receiver<Cmd>) {
         loop {
             self.start_due();
             let wait = self
