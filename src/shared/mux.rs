@@ -8,6 +8,7 @@ use crate::config::{Protocol, ServerSpec};
 use crate::eras::{self, ChildEra, Verdict};
 use crate::mcp::jsonrpc::At as _;
 use crate::mcp::jsonrpc::{self, Incoming};
+use crate::mcp::router::SUBSCRIPTION_ID;
 use crate::os::Wake;
 use crate::supervise::{BACKOFF_MAX, Backoff, CRASH_LIMIT, CRASH_WINDOW};
 use crossbeam_channel::{Receiver, Sender};
@@ -22,7 +23,6 @@ const HUNG_AFTER: u32 = 3;
 /// ended first) is failed and counted here: the sessions' routers cancel
 /// theirs at the deadline.
 const OVERDUE_SLACK: Duration = Duration::from_secs(1);
-const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 
 /// A session's call in flight on a process.
 struct Call {

@@ -135,7 +135,7 @@ impl Router {
                 return;
             }
             if let Some(m) = msg.at_mut("/params/_meta").and_then(Value::as_object_mut) {
-                m.remove("io.modelcontextprotocol/subscriptionId");
+                m.remove(super::SUBSCRIPTION_ID);
             }
         }
         match method {

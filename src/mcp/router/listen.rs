@@ -16,7 +16,8 @@ use serde_json::{Map, Value, json};
 use std::collections::HashSet;
 use std::time::Instant;
 
-const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+/// The `_meta` key that ties a notification to its `subscriptions/listen` stream.
+pub const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 
 /// Open `subscriptions/listen` streams per connection: each list change
 /// is sent once per stream that asked for it.

@@ -48,6 +48,7 @@ pub use audit::{Outcome, Record};
 /// that ran past its timeout (a shared server counts these).
 pub const TIMEOUT_REASON: &str = "timed out in the gateway";
 pub use init::SUPPORTED_VERSIONS;
+pub use listen::SUBSCRIPTION_ID;
 
 /// What the session must do.
 #[derive(Debug, Clone, PartialEq)]
