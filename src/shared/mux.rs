@@ -12,6 +12,7 @@ use crate::mcp::router::SUBSCRIPTION_ID;
 use crate::os::Wake;
 use crate::supervise::{BACKOFF_MAX, Backoff, CRASH_LIMIT, CRASH_WINDOW};
 use crossbeam_channel::{Receiver, Sender};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,11 @@ const HUNG_AFTER: u32 = 3;
 /// ended first) is failed and counted here: the sessions' routers cancel
 /// theirs at the deadline.
 const OVERDUE_SLACK: Duration = Duration::from_secs(1);
+/// The `requestState`s of `input_required` results kept to pin their
+/// retries, at most, and for how long: a process keeps its own states, so
+/// a retry must go back to the process that issued it.
+const STATES_MAX: usize = 4096;
+const STATE_TTL: Duration = Duration::from_secs(3600);
 
 /// A session's call in flight on a process.
 struct Call {
@@ -109,6 +115,9 @@ pub(super) struct Mux {
     served: bool,
     /// Mux listen id -> the session's listen.
     listens: HashMap<u64, Listen>,
+    /// (session, `requestState` of an `input_required` result it got) ->
+    /// (the process that issued it, when): the retry goes there.
+    states: HashMap<(u64, String), (usize, Instant)>,
     /// Lines of sessions that arrived before any process was ready.
     waiting: VecDeque<(u64, Value)>,
     backoff: Backoff,
@@ -164,6 +173,7 @@ impl Mux {
             cell,
             served: false,
             listens: HashMap::new(),
+            states: HashMap::new(),
             waiting: VecDeque::new(),
             backoff: Backoff::new(),
             restarts: 0,
@@ -442,6 +452,7 @@ impl Mux {
             }
         }
         self.asks.retain(|_, a| a.proc_ != p);
+        self.states.retain(|_, (q, _)| *q != p); // its states died with it
         self.publish();
     }
 
@@ -530,7 +541,15 @@ impl Mux {
                 }
             }
             (Some("subscriptions/listen"), Some(_)) => self.listen(s, msg),
-            (Some(_), Some(_)) => self.call(s, msg),
+            (Some(_), Some(_)) => {
+                // A retry goes back to the process whose state it carries.
+                let on = msg
+                    .at("/params/requestState")
+                    .and_then(Value::as_str)
+                    .and_then(|st| self.states.get(&(s, st.to_owned())))
+                    .map(|&(p, _)| p);
+                self.call_on(s, msg, on);
+            }
             (Some("notifications/cancelled"), None) => {
                 let rid = msg.at("/params/requestId").cloned();
                 let listen = self
@@ -628,8 +647,23 @@ impl Mux {
         Some(p)
     }
 
-    fn call(&mut self, s: u64, msg: Value) {
-        self.call_on(s, msg, None);
+    /// Pins the retry of session `s` that will carry `state` to process `p`.
+    fn keep_state(&mut self, s: u64, state: String, p: usize) {
+        let now = Instant::now();
+        if self.states.len() >= STATES_MAX {
+            self.states
+                .retain(|_, (_, at)| now.duration_since(*at) < STATE_TTL);
+        }
+        if self.states.len() >= STATES_MAX
+            && let Some(oldest) = self
+                .states
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone())
+        {
+            self.states.remove(&oldest);
+        }
+        self.states.insert((s, state), (p, now));
     }
 
     /// A session's `subscriptions/listen` (to a modern process): not a
@@ -719,6 +753,9 @@ impl Mux {
                     }
                 } else if let Some(c) = self.end_call(g) {
                     self.procs[p].overdue = 0;
+                    if !is_error && let Some(st) = input_state(&payload) {
+                        self.keep_state(c.session, st, p);
+                    }
                     if let Some(l) = self.sessions.get(&c.session) {
                         l.send(ChildEvent::Message(Incoming::Response {
                             id: c.id,
@@ -935,6 +972,7 @@ impl Mux {
     fn detach(&mut self, s: u64) {
         self.sessions.remove(&s);
         self.waiting.retain(|(w, _)| *w != s);
+        self.states.retain(|(w, _), _| *w != s);
         self.asks.retain(|_, a| a.session != s);
         let mut listens: Vec<(u64, usize)> = self
             .listens
@@ -1029,6 +1067,22 @@ impl Mux {
 }
 
 /// The `params.uri` of a resources request ("" when missing).
+/// The `requestState` of an `input_required` result (only results that
+/// name it are parsed).
+fn input_state(payload: &RawValue) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Peek<'a> {
+        #[serde(rename = "resultType", borrow)]
+        result_type: Option<&'a str>,
+        #[serde(rename = "requestState")]
+        request_state: Option<String>,
+    }
+    let text = payload.get();
+    memchr::memmem::find(text.as_bytes(), b"input_required")?;
+    let peek: Peek = serde_json::from_str(text).ok()?;
+    (peek.result_type == Some("input_required")).then_some(peek.request_state)?
+}
+
 fn uri_of(msg: &Value) -> String {
     msg.at("/params/uri")
         .and_then(Value::as_str)
@@ -1071,5 +1125,24 @@ mod tests {
             without_tasks(json!({"supportedVersions": []})),
             json!({"supportedVersions": []})
         );
+    }
+
+    #[test]
+    fn only_an_input_required_result_names_a_state_to_pin() {
+        let raw = |t: &str| RawValue::from_string(t.to_owned()).unwrap();
+        let state = |t: &str| input_state(&raw(t));
+        assert_eq!(
+            state(r#"{"resultType":"input_required","inputRequests":{},"requestState":"s1"}"#),
+            Some("s1".to_owned())
+        );
+        for other in [
+            r#"{"resultType":"complete","content":[{"type":"text","text":"input_required"}]}"#,
+            r#"{"resultType":"input_required","inputRequests":{}}"#,
+            r#"{"resultType":"input_required","requestState":7}"#,
+            r#"{"content":[],"requestState":"input_required"}"#,
+            r#"["input_required"]"#,
+        ] {
+            assert_eq!(state(other), None, "{other}");
+        }
     }
 }

@@ -375,6 +375,60 @@ fn a_modern_shared_server_serves_a_modern_and_a_legacy_session_on_one_process() 
     assert!(done["result"].to_string().contains("Bo"), "{done}");
 }
 
+/// Starts a `slow` call of `ms` on `c` under `id` without reading its answer.
+fn start_slow(c: &mut Mcp, id: &str, ms: u64) {
+    let params = modern_params(json!({"name": "slow", "arguments": {"ms": ms}}), json!({}));
+    c.send(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}));
+}
+
+#[test]
+fn a_retry_goes_back_to_the_shared_process_that_asked_for_input() {
+    // Two processes, each keeping the `requestState`s it issued in memory:
+    // a retry that reached the other one would be refused as unknown.
+    let mut spec = modern_shared("alpha", "2026-07-28");
+    spec["processes"] = json!(2);
+    let srv = Server::start(json!({ "alpha": spec }), &[]);
+    let (mut m, mut x, mut y) = (srv.connect(), srv.connect(), srv.connect());
+    let who = || modern_params(json!({"name": "whoami", "arguments": {}}), json!({}));
+    // Both processes ready: a call made while another is in flight on the
+    // first goes to the second.
+    let first = pid_of(&y.request("tools/call", who()));
+    let mut n = 0;
+    assert!(
+        eventually(|| {
+            n += 1;
+            let id = format!("busy{n}");
+            start_slow(&mut x, &id, 300);
+            let other = pid_of(&y.request("tools/call", who()));
+            let (done, _) = answer_and_progress(&mut x, &json!(id));
+            assert_eq!(done["result"]["resultType"], "complete", "{done}");
+            other != first
+        }),
+        "the second process never became ready"
+    );
+    // Both idle: the first process takes the call that asks for input.
+    let caps = json!({"elicitation": {}});
+    let ask = json!({"name": "ask_elicit", "arguments": {}});
+    let r = m.request("tools/call", modern_params(ask.clone(), caps.clone()));
+    assert_eq!(r["result"]["resultType"], "input_required", "{r}");
+    // A call in flight on it makes the other process the least busy one.
+    start_slow(&mut x, "busy", 1500);
+    let (key, _) = r["result"]["inputRequests"]
+        .as_object()
+        .and_then(|o| o.iter().next())
+        .unwrap_or_else(|| panic!("{r}"));
+    let mut retry = modern_params(ask, caps);
+    retry["requestState"] = r["result"]["requestState"].clone();
+    retry["inputResponses"] =
+        json!({key.as_str(): {"action": "accept", "content": {"name": "Bo"}}});
+    let done = m.request("tools/call", retry);
+    assert_eq!(done["result"]["resultType"], "complete", "{done}");
+    assert!(done["result"].to_string().contains("Bo"), "{done}");
+    let (slept, _) = answer_and_progress(&mut x, &json!("busy"));
+    assert_eq!(slept["result"]["resultType"], "complete", "{slept}");
+    assert_eq!(children_of(srv.pid()).len(), 2, "neither process replaced");
+}
+
 #[test]
 fn each_sessions_listen_on_a_shared_modern_server_gets_its_own_list_change() {
     let srv = Server::start(json!({ "alpha": modern_shared("alpha", "auto") }), &[]);
