@@ -8,7 +8,7 @@
 use crate::config::ServerSpec;
 use crate::error::Error;
 use crate::mcp::framing::{Frame, LineReader};
-use crate::mcp::jsonrpc::{Incoming, parse_child_line};
+use crate::mcp::jsonrpc::{Incoming, parse_child_owned};
 use crate::os::{self, Wake};
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::VecDeque;
@@ -547,9 +547,11 @@ fn read_stdout(
             sink.backlog.wait_for_room(&stopping);
         });
         let event = match frame {
-            Some(Frame::Line(bytes)) => match parse_child_line(&bytes) {
+            Some(Frame::Line(bytes)) => match parse_child_owned(bytes) {
                 Ok(m) => ChildEvent::Message(m),
-                Err(_) => ChildEvent::BadLine(String::from_utf8_lossy(&bytes).into_owned()),
+                Err((_, bytes)) => {
+                    ChildEvent::BadLine(String::from_utf8_lossy(&bytes).into_owned())
+                }
             },
             Some(Frame::TooLong) => {
                 log::warn!("[{name}] sent a line over {max_line} bytes; dropped");

@@ -810,7 +810,7 @@ impl Bridge {
         for a in actions {
             match a {
                 Action::ToClient(v) => self.out.push_json(&v),
-                Action::ToClientRaw(line) => self.out.push(&line),
+                Action::ToClientRaw(line) => self.out.push_owned(line),
                 Action::ToChild(i, v) => {
                     if let Some(Some(c)) = self.children.get(i) {
                         c.send(v);

@@ -18,6 +18,20 @@ impl Outbox {
         self.buf.extend_from_slice(b);
     }
 
+    /// Takes a whole line: into an empty outbox it moves instead of being
+    /// copied (a big result is not copied, nor a second big buffer made).
+    pub fn push_owned(&mut self, line: Vec<u8>) {
+        if self.is_empty() {
+            self.buf.clear();
+            self.start = 0;
+            if line.len() > self.buf.capacity() {
+                self.buf = line;
+                return;
+            }
+        }
+        self.buf.extend_from_slice(&line);
+    }
+
     /// Serializes straight into the buffer (no line built and copied).
     pub fn push_json(&mut self, v: &serde_json::Value) {
         // Writing a Value into a Vec cannot fail.
@@ -55,5 +69,25 @@ impl Outbox {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_owned_line_keeps_its_place_behind_what_waits() {
+        let mut o = Outbox::default();
+        o.push_owned(b"first\n".to_vec());
+        assert_eq!(o.pending(), 6);
+        o.push(b"second\n");
+        o.push_owned(b"third\n".to_vec());
+        assert_eq!(&o.buf[o.start..], b"first\nsecond\nthird\n");
+        // Half written: what is left stays ahead of a new line.
+        o.start = 3;
+        o.push_owned(b"4\n".to_vec());
+        assert_eq!(&o.buf[o.start..], b"st\nsecond\nthird\n4\n");
+        assert_eq!(o.pending(), 18);
     }
 }

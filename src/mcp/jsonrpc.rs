@@ -105,9 +105,25 @@ pub enum Incoming {
     Response {
         id: Value,
         is_error: bool,
-        payload: Box<RawValue>,
+        payload: Payload,
     },
     Other(Value),
+}
+
+/// A response's `result` or `error` as JSON text, left where it is in the
+/// child's line: a big result is neither copied nor given a second buffer.
+#[derive(Debug)]
+pub struct Payload {
+    line: String,
+    start: usize,
+    end: usize,
+}
+
+impl Payload {
+    /// The JSON text (valid: the line it is in was parsed).
+    pub fn get(&self) -> &str {
+        self.line.get(self.start..self.end).unwrap_or("null")
+    }
 }
 
 #[derive(Deserialize)]
@@ -123,30 +139,48 @@ struct Envelope<'a> {
 }
 
 /// Classifies and validates one line from a child.
-pub fn parse_child_line(line: &[u8]) -> Result<Incoming, serde_json::Error> {
-    if let Ok(e) = serde_json::from_slice::<Envelope>(line)
-        && e.method.is_none()
-        && let Some(id) = e.id
-    {
-        match (e.result, e.error) {
-            (Some(r), None) => {
+pub fn parse_child_line(line: &[u8]) -> serde_json::Result<Incoming> {
+    parse_child_owned(line.to_vec()).map_err(|(e, _)| e)
+}
+
+/// The same, keeping the line: a response's payload stays in it. A line
+/// that is no JSON comes back with the error.
+pub fn parse_child_owned(mut line: Vec<u8>) -> Result<Incoming, (serde_json::Error, Vec<u8>)> {
+    let response = match serde_json::from_slice::<Envelope>(&line) {
+        Ok(e) if e.method.is_none() => match (e.id, e.result, e.error) {
+            (Some(id), Some(r), None) => Some((id, false, span(&line, r))),
+            (Some(id), None, Some(r)) => Some((id, true, span(&line, r))),
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some((id, is_error, (start, end))) = response {
+        // Parsed as JSON, so UTF-8 throughout: the check cannot fail (if
+        // it did, the general path below would judge the line).
+        match String::from_utf8(line) {
+            Ok(line) => {
+                let payload = Payload { line, start, end };
                 return Ok(Incoming::Response {
                     id,
-                    is_error: false,
-                    payload: r.to_owned(),
+                    is_error,
+                    payload,
                 });
             }
-            (None, Some(r)) => {
-                return Ok(Incoming::Response {
-                    id,
-                    is_error: true,
-                    payload: r.to_owned(),
-                });
-            }
-            _ => {}
+            Err(e) => line = e.into_bytes(),
         }
     }
-    serde_json::from_slice(line).map(Incoming::Other)
+    match serde_json::from_slice(&line) {
+        Ok(v) => Ok(Incoming::Other(v)),
+        Err(e) => Err((e, line)),
+    }
+}
+
+/// Where `part`, borrowed from `line` by the parse, lies in it.
+fn span(line: &[u8], part: &RawValue) -> (usize, usize) {
+    let start = (part.get().as_ptr() as usize).wrapping_sub(line.as_ptr() as usize);
+    let end = start.wrapping_add(part.get().len());
+    debug_assert!(line.get(start..end) == Some(part.get().as_bytes()));
+    (start, end)
 }
 
 /// A client line parsed as a tree, except `params._meta`, which is left
@@ -240,14 +274,9 @@ impl<'de> Visitor<'de> for Split<'_, 'de> {
     }
 }
 
-/// A response line built from parts, with the payload copied as it came.
-pub fn response_line(id: &Value, is_error: bool, payload: &RawValue) -> Vec<u8> {
-    response_line_text(id, is_error, payload.get())
-}
-
-/// The same with a payload that is valid JSON by construction (a child's
-/// validated result with the era's stamps spliced in): not parsed again.
-pub fn response_line_text(id: &Value, is_error: bool, payload: &str) -> Vec<u8> {
+/// A response line built from parts, with the payload (valid JSON: a
+/// child's validated result) copied as it came: not parsed again.
+pub fn response_line(id: &Value, is_error: bool, payload: &str) -> Vec<u8> {
     response_line_with(id, is_error, payload.len(), |out| {
         out.extend_from_slice(payload.as_bytes())
     })
@@ -376,7 +405,7 @@ mod tests {
         };
         assert_eq!((id, is_error), (json!(7), false));
         assert_eq!(payload.get(), r#"{"b": 1,  "a":[true, "x\n"]}"#);
-        let out = response_line(&json!("client-1"), false, &payload);
+        let out = response_line(&json!("client-1"), false, payload.get());
         assert_eq!(
             out,
             b"{\"jsonrpc\":\"2.0\",\"id\":\"client-1\",\"result\":{\"b\": 1,  \"a\":[true, \"x\\n\"]}}\n"
@@ -399,5 +428,15 @@ mod tests {
             ));
         }
         assert!(parse_child_line(b"{oops").is_err());
+        // The owned parse gives a bad line back for the log.
+        let (_, back) = parse_child_owned(b"not json".to_vec()).unwrap_err();
+        assert_eq!(back, b"not json");
+        // A payload is its own span of the line, whitespace and all.
+        let Incoming::Response { payload, .. } =
+            parse_child_owned(b" {\"id\":1, \"result\" : [ 1 ,2] } ".to_vec()).unwrap()
+        else {
+            panic!("not a response")
+        };
+        assert_eq!(payload.get(), "[ 1 ,2]");
     }
 }

@@ -12,7 +12,6 @@ use crate::mcp::router::SUBSCRIPTION_ID;
 use crate::os::Wake;
 use crate::supervise::{BACKOFF_MAX, Backoff, CRASH_LIMIT, CRASH_WINDOW};
 use crossbeam_channel::{Receiver, Sender};
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -753,7 +752,7 @@ impl Mux {
                     }
                 } else if let Some(c) = self.end_call(g) {
                     self.procs[p].overdue = 0;
-                    if !is_error && let Some(st) = input_state(&payload) {
+                    if !is_error && let Some(st) = input_state(payload.get()) {
                         self.keep_state(c.session, st, p);
                     }
                     if let Some(l) = self.sessions.get(&c.session) {
@@ -1069,7 +1068,7 @@ impl Mux {
 /// The `params.uri` of a resources request ("" when missing).
 /// The `requestState` of an `input_required` result (only results that
 /// name it are parsed).
-fn input_state(payload: &RawValue) -> Option<String> {
+fn input_state(text: &str) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Peek<'a> {
         #[serde(rename = "resultType", borrow)]
@@ -1077,7 +1076,6 @@ fn input_state(payload: &RawValue) -> Option<String> {
         #[serde(rename = "requestState")]
         request_state: Option<String>,
     }
-    let text = payload.get();
     memchr::memmem::find(text.as_bytes(), b"input_required")?;
     let peek: Peek = serde_json::from_str(text).ok()?;
     (peek.result_type == Some("input_required")).then_some(peek.request_state)?
@@ -1129,8 +1127,7 @@ mod tests {
 
     #[test]
     fn only_an_input_required_result_names_a_state_to_pin() {
-        let raw = |t: &str| RawValue::from_string(t.to_owned()).unwrap();
-        let state = |t: &str| input_state(&raw(t));
+        let state = input_state;
         assert_eq!(
             state(r#"{"resultType":"input_required","inputRequests":{},"requestState":"s1"}"#),
             Some("s1".to_owned())

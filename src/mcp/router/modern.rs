@@ -11,7 +11,6 @@ use super::tasks;
 use super::{Action, Router, Status};
 use crate::mcp::jsonrpc::At as _;
 use crate::mcp::jsonrpc::{self, INTERNAL_ERROR, INVALID_PARAMS};
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::time::Instant;
 
@@ -244,17 +243,16 @@ impl Router {
         &self,
         client_id: &Value,
         is_error: bool,
-        payload: &RawValue,
+        payload: &str,
         reply: era::Reply,
     ) -> Vec<u8> {
         if is_error {
-            let mut e: Value = serde_json::from_str(payload.get()).unwrap_or(Value::Null);
+            let mut e: Value = serde_json::from_str(payload).unwrap_or(Value::Null);
             modern_error(&mut e);
             return jsonrpc::to_line(&json!({"jsonrpc": "2.0", "id": client_id, "error": e}));
         }
-        let p = payload.get();
-        jsonrpc::response_line_with(client_id, false, p.len() + 160, |out| {
-            self.era.stamp_into(out, p, reply.cacheable)
+        jsonrpc::response_line_with(client_id, false, payload.len() + 160, |out| {
+            self.era.stamp_into(out, payload, reply.cacheable)
         })
     }
 
