@@ -90,11 +90,80 @@ impl At for Value {
     }
 }
 
-/// Serializes a message as one line ending in '\n'.
+/// The key under which a client request's `params.arguments` is kept as
+/// its JSON text (a `Value::String`). The gateway never reads a tool's
+/// arguments, so they pass to the child as they came: not built into a
+/// tree, not escaped again (a big argument costs a copy, not a parse and a
+/// re-encoding). Only [`parse_client_line`] makes it; a client line that
+/// names it is refused (see [`names_raw_arguments`]), and [`to_line`]
+/// writes it back as `"arguments"`.
+pub const RAW_ARGUMENTS: &str = "\u{0}arguments";
+
+/// Serializes a message as one line ending in '\n', with kept arguments
+/// ([`RAW_ARGUMENTS`]) written back as they came.
 pub fn to_line(v: &Value) -> Vec<u8> {
-    let mut out = serde_json::to_vec(v).unwrap_or_default();
+    let mut out = Vec::with_capacity(128);
+    match raw_params(v) {
+        None => {
+            // Writing a Value into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut out, v);
+        }
+        Some(top) => {
+            out.push(b'{');
+            for (i, (k, val)) in top.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let _ = serde_json::to_writer(&mut out, k);
+                out.push(b':');
+                match val {
+                    Value::Object(params) if k == "params" => write_params(&mut out, params),
+                    _ => {
+                        let _ = serde_json::to_writer(&mut out, val);
+                    }
+                }
+            }
+            out.push(b'}');
+        }
+    }
     out.push(b'\n');
     out
+}
+
+/// The message's top map if its `params` holds kept arguments.
+fn raw_params(v: &Value) -> Option<&Map<String, Value>> {
+    let top = v.as_object()?;
+    let params = field(top, "params")?.as_object()?;
+    params.contains_key(RAW_ARGUMENTS).then_some(top)
+}
+
+fn write_params(out: &mut Vec<u8>, params: &Map<String, Value>) {
+    out.push(b'{');
+    for (i, (k, val)) in params.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match val {
+            Value::String(text) if k == RAW_ARGUMENTS => {
+                out.extend_from_slice(b"\"arguments\":");
+                out.extend_from_slice(text.as_bytes());
+            }
+            _ => {
+                let _ = serde_json::to_writer(&mut *out, k);
+                out.push(b':');
+                let _ = serde_json::to_writer(&mut *out, val);
+            }
+        }
+    }
+    out.push(b'}');
+}
+
+/// A client's tree names [`RAW_ARGUMENTS`] itself (a line parsed whole):
+/// refused, or its text would reach a child unchecked.
+pub fn names_raw_arguments(v: &Value) -> bool {
+    v.get("params")
+        .and_then(Value::as_object)
+        .is_some_and(|p| p.contains_key(RAW_ARGUMENTS))
 }
 
 /// A child's message as its reader thread hands it over. A response keeps
@@ -183,28 +252,35 @@ fn span(line: &[u8], part: &RawValue) -> (usize, usize) {
     (start, end)
 }
 
-/// A client line parsed as a tree, except `params._meta`, which is left
-/// out and returned as its text (borrowed from the line). A 2026-07-28
-/// client sends the same `_meta` on every request: its text is compared
-/// with the last one checked instead of being built and checked again.
-pub fn parse_split_meta(line: &[u8]) -> serde_json::Result<(Value, Option<&RawValue>)> {
+/// A client line parsed as a tree, except two members of `params`:
+/// `arguments`, kept as text under [`RAW_ARGUMENTS`], and, if `split_meta`,
+/// `_meta`, left out and returned as its text (borrowed from the line). A
+/// 2026-07-28 client sends the same `_meta` on every request: its text is
+/// compared with the last one checked instead of being built and checked
+/// again. A line that names [`RAW_ARGUMENTS`] itself is refused.
+pub fn parse_client_line(
+    line: &[u8],
+    split_meta: bool,
+) -> serde_json::Result<(Value, Option<&RawValue>)> {
     let mut de = serde_json::Deserializer::from_slice(line);
     let mut meta = None;
     let v = Split {
         meta: &mut meta,
         params: true,
+        split_meta,
     }
     .deserialize(&mut de)?;
     de.end()?;
     Ok((v, meta))
 }
 
-/// Builds a `Value` like `Value::deserialize`, but diverts one key: at
-/// the top (`params: true`) the object under `params` is built by a
-/// second `Split`, which diverts `_meta` into `meta`.
+/// Builds a `Value` like `Value::deserialize`, but diverts keys: at the top
+/// (`params: true`) the object under `params` is built by a second `Split`,
+/// which keeps `arguments` as text and diverts `_meta` into `meta`.
 struct Split<'a, 'de> {
     meta: &'a mut Option<&'de RawValue>,
     params: bool,
+    split_meta: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for Split<'_, 'de> {
@@ -228,12 +304,21 @@ impl<'de> Visitor<'de> for Split<'_, 'de> {
                     map.next_value_seed(Split {
                         meta: &mut *self.meta,
                         params: false,
+                        split_meta: self.split_meta,
                     })?
                 }
-                (false, "_meta") => {
+                (false, "_meta") if self.split_meta => {
                     *self.meta = Some(map.next_value::<&RawValue>()?);
                     out.remove("_meta");
                     continue;
+                }
+                (false, "arguments") => {
+                    let text = map.next_value::<&RawValue>()?.get().to_owned();
+                    out.insert(RAW_ARGUMENTS.to_owned(), Value::String(text));
+                    continue;
+                }
+                (false, RAW_ARGUMENTS) => {
+                    return Err(de::Error::custom("params key \\u0000arguments is reserved"));
                 }
                 _ => map.next_value()?,
             };
@@ -338,57 +423,115 @@ mod tests {
         assert!(v.at_mut("/params/nope/x").is_none());
     }
 
+    /// What the split parse should give: the plain tree with
+    /// `params.arguments` as its text and, if `split_meta`, `_meta` out.
+    fn expected_split(line: &[u8], split_meta: bool) -> (Value, Option<Value>) {
+        let mut plain: Value = serde_json::from_slice(line).unwrap();
+        let mut meta = None;
+        if let Some(p) = plain.get_mut("params").and_then(Value::as_object_mut) {
+            if split_meta {
+                meta = p.remove("_meta");
+            }
+            let text = |v: &Value| Value::String(v.to_string());
+            let kept: Map<String, Value> = std::mem::take(p)
+                .into_iter()
+                .map(|(k, v)| match k.as_str() {
+                    "arguments" => (RAW_ARGUMENTS.to_owned(), text(&v)),
+                    _ => (k, v),
+                })
+                .collect();
+            *p = kept;
+        }
+        (plain, meta)
+    }
+
     #[test]
-    fn a_split_parse_is_the_plain_parse_with_params_meta_set_aside() {
-        let lines: [&[u8]; 9] = [
+    fn a_client_line_is_the_plain_parse_with_arguments_as_text_and_meta_set_aside() {
+        let lines: [&[u8]; 10] = [
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","_meta":{"a":[1,{"b":null}]},"arguments":{"x":1.5,"y":-2,"z":[true,"s\n"]}}}"#,
             br#"{"id":"x","params":{"_meta":5}}"#,
-            br#"{"id":1,"params":[1,2,{"_meta":1}]}"#,
-            br#"{"id":1,"params":"p","_meta":{"top":1}}"#,
+            br#"{"id":1,"params":[1,2,{"_meta":1,"arguments":2}]}"#,
+            br#"{"id":1,"params":"p","_meta":{"top":1},"arguments":3}"#,
             br#"{"params":{"_meta":{"a":1},"_meta":{"b":2}}}"#,
             br#"{"params":{"_meta":{"a":1}},"params":{"n":1}}"#,
-            br#"{"params":{"inner":{"_meta":{"kept":1}}}}"#,
+            br#"{"params":{"inner":{"_meta":{"kept":1},"arguments":{}}}}"#,
             br#"  {"id":18446744073709551615,"params":{}}  "#,
-            br#"[{"params":{"_meta":{}}}]"#,
+            br#"[{"params":{"_meta":{},"arguments":{}}}]"#,
+            br#"{"params":{"arguments":1,"name":"n","arguments":"last"}}"#,
         ];
         for line in lines {
-            let mut plain: Value = serde_json::from_slice(line).unwrap();
-            let (split, meta) = parse_split_meta(line).unwrap();
-            let expected = plain
-                .get_mut("params")
-                .and_then(Value::as_object_mut)
-                .and_then(|p| p.remove("_meta"));
-            let got = meta.map(|m| serde_json::from_str::<Value>(m.get()).unwrap());
-            assert_eq!(got, expected, "{}", String::from_utf8_lossy(line));
-            assert_eq!(split, plain, "{}", String::from_utf8_lossy(line));
+            let show = String::from_utf8_lossy(line);
+            for split_meta in [true, false] {
+                let (split, meta) = parse_client_line(line, split_meta).unwrap();
+                let (tree, expected_meta) = expected_split(line, split_meta);
+                let got = meta.map(|m| serde_json::from_str::<Value>(m.get()).unwrap());
+                assert_eq!(got, expected_meta, "{show}");
+                assert_eq!(split, tree, "{show}");
+                // Written back, it is the message that came.
+                let mut back: Value = serde_json::from_slice(&to_line(&split)).unwrap();
+                if let (Some(m), Some(p)) = (got, back.get_mut("params")) {
+                    p["_meta"] = m;
+                }
+                let plain: Value = serde_json::from_slice(line).unwrap();
+                assert_eq!(back, plain, "{show}");
+            }
         }
         for bad in [
             &b"{\"params\":{\"_meta\":{]}}"[..],
+            b"{\"params\":{\"arguments\":{]}}",
             b"{} x",
             b"",
             b"{\"a\":1",
+            // The key that carries kept arguments cannot come from a client.
+            b"{\"params\":{\"\\u0000arguments\":\"{}}\"}}",
         ] {
-            assert!(parse_split_meta(bad).is_err());
+            assert!(parse_client_line(bad, true).is_err());
         }
     }
 
     #[test]
-    fn a_split_parse_keeps_the_recursion_limit_of_the_plain_one() {
+    fn kept_arguments_reach_the_child_byte_for_byte() {
+        let line = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"x": 1.50, "s":"\u00e9\"", "n":[ ]},"_meta":{"progressToken":1}}}"#;
+        let (mut v, _) = parse_client_line(line, false).unwrap();
+        v["id"] = json!("g7");
+        v["params"]["name"] = json!("u");
+        let out = to_line(&v);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"jsonrpc":"2.0","id":"g7","method":"tools/call","params":{"name":"u","arguments":{"x": 1.50, "s":"\u00e9\"", "n":[ ]},"_meta":{"progressToken":1}}}"#.to_owned() + "\n"
+        );
+        // A tree built by hand is written as serde_json writes it.
+        let plain = json!({"a": [1, "\u{7}"], "params": {"arguments": {"k": "v"}}});
+        assert_eq!(
+            to_line(&plain),
+            [serde_json::to_vec(&plain).unwrap(), b"\n".to_vec()].concat()
+        );
+        assert!(!names_raw_arguments(&plain));
+        let forged: Value = serde_json::from_str(r#"{"params":{"\u0000arguments":"{}"}}"#).unwrap();
+        assert!(names_raw_arguments(&forged));
+    }
+
+    #[test]
+    fn a_split_parse_keeps_the_recursion_limit_of_the_plain_one_outside_arguments() {
         for depth in 120..135 {
             let nest = |d: usize| format!("{}1{}", "[".repeat(d), "]".repeat(d));
             for line in [
-                format!(r#"{{"id":1,"params":{{"arguments":{}}}}}"#, nest(depth)),
+                format!(r#"{{"id":1,"params":{{"name":{}}}}}"#, nest(depth)),
                 format!(r#"{{"id":1,"other":{}}}"#, nest(depth)),
                 format!(r#"{{"id":1,"params":[{}]}}"#, nest(depth)),
                 nest(depth),
             ] {
                 let plain = serde_json::from_slice::<Value>(line.as_bytes());
-                let split = parse_split_meta(line.as_bytes());
+                let split = parse_client_line(line.as_bytes(), true);
                 assert_eq!(plain.is_ok(), split.is_ok(), "{depth}: {line}");
                 if let (Ok(p), Ok((s, _))) = (plain, split) {
                     assert_eq!(p, s);
                 }
             }
+            // Arguments are the child's to judge: passed on as they came.
+            let deep = format!(r#"{{"id":1,"params":{{"arguments":{}}}}}"#, nest(depth));
+            let (v, _) = parse_client_line(deep.as_bytes(), true).unwrap();
+            assert_eq!(to_line(&v), format!("{deep}\n").into_bytes());
         }
     }
 

@@ -3,7 +3,7 @@
 //! arguments or its result. The router fills a [`Record`] when a tracked
 //! request ends; the session adds who asked and writes it.
 
-use crate::mcp::jsonrpc::At as _;
+use crate::mcp::jsonrpc::{self, At as _};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -74,7 +74,7 @@ impl Open {
             method: method.to_owned(),
             target: msg.at(at).and_then(Value::as_str).map(str::to_owned),
             started: now,
-            bytes_in: serde_json::to_vec(msg).map_or(0, |v| v.len() + 1),
+            bytes_in: jsonrpc::to_line(msg).len(),
         })
     }
 

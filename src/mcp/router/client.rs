@@ -18,17 +18,26 @@ use std::time::Instant;
 impl Router {
     /// A line from the client, already framed. Parse errors are answered.
     pub fn from_client_line(&mut self, line: &[u8], now: Instant) -> Vec<Action> {
-        // A modern client's `_meta` is parsed apart and compared with the
-        // last one checked (era::MetaCache); a legacy client's line, or one
-        // the split parse refuses, is parsed as a whole.
-        if self.era.era != Era::Legacy
-            && let Ok((mut msg, text)) = jsonrpc::parse_split_meta(line)
+        // Arguments are kept as text (jsonrpc::RAW_ARGUMENTS); a modern
+        // client's `_meta` is parsed apart and compared with the last one
+        // checked (era::MetaCache). A line the split parse refuses is
+        // parsed as a whole, for its error.
+        if let Ok((mut msg, text)) = jsonrpc::parse_client_line(line, self.era.era != Era::Legacy)
             && let Some(meta) = self.line_meta(&mut msg, text)
         {
             self.client_message_as(msg, meta, now);
             return self.take();
         }
         match serde_json::from_slice::<Value>(line) {
+            Ok(v) if jsonrpc::names_raw_arguments(&v) => {
+                let id = v.get("id").filter(|i| i.is_string() || i.is_number());
+                self.fail(
+                    id.cloned().unwrap_or(Value::Null),
+                    INVALID_REQUEST,
+                    "params key \\u0000arguments is reserved",
+                );
+                self.take()
+            }
             Ok(v) => self.from_client(v, now),
             Err(e) => {
                 self.fail(
