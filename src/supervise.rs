@@ -11,6 +11,9 @@ pub const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 /// This many exits within [`CRASH_WINDOW`] mark the server failed.
 pub const CRASH_LIMIT: usize = 5;
 pub const CRASH_WINDOW: Duration = Duration::from_secs(60);
+/// Calls in a row left unanswered past their timeout after which a child
+/// (or a shared process) counts as hung and is replaced.
+pub const HUNG_AFTER: u32 = 3;
 
 /// When to start a process again after it went down: 1 s doubling to 60 s,
 /// back to 1 s after a minute of health; 5 exits within 60 s mark the

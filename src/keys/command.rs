@@ -360,6 +360,36 @@ impl Drop for Run {
     }
 }
 
+/// A command's output as read so far, and which of its pipes are open.
+struct Output {
+    buf: Vec<u8>,
+    out: Vec<u8>,
+    err: Vec<u8>,
+    out_open: bool,
+    err_open: bool,
+}
+
+impl Output {
+    /// Reads what is ready on the open pipes of those named ([stdout,
+    /// stderr]): stdout up to [`MAX_OUTPUT`] (more is an error), stderr's
+    /// first [`MAX_STDERR`] bytes.
+    fn read(
+        &mut self,
+        stdout: std::os::fd::BorrowedFd,
+        stderr: std::os::fd::BorrowedFd,
+        which: [bool; 2],
+    ) -> Result<(), String> {
+        if which[0] && self.out_open {
+            let limit = Some(MAX_OUTPUT);
+            self.out_open = !drain(stdout, &mut self.buf, &mut self.out, MAX_OUTPUT, limit)?;
+        }
+        if which[1] && self.err_open {
+            self.err_open = !drain(stderr, &mut self.buf, &mut self.err, MAX_STDERR, None)?;
+        }
+        Ok(())
+    }
+}
+
 /// Reads `fd` until it would block or ends, appending to `to` up to `keep`
 /// bytes (Err past `limit`, when given); true at its end.
 fn drain(
@@ -427,12 +457,16 @@ fn run(program: &Path, args: &[String], deadline: Instant) -> Result<Vec<u8>, St
     let io_err = |e: io::Error| format!("cannot read its output: {e}");
     os::set_nonblocking(stdout.as_fd()).map_err(io_err)?;
     os::set_nonblocking(stderr.as_fd()).map_err(io_err)?;
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let (mut out_open, mut err_open) = (true, true);
+    let mut o = Output {
+        buf: vec![0u8; 16 * 1024],
+        out: Vec::new(),
+        err: Vec::new(),
+        out_open: true,
+        err_open: true,
+    };
     let mut exited = None;
-    let mut buf = vec![0u8; 16 * 1024];
     let status = loop {
-        if exited.is_none() && pidfd.is_none() && !out_open && !err_open {
+        if exited.is_none() && pidfd.is_none() && !o.out_open && !o.err_open {
             // No pidfd (Linux before 5.3): its pipes are closed, so only its
             // exit is left to wait for.
             exited = os::peek_exit(run.group, true).map_err(|e| e.to_string())?;
@@ -440,19 +474,8 @@ fn run(program: &Path, args: &[String], deadline: Instant) -> Result<Vec<u8>, St
         if let Some(status) = exited {
             // Still unreaped (the group id is ours): take what is in its
             // pipes, then end whatever holds them.
-            if out_open {
-                out_open = !drain(
-                    stdout.as_fd(),
-                    &mut buf,
-                    &mut out,
-                    MAX_OUTPUT,
-                    Some(MAX_OUTPUT),
-                )?;
-            }
-            if err_open {
-                err_open = !drain(stderr.as_fd(), &mut buf, &mut err, MAX_STDERR, None)?;
-            }
-            if out_open || err_open {
+            o.read(stdout.as_fd(), stderr.as_fd(), [true, true])?;
+            if o.out_open || o.err_open {
                 log::warn!(
                     "the AuthorizedKeysCommand {} exited leaving processes that hold its output; \
                      its process group was killed",
@@ -472,25 +495,14 @@ fn run(program: &Path, args: &[String], deadline: Instant) -> Result<Vec<u8>, St
         let fd = |open: bool, raw: i32| if open { raw } else { -1 };
         let ready = os::poll_events(
             [
-                (fd(out_open, stdout.as_raw_fd()), libc::POLLIN),
-                (fd(err_open, stderr.as_raw_fd()), libc::POLLIN),
+                (fd(o.out_open, stdout.as_raw_fd()), libc::POLLIN),
+                (fd(o.err_open, stderr.as_raw_fd()), libc::POLLIN),
                 (pidfd.as_ref().map_or(-1, |p| p.as_raw_fd()), libc::POLLIN),
             ],
             timeout,
         )
         .map_err(|e| format!("poll: {e}"))?;
-        if ready[0] {
-            out_open = !drain(
-                stdout.as_fd(),
-                &mut buf,
-                &mut out,
-                MAX_OUTPUT,
-                Some(MAX_OUTPUT),
-            )?;
-        }
-        if ready[1] {
-            err_open = !drain(stderr.as_fd(), &mut buf, &mut err, MAX_STDERR, None)?;
-        }
+        o.read(stdout.as_fd(), stderr.as_fd(), [ready[0], ready[1]])?;
         if ready[2] {
             // Readable once it exited, and from then on: it is not polled
             // again (the loop ends on the next turn).
@@ -499,9 +511,9 @@ fn run(program: &Path, args: &[String], deadline: Instant) -> Result<Vec<u8>, St
     };
     drop(run);
     if status.success() {
-        return Ok(out);
+        return Ok(o.out);
     }
-    let err = String::from_utf8_lossy(&err);
+    let err = String::from_utf8_lossy(&o.err);
     let err = err.trim();
     if err.is_empty() {
         Err(format!("it {}", describe(status)))

@@ -10,15 +10,13 @@ use crate::mcp::jsonrpc::At as _;
 use crate::mcp::jsonrpc::{self, Incoming};
 use crate::mcp::router::SUBSCRIPTION_ID;
 use crate::os::Wake;
-use crate::supervise::{BACKOFF_MAX, Backoff, CRASH_LIMIT, CRASH_WINDOW};
+use crate::supervise::{BACKOFF_MAX, Backoff, CRASH_LIMIT, CRASH_WINDOW, HUNG_AFTER};
 use crossbeam_channel::{Receiver, Sender};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Calls in a row past their timeout after which a process is replaced.
-const HUNG_AFTER: u32 = 3;
 /// Past its deadline by this much, a call no session cancelled (its session
 /// ended first) is failed and counted here: the sessions' routers cancel
 /// theirs at the deadline.

@@ -8,11 +8,9 @@ use super::ids::Pending;
 use super::{Action, FanKind, Router, Status};
 use crate::mcp::jsonrpc::At as _;
 use crate::mcp::jsonrpc::{self, Incoming};
+use crate::supervise::HUNG_AFTER;
 use serde_json::{Value, json};
 use std::time::Instant;
-
-/// Requests in a row past their timeout after which a child counts as hung.
-const HUNG_AFTER: u32 = 3;
 
 impl Router {
     /// A classified line from child `child`. A response to a forwarded
