@@ -4,8 +4,10 @@
 //! ```text
 //! mcp_bench connect  CMD REPEATS                 -> connect-to-tools/list ms (median)
 //! mcp_bench latency  CMD CALLS TOOL ARGS_JSON    -> p50/p90/p99 us of sequential tools/call
-//! mcp_bench latency-eras CMD CALLS TOOL ARGS_JSON -> the same for a legacy and a 2026-07-28
-//!                                                   session side by side, calls alternating
+//! mcp_bench latency-eras CMD CALLS TOOL ARGS_JSON [PAIRS] -> the same for a legacy and a
+//!                                                   2026-07-28 session side by side, calls alternating,
+//!                                                   over PAIRS (5) fresh pairs; ratio_p50 is the median
+//!                                                   of the pairs' p50 ratios
 //! mcp_bench big      CMD BYTES                   -> ms for one echo of BYTES, checked intact
 //! mcp_bench throughput CMD SESSIONS CALLS TOOL ARGS_JSON -> calls/s over all sessions
 //!                                                   (MCP_BENCH_SYNC=1: prints "ready" and "done" around
@@ -292,37 +294,60 @@ fn main() {
         "latency-eras" => {
             // A legacy and a 2026-07-28 session open side by side, their
             // calls alternating: both see the same machine at each moment.
-            let mut legacy = Session::start_era(&arg(2), false);
-            let mut modern = Session::start_era(&arg(2), true);
-            let legacy_tail = legacy.warm_call(&arg(4), &arg(5));
-            let modern_tail = modern.warm_call(&arg(4), &arg(5));
-            let (mut lus, mut mus) = (Vec::new(), Vec::new());
-            for i in 0..num(3) {
-                let order = if i % 2 == 0 {
-                    [false, true]
+            // A pair keeps its threads' placement for its life, which can
+            // favour one session throughout, so the calls are spread over
+            // PAIRS fresh pairs (each era opening first in turn) and the
+            // ratio is the median of the pairs' ratios.
+            let (calls, pairs) = (num(3), a.get(6).map_or(5, |_| num(6)).max(1));
+            let (mut lus, mut mus, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            for pair in 0..pairs {
+                let modern_first = pair % 2 == 1;
+                let (mut legacy, mut modern) = if modern_first {
+                    let m = Session::start_era(&arg(2), true);
+                    (Session::start_era(&arg(2), false), m)
                 } else {
-                    [true, false]
+                    let l = Session::start_era(&arg(2), false);
+                    (l, Session::start_era(&arg(2), true))
                 };
-                for m in order {
-                    let (s, tail, us) = if m {
-                        (&mut modern, &modern_tail, &mut mus)
+                let legacy_tail = legacy.warm_call(&arg(4), &arg(5));
+                let modern_tail = modern.warm_call(&arg(4), &arg(5));
+                let (mut pl, mut pm) = (Vec::new(), Vec::new());
+                for i in 0..calls.div_ceil(pairs) {
+                    let order = if i % 2 == 0 {
+                        [false, true]
                     } else {
-                        (&mut legacy, &legacy_tail, &mut lus)
+                        [true, false]
                     };
-                    let t = Instant::now();
-                    s.call_text(tail);
-                    us.push(t.elapsed().as_micros());
+                    for m in order {
+                        let (s, tail, us) = if m {
+                            (&mut modern, &modern_tail, &mut pm)
+                        } else {
+                            (&mut legacy, &legacy_tail, &mut pl)
+                        };
+                        let t = Instant::now();
+                        s.call_text(tail);
+                        us.push(t.elapsed().as_micros());
+                    }
                 }
+                legacy.close();
+                modern.close();
+                let (l, m) = (percentiles(&mut pl), percentiles(&mut pm));
+                ratios.push(
+                    m["p50_us"].as_f64().unwrap_or(0.0) / l["p50_us"].as_f64().unwrap_or(1.0),
+                );
+                lus.extend(pl);
+                mus.extend(pm);
             }
-            legacy.close();
-            modern.close();
+            ratios.sort_by(f64::total_cmp);
+            let ratio = ratios[ratios.len() / 2];
             let (l, m) = (percentiles(&mut lus), percentiles(&mut mus));
-            let ratio = m["p50_us"].as_f64().unwrap_or(0.0) / l["p50_us"].as_f64().unwrap_or(1.0);
+            let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
             println!(
                 "{}",
                 json!({"legacy_p50_us": l["p50_us"], "legacy_p90_us": l["p90_us"],
                        "modern_p50_us": m["p50_us"], "modern_p90_us": m["p90_us"],
-                       "ratio_p50": (ratio * 1000.0).round() / 1000.0, "calls": lus.len()})
+                       "ratio_p50": r3(ratio), "pair_ratios": ratios.iter().map(|&x| r3(x)).collect::<Vec<_>>(),
+                       "calls": lus.len()})
             );
         }
         "big" => {

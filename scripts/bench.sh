@@ -199,8 +199,11 @@ for c, title in [('echo', 'Echo child (`examples/echo_mcp.rs`): the transport\'s
     print('Targets, as ratios from this run:\n')
     print(f'- per-call overhead, ours (c) / OpenSSH (b): {oc} / {ob} us = {oc / ob if ob > 0 else float("nan"):.2f} (target <= 1); through our client (d): {od} us')
     pe = R.get((c, 'ce', 'eras'), {})
+    pr = sorted(r for d in rounds.get((c, 'ce', 'eras'), []) for r in d.get('pair_ratios', []))
+    spread = f'; the {len(pr)} pairs\' ratios run from {pr[0]:.2f} to {pr[-1]:.2f}' if pr else ''
     print(f'- p50 of a 2026-07-28 client / a legacy one, same server and child (target <= 1): the two sessions side by side, calls alternating, '
-          f'{pe.get("modern_p50_us")} / {pe.get("legacy_p50_us")} us = {pe.get("ratio_p50", float("nan")):.2f} (median of the rounds\' ratios); '
+          f'{pe.get("modern_p50_us")} / {pe.get("legacy_p50_us")} us = {pe.get("ratio_p50", float("nan")):.2f} '
+          f'(each round the median over 5 fresh session pairs, then the median of the rounds{spread}); '
           f'run apart, (e) / (c): {e50} / {c50} us = {e50 / c50:.2f}')
     cc, cb = g(c, 'c', 'connect', 'connect_ms'), g(c, 'b', 'connect', 'connect_ms')
     print(f'- connect to `tools/list`, ours (c) / OpenSSH (b): {cc:.1f} / {cb:.1f} ms = {cc / cb:.2f} (target <= 0.25 with warm children, for mcp-server-time)')
