@@ -126,6 +126,10 @@ pub fn to_line(v: &Value) -> Vec<u8> {
             out.push(b'}');
         }
     }
+    debug_assert!(
+        memchr::memchr2(b'\r', b'\n', &out).is_none(),
+        "a line break inside a line"
+    );
     out.push(b'\n');
     out
 }
@@ -224,23 +228,48 @@ pub fn parse_child_owned(mut line: Vec<u8>) -> Result<Incoming, (serde_json::Err
         _ => None,
     };
     if let Some((id, is_error, (start, end))) = response {
-        // Parsed as JSON, so UTF-8 throughout: the check cannot fail (if
-        // it did, the general path below would judge the line).
-        match String::from_utf8(line) {
-            Ok(line) => {
-                let payload = Payload { line, start, end };
-                return Ok(Incoming::Response {
-                    id,
-                    is_error,
-                    payload,
-                });
-            }
-            Err(e) => line = e.into_bytes(),
+        // A CR in the payload is whitespace (raw in a string it is no
+        // JSON), but a client reading lines may end one there: a space.
+        if let Some(p) = line.get_mut(start..end) {
+            p.iter_mut()
+                .filter(|b| **b == b'\r')
+                .for_each(|b| *b = b' ');
         }
+        // The payload was checked as UTF-8; a member the envelope skipped
+        // was not: then the payload is copied out of the line.
+        let payload = match String::from_utf8(line) {
+            Ok(line) => Payload { line, start, end },
+            Err(e) => {
+                let bytes = e.into_bytes();
+                let text = std::str::from_utf8(&bytes[start..end]).unwrap_or("null");
+                let end = text.len();
+                Payload {
+                    line: text.to_owned(),
+                    start: 0,
+                    end,
+                }
+            }
+        };
+        return Ok(Incoming::Response {
+            id,
+            is_error,
+            payload,
+        });
     }
     match serde_json::from_slice(&line) {
         Ok(v) => Ok(Incoming::Other(v)),
         Err(e) => Err((e, line)),
+    }
+}
+
+/// A value's JSON text on one line: a CR in it can only be whitespace (raw
+/// in a string it is no JSON), but a child that reads lines the Python or
+/// Node way ends one there, and what followed would be a line of its own.
+fn one_line(text: &str) -> String {
+    if memchr::memchr(b'\r', text.as_bytes()).is_some() {
+        text.replace('\r', " ")
+    } else {
+        text.to_owned()
     }
 }
 
@@ -313,7 +342,7 @@ impl<'de> Visitor<'de> for Split<'_, 'de> {
                     continue;
                 }
                 (false, "arguments") => {
-                    let text = map.next_value::<&RawValue>()?.get().to_owned();
+                    let text = one_line(map.next_value::<&RawValue>()?.get());
                     out.insert(RAW_ARGUMENTS.to_owned(), Value::String(text));
                     continue;
                 }
@@ -487,6 +516,36 @@ mod tests {
         ] {
             assert!(parse_client_line(bad, true).is_err());
         }
+    }
+
+    #[test]
+    fn a_cr_between_tokens_never_reaches_the_other_side() {
+        // A child (or client) that reads lines the Python or Node way
+        // would end a line at a bare CR: a second request could ride in
+        // the first one's arguments.
+        let smuggle = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"ok\",\"arguments\":{\"x\":\r{\"id\":99,\"method\":\"tools/call\"}\r}}}";
+        let (v, _) = parse_client_line(smuggle, false).unwrap();
+        let out = to_line(&v);
+        assert!(!out.contains(&b'\r'), "{}", String::from_utf8_lossy(&out));
+        let back: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(back, serde_json::from_slice::<Value>(smuggle).unwrap());
+        // The same from a child, in a result passed on as text.
+        let line = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"a\":\r{\"b\":1}\r}}\r".to_vec();
+        let Incoming::Response { payload, .. } = parse_child_owned(line).unwrap() else {
+            panic!("not a response")
+        };
+        assert_eq!(payload.get(), "{\"a\": {\"b\":1} }");
+        // A raw CR inside a string is no JSON at all.
+        assert!(parse_client_line(b"{\"params\":{\"arguments\":\"a\rb\"}}", false).is_err());
+    }
+
+    #[test]
+    fn a_response_with_bad_utf8_outside_its_payload_is_still_a_response() {
+        let line = b"{\"jsonrpc\":\"2.0\xff\",\"id\":1,\"result\":{\"ok\":true}}".to_vec();
+        let Incoming::Response { id, payload, .. } = parse_child_owned(line).unwrap() else {
+            panic!("not a response")
+        };
+        assert_eq!((id, payload.get()), (json!(1), "{\"ok\":true}"));
     }
 
     #[test]

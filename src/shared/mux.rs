@@ -14,6 +14,7 @@ use crate::supervise::{BACKOFF_MAX, Backoff, CRASH_LIMIT, CRASH_WINDOW, HUNG_AFT
 use crossbeam_channel::{Receiver, Sender};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::BuildHasher as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,9 +23,11 @@ use std::time::{Duration, Instant};
 /// theirs at the deadline.
 const OVERDUE_SLACK: Duration = Duration::from_secs(1);
 /// The `requestState`s of `input_required` results kept to pin their
-/// retries, at most, and for how long: a process keeps its own states, so
-/// a retry must go back to the process that issued it.
+/// retries, at most (in all, and for one session), and for how long: a
+/// process keeps its own states, so a retry must go back to the process
+/// that issued it.
 const STATES_MAX: usize = 4096;
+const SESSION_STATES_MAX: usize = 256;
 const STATE_TTL: Duration = Duration::from_secs(3600);
 
 /// A session's call in flight on a process.
@@ -112,9 +115,8 @@ pub(super) struct Mux {
     served: bool,
     /// Mux listen id -> the session's listen.
     listens: HashMap<u64, Listen>,
-    /// (session, `requestState` of an `input_required` result it got) ->
-    /// (the process that issued it, when): the retry goes there.
-    states: HashMap<(u64, String), (usize, Instant)>,
+    /// Where each session's `input_required` retries go.
+    pins: Pins,
     /// Lines of sessions that arrived before any process was ready.
     waiting: VecDeque<(u64, Value)>,
     backoff: Backoff,
@@ -170,7 +172,7 @@ impl Mux {
             cell,
             served: false,
             listens: HashMap::new(),
-            states: HashMap::new(),
+            pins: Pins::default(),
             waiting: VecDeque::new(),
             backoff: Backoff::new(),
             restarts: 0,
@@ -449,7 +451,7 @@ impl Mux {
             }
         }
         self.asks.retain(|_, a| a.proc_ != p);
-        self.states.retain(|_, (q, _)| *q != p); // its states died with it
+        self.pins.forget(|_, q| q == p); // its states died with it
         self.publish();
     }
 
@@ -539,12 +541,10 @@ impl Mux {
             }
             (Some("subscriptions/listen"), Some(_)) => self.listen(s, msg),
             (Some(_), Some(_)) => {
-                // A retry goes back to the process whose state it carries.
-                let on = msg
-                    .at("/params/requestState")
-                    .and_then(Value::as_str)
-                    .and_then(|st| self.states.get(&(s, st.to_owned())))
-                    .map(|&(p, _)| p);
+                // A retry goes back to the process whose state it carries
+                // (once: a state is good for one retry).
+                let state = msg.at("/params/requestState").and_then(Value::as_str);
+                let on = state.and_then(|st| self.pins.take(s, st, Instant::now()));
                 self.call_on(s, msg, on);
             }
             (Some("notifications/cancelled"), None) => {
@@ -644,25 +644,6 @@ impl Mux {
         Some(p)
     }
 
-    /// Pins the retry of session `s` that will carry `state` to process `p`.
-    fn keep_state(&mut self, s: u64, state: String, p: usize) {
-        let now = Instant::now();
-        if self.states.len() >= STATES_MAX {
-            self.states
-                .retain(|_, (_, at)| now.duration_since(*at) < STATE_TTL);
-        }
-        if self.states.len() >= STATES_MAX
-            && let Some(oldest) = self
-                .states
-                .iter()
-                .min_by_key(|(_, (_, at))| *at)
-                .map(|(k, _)| k.clone())
-        {
-            self.states.remove(&oldest);
-        }
-        self.states.insert((s, state), (p, now));
-    }
-
     /// A session's `subscriptions/listen` (to a modern process): not a
     /// call, since it is answered only when it ends, so no deadline and no
     /// place in the in-flight count; kept to be routed, cancelled and sent
@@ -751,7 +732,7 @@ impl Mux {
                 } else if let Some(c) = self.end_call(g) {
                     self.procs[p].overdue = 0;
                     if !is_error && let Some(st) = input_state(payload.get()) {
-                        self.keep_state(c.session, st, p);
+                        self.pins.keep(c.session, &st, p, Instant::now());
                     }
                     if let Some(l) = self.sessions.get(&c.session) {
                         l.send(ChildEvent::Message(Incoming::Response {
@@ -969,7 +950,7 @@ impl Mux {
     fn detach(&mut self, s: u64) {
         self.sessions.remove(&s);
         self.waiting.retain(|(w, _)| *w != s);
-        self.states.retain(|(w, _), _| *w != s);
+        self.pins.forget(|w, _| w == s);
         self.asks.retain(|_, a| a.session != s);
         let mut listens: Vec<(u64, usize)> = self
             .listens
@@ -1063,7 +1044,57 @@ impl Mux {
     }
 }
 
-/// The `params.uri` of a resources request ("" when missing).
+/// Where `input_required` retries go: (session, digest of a
+/// `requestState` it got) -> (the process that issued it, when). A digest,
+/// so a big state costs nothing to keep; a keyed one, so no client can make
+/// two states collide.
+#[derive(Default)]
+struct Pins {
+    map: HashMap<(u64, u64), (usize, Instant)>,
+    digest: std::hash::RandomState,
+}
+
+impl Pins {
+    /// Pins the retry of session `s` that will carry `state` to process
+    /// `p`. The oldest pin goes first: the session's own past its share,
+    /// anyone's past the total (after the expired ones).
+    fn keep(&mut self, s: u64, state: &str, p: usize, now: Instant) {
+        if self.map.keys().filter(|(w, _)| *w == s).count() >= SESSION_STATES_MAX {
+            self.drop_oldest(Some(s));
+        }
+        if self.map.len() >= STATES_MAX {
+            self.map
+                .retain(|_, (_, at)| now.duration_since(*at) < STATE_TTL);
+        }
+        if self.map.len() >= STATES_MAX {
+            self.drop_oldest(None);
+        }
+        let key = (s, self.digest.hash_one(state));
+        self.map.insert(key, (p, now));
+    }
+
+    /// The process for session `s`'s retry carrying `state`, once.
+    fn take(&mut self, s: u64, state: &str, now: Instant) -> Option<usize> {
+        let (p, at) = self.map.remove(&(s, self.digest.hash_one(state)))?;
+        (now.duration_since(at) < STATE_TTL).then_some(p)
+    }
+
+    /// Drops the pins `gone(session, process)` names.
+    fn forget(&mut self, gone: impl Fn(u64, usize) -> bool) {
+        self.map.retain(|(w, _), (p, _)| !gone(*w, *p));
+    }
+
+    fn drop_oldest(&mut self, of: Option<u64>) {
+        let oldest = (self.map.iter())
+            .filter(|((w, _), _)| of.is_none_or(|o| o == *w))
+            .min_by_key(|(_, (_, at))| *at)
+            .map(|(k, _)| *k);
+        if let Some(k) = oldest {
+            self.map.remove(&k);
+        }
+    }
+}
+
 /// The `requestState` of an `input_required` result (only results that
 /// name it are parsed).
 fn input_state(text: &str) -> Option<String> {
@@ -1079,6 +1110,7 @@ fn input_state(text: &str) -> Option<String> {
     (peek.result_type == Some("input_required")).then_some(peek.request_state)?
 }
 
+/// The `params.uri` of a resources request ("" when missing).
 fn uri_of(msg: &Value) -> String {
     msg.at("/params/uri")
         .and_then(Value::as_str)
@@ -1139,5 +1171,44 @@ mod tests {
         ] {
             assert_eq!(state(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn a_pin_serves_one_retry_of_its_own_session_within_its_time() {
+        let t0 = Instant::now();
+        let mut pins = Pins::default();
+        pins.keep(1, "st", 1, t0);
+        pins.keep(2, "st", 0, t0);
+        assert_eq!(pins.take(3, "st", t0), None, "another session's state");
+        assert_eq!(pins.take(1, "other", t0), None);
+        assert_eq!(pins.take(1, "st", t0), Some(1));
+        assert_eq!(pins.take(1, "st", t0), None, "spent");
+        assert_eq!(pins.take(2, "st", t0 + STATE_TTL), None, "expired");
+        pins.keep(1, "a", 0, t0);
+        pins.keep(2, "b", 1, t0);
+        pins.keep(3, "c", 1, t0);
+        pins.forget(|s, _| s == 1);
+        pins.forget(|_, p| p == 1);
+        assert_eq!(pins.map.len(), 0);
+    }
+
+    #[test]
+    fn pins_are_bounded_per_session_and_in_all_oldest_first() {
+        let t0 = Instant::now();
+        let at = |i: usize| t0 + Duration::from_millis(i as u64);
+        let mut pins = Pins::default();
+        for i in 0..SESSION_STATES_MAX + 10 {
+            pins.keep(7, &format!("s{i}"), 0, at(i));
+        }
+        assert_eq!(pins.map.len(), SESSION_STATES_MAX);
+        assert_eq!(pins.take(7, "s9", at(999)), None, "the oldest went");
+        assert_eq!(pins.take(7, "s10", at(999)), Some(0));
+        // Many sessions: the total holds, and the newest pins stay.
+        for i in 0..STATES_MAX + 5 {
+            pins.keep(100 + i as u64, "x", 1, at(1000 + i));
+        }
+        assert_eq!(pins.map.len(), STATES_MAX);
+        let last = 100 + (STATES_MAX + 4) as u64;
+        assert_eq!(pins.take(last, "x", at(99_999)), Some(1));
     }
 }
