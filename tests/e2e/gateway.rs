@@ -407,3 +407,35 @@ fn bad_lines_get_errors_and_the_session_goes_on() {
     let r = c.call("echo", json!({"text": "still here"}));
     assert_eq!(text(&r), "still here");
 }
+
+/// A bare CR between the tokens of a call's arguments is whitespace to
+/// JSON, but a child that reads lines the Python or Node way ends a line
+/// there: the gateway passes arguments on as text, so it must never pass a
+/// CR, or a second request could ride inside the first.
+#[test]
+fn a_request_hidden_behind_a_cr_in_the_arguments_never_reaches_the_child() {
+    let dir = TempDir::new("wire");
+    let a = dir.path().join("alpha.in");
+    let (_srv, mut c) = Server::with_session(json!({"alpha": recorded_fixture("alpha", &a)}), &[]);
+    c.request("tools/list", json!({}));
+    let line = "{\"jsonrpc\":\"2.0\",\"id\":\"cr\",\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"text\":\"one\",\"x\":\r{\"jsonrpc\":\"2.0\",\"id\":99,\"method\":\"tools/call\",\"params\":{\"name\":\"crash\",\"arguments\":{}}}\r}}}\n";
+    c.send_raw(line.as_bytes());
+    let answer = loop {
+        let m = c.recv();
+        if m["id"] == "cr" {
+            break m;
+        }
+    };
+    assert_eq!(text(&answer), "one", "{answer}");
+    let raw = std::fs::read(&a).unwrap();
+    assert!(!raw.contains(&b'\r'), "{}", String::from_utf8_lossy(&raw));
+    let calls: Vec<Value> = recorded_lines(&a)
+        .into_iter()
+        .filter(|m| m["method"] == "tools/call")
+        .collect();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(
+        calls[0]["params"]["arguments"]["x"]["params"]["name"],
+        "crash"
+    );
+}
