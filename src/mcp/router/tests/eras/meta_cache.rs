@@ -204,3 +204,81 @@ fn a_modern_clients_cancel_reaches_a_legacy_child_without_the_2026_keys() {
         assert_eq!(m["params"].get("_meta"), left.as_ref(), "{m}");
     }
 }
+
+#[test]
+fn a_repeated_meta_text_is_read_from_the_cache_and_means_the_same() {
+    let now = Instant::now();
+    let mut r = with_modern_child(); // s0 legacy, s1 modern
+    let line = |id: &str, name: &str, extra: Value| {
+        serde_json::to_vec(&modern(
+            json!(id),
+            "tools/call",
+            json!({"name": name}),
+            extra,
+        ))
+        .unwrap()
+    };
+    let d = serde_json::to_vec(&modern(json!("d"), "server/discover", json!({}), json!({})));
+    let a = r.from_client_line(&d.unwrap(), now);
+    let (_, init) = &to_child(&a)[0];
+    let a = r.from_child(
+        0,
+        json!({"jsonrpc":"2.0","id":init["id"],"result":{"capabilities":{"tools":{}}}}),
+        now,
+    );
+    assert_eq!(to_client(&a)[0]["id"], "d");
+    let kept = r
+        .era
+        .meta_cache
+        .as_ref()
+        .expect("a valid _meta of the four keys is kept");
+    assert_eq!(Value::Object(kept.map.clone()), meta(json!({})));
+    assert!(kept.inputs.sampling && !kept.inputs.elicitation);
+    // A cached text on a call that waits for the name maps: deferred with
+    // its `_meta` put back, checked again and routed once the maps come.
+    let a = r.from_client_line(&line("c0", "t0", json!({})), now);
+    let lists = to_child(&a);
+    assert_eq!(lists.len(), 2, "the name maps are fetched first");
+    let mut last = Vec::new();
+    for (i, m) in lists {
+        let tools = json!([{"name": format!("t{i}")}]);
+        last = r.from_child(
+            i,
+            json!({"jsonrpc":"2.0","id":m["id"],"result":{"tools":tools}}),
+            now,
+        );
+    }
+    let (i, m) = &to_child(&last)[0];
+    assert_eq!((*i, &m["params"]["name"]), (0, &json!("t0")));
+    assert!(m["params"].get("_meta").is_none(), "no 2026 keys for s0");
+    // Cached, to each child: the legacy one gets none of it, the modern
+    // one the client's whole `_meta`.
+    let a = r.from_client_line(&line("c1", "t0", json!({})), now);
+    let (i, m) = &to_child(&a)[0];
+    assert_eq!(*i, 0);
+    assert!(m["params"].get("_meta").is_none());
+    let a = r.from_client_line(&line("c2", "t1", json!({})), now);
+    let (i, m) = &to_child(&a)[0];
+    assert_eq!(*i, 1);
+    assert_eq!(m["params"]["_meta"], meta(json!({})));
+    // A `_meta` with a per-request key is read as usual and not kept.
+    let a = r.from_client_line(&line("c3", "t0", json!({"progressToken": "p"})), now);
+    let (_, m) = &to_child(&a)[0];
+    assert_eq!(m["params"]["_meta"], json!({"progressToken": "p"}));
+    let kept = r.era.meta_cache.as_ref().unwrap();
+    assert_eq!(Value::Object(kept.map.clone()), meta(json!({})));
+    // Any other text is checked again: another version is refused, then
+    // a log level is honoured and becomes the kept text.
+    let mut old = modern(json!("c4"), "tools/call", json!({"name": "t0"}), json!({}));
+    old["params"]["_meta"][era::PROTOCOL_VERSION] = json!("2025-11-25");
+    let a = r.from_client_line(&serde_json::to_vec(&old).unwrap(), now);
+    assert!(to_child(&a).is_empty());
+    assert_eq!(to_client(&a)[0]["error"]["code"], UNSUPPORTED_VERSION);
+    let level = json!({"io.modelcontextprotocol/logLevel": "error"});
+    for id in ["c5", "c6"] {
+        let a = r.from_client_line(&line(id, "t1", level.clone()), now);
+        let (_, m) = &to_child(&a)[0];
+        assert_eq!(m["params"]["_meta"], meta(level.clone()), "{id}");
+        assert_eq!(r.era.meta_cache.as_ref().unwrap().level, Some(4));
+    }
+}
