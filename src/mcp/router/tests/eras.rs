@@ -29,6 +29,37 @@ fn modern(id: Value, method: &str, mut params: Value, extra: Value) -> Value {
     json!({"jsonrpc":"2.0","id":id,"method":method,"params":params})
 }
 
+/// Answers the resource map fetches among actions `a` (child `child`
+/// serves `uris`; a modern child stamps its results); the actions after
+/// the last answer, or `a`.
+fn answer_maps(
+    r: &mut Router,
+    a: Vec<Action>,
+    child: usize,
+    uris: &[&str],
+    now: Instant,
+) -> Vec<Action> {
+    let items: Vec<Value> = uris.iter().map(|u| json!({"uri":u,"name":u})).collect();
+    let mut last = a.clone();
+    for (i, m) in to_child(&a) {
+        let mut result = match m["method"].as_str() {
+            Some("resources/list") if i == child => json!({"resources":items}),
+            Some("resources/list") => json!({"resources":[]}),
+            Some("resources/templates/list") => json!({"resourceTemplates":[]}),
+            _ => continue,
+        };
+        if r.children[i].modern {
+            result["resultType"] = json!("complete");
+        }
+        last = r.from_child(
+            i,
+            json!({"jsonrpc":"2.0","id":m["id"],"result":result}),
+            now,
+        );
+    }
+    last
+}
+
 /// A router of `n` legacy children locked modern by a `server/discover`
 /// they answer with `caps`; returns the discover result.
 fn discover(r: &mut Router, caps: Value, now: Instant) -> Value {
@@ -194,23 +225,7 @@ fn forwarded_modern_requests_lose_the_modern_keys_and_results_are_stamped() {
     );
     // resources/read: the cache hints; a legacy -32002 becomes -32602.
     let a = r.from_client(json!({"jsonrpc":"2.0","id":"L","method":"resources/list","params":{"_meta":meta(json!({}))}}), now);
-    for (_, m) in to_child(&a) {
-        let kind = if m["method"] == "resources/list" {
-            "resources"
-        } else {
-            "resourceTemplates"
-        };
-        let item = if kind == "resources" {
-            json!([{"uri":"a://x","name":"x"}])
-        } else {
-            json!([])
-        };
-        r.from_child(
-            0,
-            json!({"jsonrpc":"2.0","id":m["id"],"result":{kind: item}}),
-            now,
-        );
-    }
+    answer_maps(&mut r, a, 0, &["a://x"], now);
     let a = r.from_client(
         modern(
             json!("r"),

@@ -54,35 +54,33 @@ fn list_changes_reach_a_modern_client_on_its_listen_streams_until_cancelled() {
     assert!(to_client(&r.from_child(0, changed, now)).is_empty());
 }
 
+/// The client's answer in `a` is -32602 saying `why`.
+fn refused_with(a: &[Action], why: &str) {
+    let e = &to_client(a)[0];
+    assert_eq!(e["error"]["code"], INVALID_PARAMS, "{e}");
+    let message = e["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains(why), "{e}");
+}
+
+/// A 2026-07-28 client's stream `id` for the resources `uris`.
+fn resource_listen(r: &mut Router, id: &str, uris: Value, now: Instant) -> Vec<Action> {
+    let filter = json!({"notifications": {"resourceSubscriptions": uris}});
+    r.from_client(
+        modern(json!(id), "subscriptions/listen", filter, json!({})),
+        now,
+    )
+}
+
 #[test]
 fn listen_streams_subscribe_a_legacy_childs_resources_while_any_stream_names_them() {
     let now = Instant::now();
     let mut r = router(1);
     discover(&mut r, json!({"resources":{"subscribe":true}}), now);
-    let listen = |r: &mut Router, id: &str| {
-        let m = modern(
-            json!(id),
-            "subscriptions/listen",
-            json!({"notifications":{"resourceSubscriptions":["a://x","zz://none"]}}),
-            json!({}),
-        );
-        r.from_client(m, now)
-    };
+    let listen =
+        |r: &mut Router, id: &str| resource_listen(r, id, json!(["a://x", "zz://none"]), now);
     // The resource maps are fetched first.
     let a = listen(&mut r, "l1");
-    let mut last = Vec::new();
-    for (_, m) in to_child(&a) {
-        let (field, items) = if m["method"] == "resources/list" {
-            ("resources", json!([{"uri":"a://x","name":"x"}]))
-        } else {
-            ("resourceTemplates", json!([]))
-        };
-        last = r.from_child(
-            0,
-            json!({"jsonrpc":"2.0","id":m["id"],"result":{field: items}}),
-            now,
-        );
-    }
+    let last = answer_maps(&mut r, a, 0, &["a://x"], now);
     let (_, sub) = to_child(&last)
         .into_iter()
         .find(|(_, m)| m["method"] == "resources/subscribe")
@@ -165,18 +163,7 @@ fn a_modern_childs_list_changes_and_subscriptions_come_through_listens_of_the_ga
         json!({"jsonrpc":"2.0","id":1,"method":"resources/list"}),
         now,
     );
-    for (_, m) in to_child(&a) {
-        let (field, items) = if m["method"] == "resources/list" {
-            ("resources", json!([{"uri":"m://r","name":"r"}]))
-        } else {
-            ("resourceTemplates", json!([]))
-        };
-        r.from_child(
-            0,
-            json!({"jsonrpc":"2.0","id":m["id"],"result":{"resultType":"complete",field: items}}),
-            now,
-        );
-    }
+    answer_maps(&mut r, a, 0, &["m://r"], now);
     let mut a = r.from_client(
         json!({"jsonrpc":"2.0","id":2,"method":"resources/subscribe","params":{"uri":"m://r"}}),
         now,
@@ -205,37 +192,6 @@ fn a_modern_childs_list_changes_and_subscriptions_come_through_listens_of_the_ga
         (json!("notifications/cancelled"), sub["id"].clone())
     );
     assert!(r.ids.is_empty());
-}
-
-/// Answers the resource map fetches among actions `a` (child `child`
-/// serves `uris`); the actions after the last answer, or `a`.
-fn answer_maps(
-    r: &mut Router,
-    a: Vec<Action>,
-    child: usize,
-    uris: &[&str],
-    now: Instant,
-) -> Vec<Action> {
-    let items: Vec<Value> = uris.iter().map(|u| json!({"uri":u,"name":u})).collect();
-    let mut last = a.clone();
-    for (i, m) in to_child(&a) {
-        let result = match m["method"].as_str() {
-            Some("resources/list") if i == child => {
-                json!({"resultType":"complete","resources":items})
-            }
-            Some("resources/list") => json!({"resources":[]}),
-            Some("resources/templates/list") => {
-                json!({"resultType":"complete","resourceTemplates":[]})
-            }
-            _ => continue,
-        };
-        last = r.from_child(
-            i,
-            json!({"jsonrpc":"2.0","id":m["id"],"result":result}),
-            now,
-        );
-    }
-    last
 }
 
 #[test]
@@ -300,14 +256,7 @@ fn listen_streams_and_the_uris_they_name_are_limited_per_connection() {
         .collect();
     let a = listen(&mut r, "big".into(), json!({"resourceSubscriptions":many}));
     assert!(to_child(&a).is_empty());
-    let e = &to_client(&a)[0];
-    assert_eq!(e["error"]["code"], INVALID_PARAMS);
-    assert!(
-        e["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("at most 256")
-    );
+    refused_with(&a, "at most 256");
     // The same URI named many times counts once and subscribes once.
     let same = vec!["a://x"; listen::MAX_STREAM_URIS];
     let a = listen(&mut r, "same".into(), json!({"resourceSubscriptions":same}));
@@ -348,14 +297,7 @@ fn a_legacy_clients_subscriptions_to_a_modern_child_are_limited() {
     }
     let a = subscribe(&mut r, &uris[listen::MAX_CHILD_SUBS]);
     assert!(to_child(&a).is_empty(), "no child listen");
-    let e = &to_client(&a)[0];
-    assert_eq!(e["error"]["code"], INVALID_PARAMS);
-    assert!(
-        e["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("at most 256")
-    );
+    refused_with(&a, "at most 256");
     // Subscribing again to one already open is still fine.
     let a = subscribe(&mut r, &uris[0]);
     assert_eq!(to_client(&a)[0]["result"], json!({}));
@@ -383,28 +325,10 @@ fn a_modern_childs_resources_on_a_modern_clients_streams_use_one_child_listen_ea
         0,
         &json!({"supportedVersions":[MODERN],"capabilities":{"resources":{"subscribe":true}}}),
     );
-    let listen = |r: &mut Router, id: &str| {
-        let m = modern(
-            json!(id),
-            "subscriptions/listen",
-            json!({"notifications":{"resourceSubscriptions":["m://r"]}}),
-            json!({}),
-        );
-        r.from_client(m, now)
-    };
+    let listen = |r: &mut Router, id: &str| resource_listen(r, id, json!(["m://r"]), now);
     // The resource maps are fetched first, then one child listen names it.
     let a = listen(&mut r, "l1");
-    let mut last = Vec::new();
-    for (_, m) in to_child(&a) {
-        let (field, items) = if m["method"] == "resources/list" {
-            ("resources", json!([{"uri":"m://r","name":"r"}]))
-        } else {
-            ("resourceTemplates", json!([]))
-        };
-        let done =
-            json!({"jsonrpc":"2.0","id":m["id"],"result":{"resultType":"complete",field: items}});
-        last = r.from_child(0, done, now);
-    }
+    let last = answer_maps(&mut r, a, 0, &["m://r"], now);
     let child_listens: Vec<Value> = to_child(&last)
         .into_iter()
         .filter(|(_, m)| m["method"] == "subscriptions/listen")
