@@ -99,6 +99,9 @@ impl At for Value {
 /// writes it back as `"arguments"`.
 pub const RAW_ARGUMENTS: &str = "\u{0}arguments";
 
+/// Why a client line that names [`RAW_ARGUMENTS`] is refused.
+pub const RAW_ARGUMENTS_REFUSED: &str = "params key \\u0000arguments is reserved";
+
 /// Serializes a message as one line ending in '\n', with kept arguments
 /// ([`RAW_ARGUMENTS`]) written back as they came.
 pub fn to_line(v: &Value) -> Vec<u8> {
@@ -347,7 +350,7 @@ impl<'de> Visitor<'de> for Split<'_, 'de> {
                     continue;
                 }
                 (false, RAW_ARGUMENTS) => {
-                    return Err(de::Error::custom("params key \\u0000arguments is reserved"));
+                    return Err(de::Error::custom(RAW_ARGUMENTS_REFUSED));
                 }
                 _ => map.next_value()?,
             };

@@ -60,8 +60,9 @@ pub struct Open {
 }
 
 impl Open {
-    /// Starts tracking `msg` if its method is tracked.
-    pub fn start(method: &str, msg: &Value, now: Instant) -> Option<Open> {
+    /// Starts tracking `msg` if its method is tracked; `bytes`: the length
+    /// of the line it came in, when it is known.
+    pub fn start(method: &str, msg: &Value, bytes: Option<usize>, now: Instant) -> Option<Open> {
         if !tracked(method) {
             return None;
         }
@@ -74,14 +75,8 @@ impl Open {
             method: method.to_owned(),
             target: msg.at(at).and_then(Value::as_str).map(str::to_owned),
             started: now,
-            bytes_in: jsonrpc::to_line(msg).len(),
+            bytes_in: bytes.unwrap_or_else(|| jsonrpc::to_line(msg).len()),
         })
-    }
-
-    /// Counts `n` more bytes in: a part of the request left out of the
-    /// tree it was started with (a kept `_meta`).
-    pub fn add_bytes_in(&mut self, n: usize) {
-        self.bytes_in += n;
     }
 
     pub fn end(

@@ -22,6 +22,7 @@ impl Router {
         // client's `_meta` is parsed apart and compared with the last one
         // checked (era::MetaCache). A line the split parse refuses is
         // parsed as a whole, for its error.
+        self.line_bytes = Some(line.len() + 1);
         if let Ok((mut msg, text)) = jsonrpc::parse_client_line(line, self.era.era != Era::Legacy)
             && let Some(meta) = self.line_meta(&mut msg, text)
         {
@@ -30,16 +31,18 @@ impl Router {
         }
         match serde_json::from_slice::<Value>(line) {
             Ok(v) if jsonrpc::names_raw_arguments(&v) => {
+                self.line_bytes = None;
                 let id = v.get("id").filter(|i| i.is_string() || i.is_number());
                 self.fail(
                     id.cloned().unwrap_or(Value::Null),
                     INVALID_REQUEST,
-                    "params key \\u0000arguments is reserved",
+                    jsonrpc::RAW_ARGUMENTS_REFUSED,
                 );
                 self.take()
             }
             Ok(v) => self.from_client(v, now),
             Err(e) => {
+                self.line_bytes = None;
                 self.fail(
                     Value::Null,
                     jsonrpc::PARSE_ERROR,
@@ -94,6 +97,8 @@ impl Router {
     }
 
     fn client_message_as(&mut self, msg: Value, meta: era::LineMeta, now: Instant) {
+        // The line's length is this message's alone (not a deferred one's).
+        let bytes = self.line_bytes.take();
         let Value::Object(obj) = &msg else {
             let what = if msg.is_array() {
                 "batches are not supported"
@@ -125,7 +130,7 @@ impl Router {
         match (obj.get("method").and_then(Value::as_str), id) {
             (Some(method), Some(id)) => {
                 let method = method.to_owned();
-                self.client_request(&method, id, msg, meta, now)
+                self.client_request(&method, id, msg, meta, bytes, now)
             }
             (Some(method), None) => {
                 let method = method.to_owned();
@@ -190,7 +195,9 @@ impl Router {
                 if let Some(at) = self.deferred.iter().position(|m| m.get("id") == Some(rid)) {
                     let m = self.deferred.remove(at);
                     let method = m.get("method").and_then(Value::as_str).unwrap_or("");
-                    if let Some(open) = Open::start(method, &m, now).filter(|_| self.opts.audit) {
+                    if let Some(open) =
+                        Open::start(method, &m, None, now).filter(|_| self.opts.audit)
+                    {
                         let r = open.end(None, Outcome::Cancelled, 0, now);
                         self.out.push(Action::Audit(r));
                     }
@@ -228,12 +235,13 @@ impl Router {
         id: Value,
         msg: Value,
         meta: era::LineMeta,
+        bytes: Option<usize>,
         now: Instant,
     ) {
         match self.era.era {
-            Era::Modern => return self.modern_request(method, id, msg, meta, now),
+            Era::Modern => return self.modern_request(method, id, msg, meta, bytes, now),
             Era::Unlocked if era::is_modern_request(method, &msg) => {
-                return self.modern_request(method, id, msg, meta, now);
+                return self.modern_request(method, id, msg, meta, bytes, now);
             }
             Era::Legacy if era::is_modern_request(method, &msg) => {
                 let v = self.legacy_version();
@@ -258,7 +266,7 @@ impl Router {
             return self.defer(msg);
         }
         if self.opts.audit {
-            self.opening = Open::start(method, &msg, now);
+            self.opening = Open::start(method, &msg, bytes, now);
         }
         self.route_request(method, id, msg, now);
         self.opening = None; // deferred for a name map: tracked when retried

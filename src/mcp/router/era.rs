@@ -197,8 +197,6 @@ pub struct MetaCache {
     /// The parsed `_meta`, put back on a request that must carry it (to a
     /// modern child, or deferred for later).
     pub map: Map<String, Value>,
-    /// The length of `"_meta":` and `map` serialized (audit's bytes in).
-    pub tree_len: usize,
     pub inputs: Inputs,
     pub level: Option<u8>,
     /// It declares the tasks extension.
@@ -229,7 +227,6 @@ impl MetaCache {
         Some(MetaCache {
             text,
             map: map.clone(),
-            tree_len: "\"_meta\":".len() + serde_json::to_vec(map).map_or(0, |v| v.len()),
             inputs: Inputs::of(meta.capabilities),
             level: meta.level,
             tasks: meta.declares_tasks(),

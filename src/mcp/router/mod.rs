@@ -194,6 +194,9 @@ pub struct Router {
     /// The tracked client request being routed (audit), until it is sent
     /// to a child or refused.
     opening: Option<audit::Open>,
+    /// The length of the client line being handled, with its newline
+    /// (audit's bytes in); taken by the first message it is read for.
+    line_bytes: Option<usize>,
     /// The client's era and what a modern client needs.
     era: era::EraState,
     /// Calls of a modern client that a legacy child asked input for.
@@ -232,6 +235,7 @@ impl Router {
             deferred: Vec::new(),
             init_params: None,
             opening: None,
+            line_bytes: None,
             era,
             mrtr: mrtr::Mrtr::default(),
             drives: drive::Drives::default(),

@@ -28,6 +28,7 @@ impl Router {
         id: Value,
         msg: Value,
         meta: era::LineMeta,
+        bytes: Option<usize>,
         now: Instant,
     ) {
         let locked = self.era.modern();
@@ -41,8 +42,6 @@ impl Router {
             (era::LineMeta::Cached, Some(c)) if locked => Some(c),
             _ => None, // (Cached without a cache cannot happen: refused as missing)
         };
-        // The bytes the left-out `_meta` takes in the request (audit).
-        let kept_len = cached.map(|c| c.tree_len);
         let (inputs, level, declares_tasks) = match cached {
             Some(c) => (c.inputs, c.level, c.tasks),
             None => {
@@ -76,12 +75,7 @@ impl Router {
             _ => {}
         }
         if self.opts.audit {
-            self.opening = Open::start(method, &msg, now);
-            if let (Some(o), Some(n)) = (&mut self.opening, kept_len) {
-                // `"_meta":{...}`, and the comma before it if params has more.
-                let more = msg.get("params").and_then(Value::as_object);
-                o.add_bytes_in(n + usize::from(more.is_some_and(|p| !p.is_empty())));
-            }
+            self.opening = Open::start(method, &msg, bytes, now);
         }
         let input = era::input_method(method).map(|method| {
             Box::new(era::InputCall {
