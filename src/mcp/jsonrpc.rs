@@ -1,11 +1,13 @@
 //! JSON-RPC 2.0 messages: error codes, builders, and the classification of
 //! a child's lines that lets a large result pass through as text.
 
+use memchr::memmem;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use std::fmt;
+use std::sync::LazyLock;
 
 pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
@@ -306,6 +308,42 @@ pub fn parse_client_line(
     Ok((v, meta))
 }
 
+/// Lines longer than this are not tried by [`parse_client_line_known_meta`]:
+/// copying a big line would cost more than skipping its `_meta`.
+const KNOWN_META_MAX: usize = 16 * 1024;
+
+/// [`parse_client_line`] (`split_meta`) for a line whose `params._meta`
+/// is `known` byte for byte, without reading those bytes: `known` (a JSON
+/// object that parsed before), found after a `"_meta":`, is replaced by
+/// `{}` in a copy of the line, which is parsed instead. The tree is the
+/// line's own if that `{}` is where the parse read `params._meta`: up to
+/// there the two texts are the same, an object ends at its closing brace
+/// whatever follows, and after it they are the same again. None (so parse
+/// the line itself) if `known` is not there, is elsewhere first, or the
+/// copy does not parse.
+pub fn parse_client_line_known_meta(line: &[u8], known: &[u8]) -> Option<Value> {
+    if line.len() > KNOWN_META_MAX {
+        return None;
+    }
+    let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    static KEY: LazyLock<memmem::Finder> = LazyLock::new(|| memmem::Finder::new(b"\"_meta\""));
+    let start = KEY.find_iter(line).find_map(|at| {
+        let mut i = at + 7;
+        i += line[i..].iter().take_while(|b| ws(b)).count();
+        (line.get(i) == Some(&b':')).then_some(())?;
+        i += 1;
+        i += line[i..].iter().take_while(|b| ws(b)).count();
+        line[i..].starts_with(known).then_some(i)
+    })?;
+    let end = start + known.len();
+    let mut cut = Vec::with_capacity(line.len() - known.len() + 2);
+    cut.extend_from_slice(&line[..start]);
+    cut.extend_from_slice(b"{}");
+    cut.extend_from_slice(&line[end..]);
+    let (v, meta) = parse_client_line(&cut, true).ok()?;
+    (span(&cut, meta?) == (start, start + 2)).then_some(v)
+}
+
 /// Builds a `Value` like `Value::deserialize`, but diverts keys: at the top
 /// (`params: true`) the object under `params` is built by a second `Split`,
 /// which keeps `arguments` as text and diverts `_meta` into `meta`.
@@ -341,7 +379,6 @@ impl<'de> Visitor<'de> for Split<'_, 'de> {
                 }
                 (false, "_meta") if self.split_meta => {
                     *self.meta = Some(map.next_value::<&RawValue>()?);
-                    out.remove("_meta");
                     continue;
                 }
                 (false, "arguments") => {
@@ -519,6 +556,49 @@ mod tests {
         ] {
             assert!(parse_client_line(bad, true).is_err());
         }
+    }
+
+    #[test]
+    fn a_known_meta_is_cut_only_where_the_parse_reads_params_meta() {
+        let known = r#"{"v":"2026-07-28","caps":{"a":[1,"}"]}}"#;
+        let line = |s: &str| s.replace("KNOWN", known).into_bytes();
+        // Cut: the tree is the split parse's, whose `_meta` is `known`.
+        for ok in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"x":1},"_meta":KNOWN}}"#,
+            r#"{"id":2,"params":{"_meta":KNOWN,"arguments":{"y":[KNOWN]}}}"#,
+            r#"{"params":{"_meta":{"other":1},"_meta":KNOWN}}"#,
+            r#"{"id":1,"params":{"arguments":KNOWN,"_meta" :	KNOWN}}"#,
+            r#" {"params" : { "_meta" : KNOWN } } "#,
+        ] {
+            let l = line(ok);
+            let got = parse_client_line_known_meta(&l, known.as_bytes());
+            let (tree, meta) = parse_client_line(&l, true).unwrap();
+            assert_eq!(meta.map(|m| m.get()), Some(known), "{ok}");
+            assert_eq!(got, Some(tree), "{ok}");
+        }
+        // Not cut: `known` is absent, elsewhere first, or not what counts.
+        for no in [
+            r#"{"id":1,"params":{"_meta":{"v":"2025-11-25"}}}"#,
+            r#"{"id":1,"params":{"arguments":{"_meta":KNOWN},"_meta":KNOWN}}"#,
+            r#"{"id":1,"params":{"arguments":KNOWN}}"#,
+            r#"{"params":{"_meta":KNOWN,"_meta":{"other":1}}}"#,
+            r#"{"_meta":KNOWN,"params":{}}"#,
+            r#"{"params":{"x":{"_meta":KNOWN}}}"#,
+            r#"{"params":{"_meta":KNOWN},"params":{"n":1}}"#,
+            r#"{"params":{"_meta":KNOWN}"#,
+            r#"{"params":{"_meta":KNOWN,"\u0000arguments":"{}"}}"#,
+        ] {
+            assert_eq!(
+                parse_client_line_known_meta(&line(no), known.as_bytes()),
+                None,
+                "{no}"
+            );
+        }
+        let long = line(&format!(
+            r#"{{"params":{{"_meta":KNOWN,"arguments":"{}"}}}}"#,
+            "x".repeat(KNOWN_META_MAX)
+        ));
+        assert_eq!(parse_client_line_known_meta(&long, known.as_bytes()), None);
     }
 
     #[test]

@@ -20,9 +20,17 @@ impl Router {
     pub fn from_client_line(&mut self, line: &[u8], now: Instant) -> Vec<Action> {
         // Arguments are kept as text (jsonrpc::RAW_ARGUMENTS); a modern
         // client's `_meta` is parsed apart and compared with the last one
-        // checked (era::MetaCache). A line the split parse refuses is
-        // parsed as a whole, for its error.
+        // checked (era::MetaCache), or not read at all when that one is
+        // found where the parse reads it. A line the split parse refuses
+        // is parsed as a whole, for its error.
         self.line_bytes = Some(line.len() + 1);
+        if let Some(c) = &self.era.meta_cache
+            && self.era.modern()
+            && let Some(msg) = jsonrpc::parse_client_line_known_meta(line, c.text.as_bytes())
+        {
+            self.client_message_as(msg, era::LineMeta::Cached, now);
+            return self.take();
+        }
         if let Ok((mut msg, text)) = jsonrpc::parse_client_line(line, self.era.era != Era::Legacy)
             && let Some(meta) = self.line_meta(&mut msg, text)
         {

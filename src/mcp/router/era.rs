@@ -452,8 +452,18 @@ impl EraState {
 /// Whether JSON text has a string equal to a key [`EraState::stamp`]
 /// sets, at any depth: one pass over its quotes.
 fn names_a_stamped_key(text: &[u8]) -> bool {
-    const KEYS: [&[u8]; 4] = [b"resultType\"", b"_meta\"", b"ttlMs\"", b"cacheScope\""];
-    memchr::memchr_iter(b'"', text).any(|i| KEYS.iter().any(|k| text[i + 1..].starts_with(k)))
+    memchr::memchr_iter(b'"', text).any(|i| {
+        let rest = &text[i + 1..];
+        // One key per first byte: one comparison per string, not four.
+        let key: &[u8] = match rest.first() {
+            Some(b'r') => b"resultType\"",
+            Some(b'_') => b"_meta\"",
+            Some(b't') => b"ttlMs\"",
+            Some(b'c') => b"cacheScope\"",
+            _ => return false,
+        };
+        rest.starts_with(key)
+    })
 }
 
 /// Whether a request is a 2026-07-28 one: a modern-only method, or a
@@ -614,7 +624,10 @@ pub fn unlocked(method: &str) -> Refusal {
 /// goes to a legacy child (a dual-era child locked to legacy refuses them);
 /// an emptied `_meta` goes too.
 pub fn strip_meta(msg: &mut Value) {
-    let Some(params) = msg.get_mut("params").and_then(Value::as_object_mut) else {
+    let params = msg
+        .as_object_mut()
+        .and_then(|m| crate::mcp::jsonrpc::field_mut(m, "params"));
+    let Some(params) = params.and_then(Value::as_object_mut) else {
         return;
     };
     let empty = match crate::mcp::jsonrpc::field_mut(params, "_meta").and_then(Value::as_object_mut)
@@ -726,6 +739,11 @@ mod tests {
             (r#"{ }"#, true),
             (r#"{"contents":[],"_meta":{"k":1}}"#, true),
             (r#"{"resultType":"complete","ttlMs":5}"#, true),
+            (r#"{"cacheScope":"public","c":"cacheScopes"}"#, true),
+            (
+                r#"{"content":[{"text":"ttlMs","_metadata":"resultType"}]}"#,
+                false,
+            ),
         ] {
             let mut out = Vec::new();
             st.stamp_into(&mut out, payload, cacheable);
@@ -736,6 +754,25 @@ mod tests {
             assert_eq!(tree["resultType"], "complete");
             assert_eq!(tree["_meta"][SERVER_INFO]["name"], "gw");
             assert_eq!(tree.get("ttlMs").is_some(), cacheable);
+        }
+        for (text, named) in [
+            (&br#"{"a":{"b":[{"_meta":1}]}}"#[..], true),
+            (br#"{"cacheScope":1}"#, true),
+            (br#"{"ttlMs":1}"#, true),
+            (br#"{"resultType":1}"#, true),
+            (
+                br#"{"resultTypes":1,"_metas":2,"ttl":"cacheScop","t":"c"}"#,
+                false,
+            ),
+            (br#"{"r":"_","x":""}"#, false),
+            (br#"""#, false),
+        ] {
+            assert_eq!(
+                names_a_stamped_key(text),
+                named,
+                "{}",
+                String::from_utf8_lossy(text)
+            );
         }
         let mut v = json!({"resultType":"complete","ttlMs":5,"cacheScope":"public"});
         st.stamp(&mut v, true);

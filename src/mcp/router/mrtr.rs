@@ -100,8 +100,11 @@ impl Mrtr {
 
 /// The target a retry must repeat (the client's name or uri).
 pub fn target_of(msg: &Value) -> Value {
-    let p = msg.get("params");
-    p.and_then(|p| p.get("name").or_else(|| p.get("uri")))
+    let Some(Value::Object(p)) = msg.as_object().and_then(|m| jsonrpc::field(m, "params")) else {
+        return Value::Null;
+    };
+    jsonrpc::field(p, "name")
+        .or_else(|| jsonrpc::field(p, "uri"))
         .cloned()
         .unwrap_or(Value::Null)
 }
