@@ -9,7 +9,9 @@ use super::{Action, FanKind, Router, Status};
 use crate::mcp::jsonrpc::At as _;
 use crate::mcp::jsonrpc::{self, Incoming};
 use crate::supervise::HUNG_AFTER;
+use memchr::memmem;
 use serde_json::{Value, json};
+use std::sync::LazyLock;
 use std::time::Instant;
 
 impl Router {
@@ -40,9 +42,9 @@ impl Router {
         let input = (!self.mrtr.is_empty() && cid.is_some_and(|c| self.mrtr.has(c)))
             || (self.children[child].modern
                 && !is_error
-                && has(payload.get(), b"\"input_required\""))
+                && has(payload.get(), &INPUT_REQUIRED))
             // A task id is rewritten (rare).
-            || has(payload.get(), b"\"taskId\"");
+            || has(payload.get(), &TASK_ID);
         if !forwarded || input || self.children[child].status == Status::Out {
             let key = if is_error { "error" } else { "result" };
             let v = match serde_json::from_str::<Value>(payload.get()) {
@@ -382,6 +384,11 @@ impl Router {
 }
 
 /// `text` holds `needle` (a SIMD search: it runs over every result).
-fn has(text: &str, needle: &[u8]) -> bool {
-    memchr::memmem::find(text.as_bytes(), needle).is_some()
+fn has(text: &str, needle: &memmem::Finder) -> bool {
+    needle.find(text.as_bytes()).is_some()
 }
+
+/// The searches [`has`] runs over every result, built once.
+static INPUT_REQUIRED: LazyLock<memmem::Finder> =
+    LazyLock::new(|| memmem::Finder::new(b"\"input_required\""));
+static TASK_ID: LazyLock<memmem::Finder> = LazyLock::new(|| memmem::Finder::new(b"\"taskId\""));

@@ -452,7 +452,7 @@ impl EraState {
 /// Whether JSON text has a string equal to a key [`EraState::stamp`]
 /// sets, at any depth: one pass over its quotes.
 fn names_a_stamped_key(text: &[u8]) -> bool {
-    memchr::memchr_iter(b'"', text).any(|i| {
+    let at = |i: usize| {
         let rest = &text[i + 1..];
         // One key per first byte: one comparison per string, not four.
         let key: &[u8] = match rest.first() {
@@ -463,7 +463,13 @@ fn names_a_stamped_key(text: &[u8]) -> bool {
             _ => return false,
         };
         rest.starts_with(key)
-    })
+    };
+    // A usual result is short: a byte loop beats a SIMD search per quote.
+    if text.len() <= 512 {
+        (0..text.len()).any(|i| text[i] == b'"' && at(i))
+    } else {
+        memchr::memchr_iter(b'"', text).any(at)
+    }
 }
 
 /// Whether a request is a 2026-07-28 one: a modern-only method, or a
@@ -767,6 +773,8 @@ mod tests {
             (br#"{"r":"_","x":""}"#, false),
             (br#"""#, false),
         ] {
+            let long = [text, &[b' '; 600][..]].concat();
+            assert_eq!(names_a_stamped_key(&long), named, "long");
             assert_eq!(
                 names_a_stamped_key(text),
                 named,
