@@ -4,10 +4,11 @@
 //! ```text
 //! mcp_bench connect  CMD REPEATS                 -> connect-to-tools/list ms (median)
 //! mcp_bench latency  CMD CALLS TOOL ARGS_JSON    -> p50/p90/p99 us of sequential tools/call
-//! mcp_bench latency-eras CMD CALLS TOOL ARGS_JSON [PAIRS] -> the same for a legacy and a
+//! mcp_bench latency-eras CMD CALLS TOOL ARGS_JSON [PAIRS [same-bytes]] -> the same for a legacy and a
 //!                                                   2026-07-28 session side by side, calls alternating,
 //!                                                   over PAIRS (5) fresh pairs; ratio_p50 is the median
-//!                                                   of the pairs' p50 ratios
+//!                                                   of the pairs' p50 ratios; same-bytes adds a legacy
+//!                                                   session padded to the modern message sizes
 //! mcp_bench big      CMD BYTES                   -> ms for one echo of BYTES, checked intact
 //! mcp_bench throughput CMD SESSIONS CALLS TOOL ARGS_JSON -> calls/s over all sessions
 //!                                                   (MCP_BENCH_SYNC=1: prints "ready" and "done" around
@@ -194,6 +195,27 @@ fn modern() -> bool {
     *MODERN.get_or_init(|| std::env::var("MCP_BENCH_ERA").is_ok_and(|v| v == "2026-07-28"))
 }
 
+/// `args` (with a string `text`, which an echo tool's answer holds)
+/// lengthened so that the request grows by `more_request` bytes and the
+/// answer by `more_answer`: `text` by the answer's share, a `pad` member
+/// by the rest.
+fn padded(args: &str, more_request: usize, more_answer: usize) -> String {
+    let mut v: Value = serde_json::from_str(args).unwrap_or_else(|e| {
+        eprintln!("mcp_bench: ARGS_JSON: {e}");
+        std::process::exit(2)
+    });
+    let Some(text) = v.get("text").and_then(Value::as_str) else {
+        eprintln!("mcp_bench: same-bytes needs an echo tool's {{\"text\": ...}} arguments");
+        std::process::exit(2)
+    };
+    v["text"] = json!(format!("{text}{}", "x".repeat(more_answer)));
+    let pad = r#","pad":"""#.len();
+    if more_request >= more_answer + pad {
+        v["pad"] = json!("x".repeat(more_request - more_answer - pad));
+    }
+    v.to_string()
+}
+
 /// p50/p90/p99 of `us` (sorted here) as JSON.
 fn percentiles(us: &mut [u128]) -> Value {
     us.sort();
@@ -298,57 +320,90 @@ fn main() {
             // favour one session throughout, so the calls are spread over
             // PAIRS fresh pairs (each era opening first in turn) and the
             // ratio is the median of the pairs' ratios.
+            //
+            // `same-bytes` (an echo tool: its answer holds `text`) adds a
+            // third, legacy session whose `text` and a `pad` argument are
+            // lengthened until its request and its answer are as long as
+            // the 2026-07-28 ones. The revision's messages are longer (the
+            // `_meta` on every request, `resultType` and `serverInfo` on
+            // every result), and every byte costs the client, the SSH
+            // transport and the gateway; against this session that cost is
+            // the same, and the ratio is the gateway's own era work.
             let (calls, pairs) = (num(3), a.get(6).map_or(5, |_| num(6)).max(1));
-            let (mut lus, mut mus, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            let same_bytes = match a.get(7).map(String::as_str) {
+                None => false,
+                Some("same-bytes") => true,
+                Some(_) => usage(),
+            };
+            let kinds = if same_bytes { 3 } else { 2 };
+            // Per kind (legacy, modern, same bytes): all times, pair ratios.
+            let mut all: Vec<Vec<u128>> = vec![Vec::new(); kinds];
+            let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); kinds];
+            let mut bytes = json!({});
             for pair in 0..pairs {
                 let modern_first = pair % 2 == 1;
-                let (mut legacy, mut modern) = if modern_first {
+                let mut s = if modern_first {
                     let m = Session::start_era(&arg(2), true);
-                    (Session::start_era(&arg(2), false), m)
+                    vec![Session::start_era(&arg(2), false), m]
                 } else {
                     let l = Session::start_era(&arg(2), false);
-                    (l, Session::start_era(&arg(2), true))
+                    vec![l, Session::start_era(&arg(2), true)]
                 };
-                let legacy_tail = legacy.warm_call(&arg(4), &arg(5));
-                let modern_tail = modern.warm_call(&arg(4), &arg(5));
-                let (mut pl, mut pm) = (Vec::new(), Vec::new());
+                let mut tails = vec![s[0].warm_call(&arg(4), &arg(5))];
+                tails.push(s[1].warm_call(&arg(4), &arg(5)));
+                if same_bytes {
+                    let more_request = tails[1].len().saturating_sub(tails[0].len());
+                    let more_answer = s[1].line.len().saturating_sub(s[0].line.len());
+                    let args = padded(&arg(5), more_request, more_answer);
+                    s.push(Session::start_era(&arg(2), false));
+                    tails.push(s[2].warm_call(&arg(4), &args));
+                    bytes = json!({
+                        "legacy": [tails[0].len(), s[0].line.len()],
+                        "modern": [tails[1].len(), s[1].line.len()],
+                        "same_bytes": [tails[2].len(), s[2].line.len()],
+                    });
+                }
+                let mut us: Vec<Vec<u128>> = vec![Vec::new(); kinds];
                 for i in 0..calls.div_ceil(pairs) {
-                    let order = if i % 2 == 0 {
-                        [false, true]
-                    } else {
-                        [true, false]
-                    };
-                    for m in order {
-                        let (s, tail, us) = if m {
-                            (&mut modern, &modern_tail, &mut pm)
-                        } else {
-                            (&mut legacy, &legacy_tail, &mut pl)
-                        };
+                    for k in 0..kinds {
+                        let k = (k + i) % kinds; // each kind goes first in turn
                         let t = Instant::now();
-                        s.call_text(tail);
-                        us.push(t.elapsed().as_micros());
+                        s[k].call_text(&tails[k]);
+                        us[k].push(t.elapsed().as_micros());
                     }
                 }
-                legacy.close();
-                modern.close();
-                let (l, m) = (percentiles(&mut pl), percentiles(&mut pm));
-                ratios.push(
-                    m["p50_us"].as_f64().unwrap_or(0.0) / l["p50_us"].as_f64().unwrap_or(1.0),
-                );
-                lus.extend(pl);
-                mus.extend(pm);
+                for session in s {
+                    session.close();
+                }
+                let p50: Vec<f64> = us
+                    .iter_mut()
+                    .map(|u| percentiles(u)["p50_us"].as_f64().unwrap_or(1.0))
+                    .collect();
+                for k in 0..kinds {
+                    ratios[k].push(p50[1] / p50[k]);
+                    all[k].append(&mut us[k]);
+                }
             }
-            ratios.sort_by(f64::total_cmp);
-            let ratio = ratios[ratios.len() / 2];
-            let (l, m) = (percentiles(&mut lus), percentiles(&mut mus));
             let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
-            println!(
-                "{}",
-                json!({"legacy_p50_us": l["p50_us"], "legacy_p90_us": l["p90_us"],
-                       "modern_p50_us": m["p50_us"], "modern_p90_us": m["p90_us"],
-                       "ratio_p50": r3(ratio), "pair_ratios": ratios.iter().map(|&x| r3(x)).collect::<Vec<_>>(),
-                       "calls": lus.len()})
-            );
+            let median = |r: &mut Vec<f64>| {
+                r.sort_by(f64::total_cmp);
+                r3(r[r.len() / 2])
+            };
+            let (l, m) = (percentiles(&mut all[0]), percentiles(&mut all[1]));
+            let mut out = json!({"legacy_p50_us": l["p50_us"], "legacy_p90_us": l["p90_us"],
+                   "modern_p50_us": m["p50_us"], "modern_p90_us": m["p90_us"],
+                   "ratio_p50": median(&mut ratios[0]),
+                   "pair_ratios": ratios[0].iter().map(|&x| r3(x)).collect::<Vec<_>>(),
+                   "calls": all[0].len()});
+            if same_bytes {
+                let sb = percentiles(&mut all[2]);
+                out["same_bytes_p50_us"] = sb["p50_us"].clone();
+                out["ratio_same_bytes_p50"] = json!(median(&mut ratios[2]));
+                out["same_bytes_pair_ratios"] =
+                    json!(ratios[2].iter().map(|&x| r3(x)).collect::<Vec<_>>());
+                out["bytes"] = bytes;
+            }
+            println!("{out}");
         }
         "big" => {
             let n = num(3);

@@ -111,7 +111,11 @@ EOF
       record "$child" "$p" "latency#$round" "$r"
     done
     sleep 1
-    r=$("$DRV" latency-eras "${P[c]}" "$CALLS" "$TOOL" "$ARGS") || fail "$child eras latency"
+    # For the echo child a third session joins each pair: legacy, with its
+    # messages lengthened to the 2026-07-28 sizes (mcp_bench same-bytes).
+    SAME=; if [ "$child" = echo ]; then SAME="5 same-bytes"; fi
+    # shellcheck disable=SC2086 # two words, or none
+    r=$("$DRV" latency-eras "${P[c]}" "$CALLS" "$TOOL" "$ARGS" $SAME) || fail "$child eras latency"
     record "$child" ce "eras#$round" "$r"
   done
   for p in a b c d; do
@@ -164,7 +168,8 @@ for l in open(res):
         rounds.setdefault((d['child'], d['path'], d['metric'].split('#')[0]), []).append(d)
 for (c, p, m), rs in rounds.items():
     med = lambda k: sorted(x[k] for x in rs)[len(rs) // 2]
-    R[(c, p, m)] = {k: med(k) for k in rs[0] if k not in ('child', 'path', 'metric')}
+    R[(c, p, m)] = {k: med(k) for k in rs[0] if k not in ('child', 'path', 'metric') and not isinstance(rs[0][k], (list, dict))}
+    R[(c, p, m)].update({k: v for k, v in rs[0].items() if isinstance(v, dict)})
 def g(c, p, m, k): return R.get((c, p, m), {}).get(k)
 cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), platform.machine())
 names = {'a': '(a) child directly', 'b': '(b) OpenSSH sshd + ForceCommand', 'c': '(c) this server, `ssh -T`', 'd': '(d) this server, this client',
@@ -205,6 +210,13 @@ for c, title in [('echo', 'Echo child (`examples/echo_mcp.rs`): the transport\'s
           f'{pe.get("modern_p50_us")} / {pe.get("legacy_p50_us")} us = {pe.get("ratio_p50", float("nan")):.2f} '
           f'(each round the median over 5 fresh session pairs, then the median of the rounds{spread}); '
           f'run apart, (e) / (c): {e50} / {c50} us = {e50 / c50:.2f}')
+    if 'ratio_same_bytes_p50' in pe:
+        sr = sorted(r for d in rounds.get((c, 'ce', 'eras'), []) for r in d.get('same_bytes_pair_ratios', []))
+        b = pe.get('bytes', {})
+        print(f'- the same 2026-07-28 client / a legacy one whose request and answer are as long '
+              f'(its `text` and a `pad` argument lengthened; request/answer bytes legacy {b.get("legacy")}, 2026-07-28 {b.get("modern")}, this one {b.get("same_bytes")}), '
+              f'a third session in each of those pairs: {pe.get("modern_p50_us")} / {pe.get("same_bytes_p50_us")} us = {pe["ratio_same_bytes_p50"]:.2f}, '
+              f'the pairs\' ratios from {sr[0]:.2f} to {sr[-1]:.2f}: with the bytes equal, what is left is the gateway\'s own era work')
     cc, cb = g(c, 'c', 'connect', 'connect_ms'), g(c, 'b', 'connect', 'connect_ms')
     print(f'- connect to `tools/list`, ours (c) / OpenSSH (b): {cc:.1f} / {cb:.1f} ms = {cc / cb:.2f} (target <= 0.25 with warm children, for mcp-server-time)')
     t16c, t16b = g(c, 'c', 'tp16', 'calls_per_s'), g(c, 'b', 'tp16', 'calls_per_s')
