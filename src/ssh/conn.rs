@@ -277,7 +277,8 @@ fn authenticate(
                                 let cert = offer.as_ref().ok().and_then(Offer::cert);
                                 let who = who(peer, &user, &key, None, cert);
                                 let record = SessionAudit::new(a.clone(), id, who);
-                                record.event("login_refused", serde_json::json!({ "reason": why }));
+                                record
+                                    .event("login_refused", &serde_json::json!({ "reason": why }));
                             }
                         }
                         keys_refused += 1;
