@@ -10,6 +10,8 @@
 //!   that merges the children into one MCP server.
 //! - [`child`]: a child process and its reader, writer and stderr threads.
 //! - [`pool`]: warm spare children handed to new sessions.
+//! - [`relay`]: the one shortcut past a thread hop: a reader runs an idle
+//!   owner's turn itself (sessions and shared servers).
 //! - [`eras`]: each configured server's MCP era, probed once.
 //! - [`supervise`]: the restart backoff rule.
 //! - [`shared`]: `"scope": "shared"` servers, one set of processes for every session.
@@ -37,6 +39,7 @@ pub mod logging;
 pub mod mcp;
 pub mod os;
 pub mod pool;
+pub mod relay;
 pub mod server;
 pub mod shared;
 pub mod ssh;

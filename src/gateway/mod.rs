@@ -22,7 +22,6 @@
 //!    window allows.
 
 pub mod outbox;
-mod relay;
 pub mod select;
 
 use crate::audit::{AuditLog, SessionAudit};
@@ -34,13 +33,13 @@ use crate::mcp::jsonrpc;
 use crate::mcp::router::{Access, Action, ChildInfo, Options, Outcome, Record, Router};
 use crate::os::{self, Wake};
 use crate::pool::Pool;
+use crate::relay::{ReaderTurn, Relay};
 use crate::shared::{SharedLink, SharedServer};
 use crate::ssh::conn::{self, Login, Startup};
 use crate::ssh::sys::{Live, Session};
 use crate::supervise::Backoff;
 use crossbeam_channel::Receiver;
 use outbox::Outbox;
-use relay::{ReaderTurn, Relay};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -515,7 +514,7 @@ impl Bridge {
                             id,
                             index,
                             tx.clone(),
-                            wake.clone(),
+                            notify.clone(),
                         )))
                     }
                     Err(e) => {

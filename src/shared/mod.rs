@@ -47,6 +47,7 @@ use crate::config::ServerSpec;
 use crate::eras::{self, ChildEra};
 use crate::error::Error;
 use crate::os::Wake;
+use crate::relay::Relay;
 use crossbeam_channel::Sender;
 use serde_json::Value;
 use std::sync::{Arc, Condvar, Mutex};
@@ -80,17 +81,21 @@ enum Cmd {
 }
 
 /// Where a session's messages from a shared server go: its own event
-/// queue, exactly as from a child of its own.
+/// queue, exactly as from a child of its own, and its nudge (which runs the
+/// session's turn on the mux's caller when the session is idle).
 struct Link {
     index: usize,
     tx: Sender<(usize, ChildEvent)>,
-    wake: Arc<Wake>,
+    notify: Notify,
 }
+
+/// What a session's queue owner calls after queueing (see [`crate::relay`]).
+pub type Notify = Arc<dyn Fn() + Send + Sync>;
 
 impl Link {
     fn send(&self, e: ChildEvent) {
         if self.tx.send((self.index, e)).is_ok() {
-            self.wake.wake();
+            (self.notify)();
         }
     }
 }
@@ -109,6 +114,8 @@ pub struct Status {
 pub struct SharedServer {
     name: String,
     tx: Sender<Cmd>,
+    /// The mux's state: whoever queues a command runs its turn if it is idle.
+    mux: Arc<Relay<Mux>>,
     thread: Option<JoinHandle<()>>,
     status: Arc<Mutex<Status>>,
     stderr: Arc<Mutex<String>>,
@@ -125,7 +132,6 @@ impl SharedServer {
         max_line: usize,
     ) -> Result<SharedServer, Error> {
         let wake = Arc::new(Wake::new().map_err(|e| Error::io("cannot create an eventfd", e))?);
-        let (tx, rx) = crossbeam_channel::unbounded();
         let status = Arc::new(Mutex::new(Status {
             name: spec.name.clone(),
             state: "starting",
@@ -135,7 +141,7 @@ impl SharedServer {
         let stderr = Arc::new(Mutex::new(String::new()));
         let name = spec.name.clone();
         let probe_timeout = eras::probe_timeout(&spec);
-        let mux = Mux::new(
+        let (mux, tx) = Mux::new(
             spec,
             processes,
             timeout,
@@ -145,14 +151,19 @@ impl SharedServer {
             stderr.clone(),
         );
         let era = mux.cell.clone();
+        let mux = mux.into_relay();
         let thread = std::thread::Builder::new()
             .name(format!("shared:{name}"))
             .stack_size(256 * 1024)
-            .spawn(move || mux.run(rx))
+            .spawn({
+                let mux = mux.clone();
+                move || Mux::run(mux)
+            })
             .map_err(|e| Error::io(format!("cannot start a thread for server {name}"), e))?;
         Ok(SharedServer {
             name,
             tx,
+            mux,
             thread: Some(thread),
             status,
             stderr,
@@ -207,16 +218,23 @@ impl SharedServer {
             .clone()
     }
 
+    /// Tells the mux `cmd` (its turn runs here if the mux is idle).
+    fn tell(&self, cmd: Cmd) {
+        if self.tx.send(cmd).is_ok() {
+            self.mux.nudge();
+        }
+    }
+
     /// Connects session `session`, whose events for this server carry
-    /// `index`; the link detaches when dropped.
+    /// `index` and are followed by `notify`; the link detaches when dropped.
     pub fn attach(
         self: &Arc<Self>,
         session: u64,
         index: usize,
         tx: Sender<(usize, ChildEvent)>,
-        wake: Arc<Wake>,
+        notify: Notify,
     ) -> SharedLink {
-        let _ = self.tx.send(Cmd::Attach(session, Link { index, tx, wake }));
+        self.tell(Cmd::Attach(session, Link { index, tx, notify }));
         SharedLink {
             server: self.clone(),
             session,
@@ -226,7 +244,7 @@ impl SharedServer {
 
 impl Drop for SharedServer {
     fn drop(&mut self) {
-        let _ = self.tx.send(Cmd::Stop);
+        self.tell(Cmd::Stop);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -241,7 +259,7 @@ pub struct SharedLink {
 
 impl SharedLink {
     pub fn send(&self, msg: Value) {
-        let _ = self.server.tx.send(Cmd::Line(self.session, msg));
+        self.server.tell(Cmd::Line(self.session, msg));
     }
 
     pub fn server(&self) -> &SharedServer {
@@ -251,6 +269,6 @@ impl SharedLink {
 
 impl Drop for SharedLink {
     fn drop(&mut self) {
-        let _ = self.server.tx.send(Cmd::Detach(self.session));
+        self.server.tell(Cmd::Detach(self.session));
     }
 }

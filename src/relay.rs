@@ -1,38 +1,42 @@
-//! The one shortcut in the session loop: a child's reader thread that has
-//! just queued output may run the session's turn itself when the session
-//! thread is idle, so a response goes out without waking another thread.
+//! The one shortcut past a thread hop: a thread that has just queued work
+//! for an owner (a session, a shared server's mux) may run the owner's
+//! turn itself when the owner's thread is idle, so the work is done
+//! without waking another thread.
 //!
 //! Why: with one thread per session and one reader per child, every
 //! response otherwise costs a wake-up of the session thread. Measured with
 //! `scripts/ab.sh` (echo child, 16 sessions on two CPUs), that hop cost
-//! about a third of the calls per second and 20 us of p50 latency. The
-//! session state stays in one place and one owner at a time: whoever holds
-//! the lock. The session thread takes it for each of its turns and sleeps
-//! without it; a reader only ever `try_lock`s, so it never waits for the
-//! session, and if the session is busy it wakes the session thread, which
-//! drains the queue on its next turn. Nothing is lost between the two:
-//! the reader queues before it tries, and the session thread drains after
-//! it takes the lock.
+//! about a third of the calls per second and 20 us of p50 latency; a shared
+//! server's mux, with three such hops per call, added about 50 us. The
+//! state stays in one place and one owner at a time: whoever holds the
+//! lock. The owner's thread takes it for each of its turns and sleeps
+//! without it; any other thread only ever `try_lock`s, so it never waits
+//! for the owner, and if the owner is busy it wakes the owner's thread,
+//! which drains the queue on its next turn. Nothing is lost between the
+//! two: the producer queues before it tries, and the owner's thread drains
+//! its wake-up before it takes the lock and its queues after. Turns nest
+//! (a mux turn run by a session hands a response to another session) but
+//! never wait: a lock held further up the same thread is just busy.
 
 use crate::os::Wake;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
-/// What a reader's turn reports.
+/// What a turn run by another thread reports.
 pub trait ReaderTurn {
-    /// Handles what the readers queued and writes what it can. True when
-    /// the session thread must act (the session ended, a deadline moved
+    /// Handles what was queued and writes what it can. True when the
+    /// owner's thread must act (for a session: it ended, a deadline moved
     /// earlier than it sleeps to, output waits for socket room).
     fn reader_turn(&mut self) -> bool;
 }
 
-/// A session's state, shared by its thread and its children's readers.
+/// An owner's state, shared by its thread and the threads that feed it.
 pub struct Relay<T> {
     cell: Mutex<Option<T>>,
     wake: Arc<Wake>,
 }
 
 impl<T: ReaderTurn> Relay<T> {
-    /// `wake` is the session thread's wake-up.
+    /// `wake` is the owner thread's wake-up.
     pub fn new(wake: Arc<Wake>) -> Arc<Relay<T>> {
         Arc::new(Relay {
             cell: Mutex::new(None),
@@ -50,9 +54,9 @@ impl<T: ReaderTurn> Relay<T> {
         self.lock().0.take()
     }
 
-    /// The session thread's access, and whether a turn panicked on some
+    /// The owner thread's access, and whether a turn panicked on some
     /// thread while holding it (the state may be half-updated: the caller
-    /// should end the session).
+    /// should end what it owns).
     pub fn lock(&self) -> (MutexGuard<'_, Option<T>>, bool) {
         match self.cell.lock() {
             Ok(g) => (g, false),
@@ -60,13 +64,13 @@ impl<T: ReaderTurn> Relay<T> {
         }
     }
 
-    /// The session thread's wake-up.
+    /// The owner thread's wake-up.
     pub fn wake(&self) -> &Wake {
         &self.wake
     }
 
-    /// Called by a reader after it queued output: run the turn here if the
-    /// session is idle, else (or if the turn says so) wake the session thread.
+    /// Called after queueing work: run the turn here if the owner is idle,
+    /// else (or if the turn says so) wake the owner's thread.
     pub fn nudge(&self) {
         let must_wake = match self.cell.try_lock() {
             Ok(mut g) => g.as_mut().is_none_or(ReaderTurn::reader_turn),
