@@ -1,5 +1,6 @@
 //! The benchmark's minimal MCP server: one `echo` tool, nothing else, so a
-//! measurement shows the transport's cost and not the server's.
+//! measurement shows the transport's cost and not the server's. The tool
+//! answers `text`, followed by `more` x's when that argument is given.
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufWriter, Write};
@@ -24,7 +25,16 @@ fn main() {
                 json!({"tools": [{"name": "echo", "inputSchema": {"type": "object"}}]})
             }
             Some("tools/call") => {
-                json!({"content": [{"type": "text", "text": msg["params"]["arguments"]["text"]}]})
+                let args = &msg["params"]["arguments"];
+                match args.get("more").and_then(Value::as_u64) {
+                    // The answer made `more` bytes longer (mcp_bench same-bytes).
+                    Some(n) => {
+                        let text = args["text"].as_str().unwrap_or_default();
+                        let text = format!("{text}{}", "x".repeat(n.min(1 << 20) as usize));
+                        json!({"content": [{"type": "text", "text": text}]})
+                    }
+                    None => json!({"content": [{"type": "text", "text": args["text"]}]}),
+                }
             }
             Some("ping") => json!({}),
             _ => {

@@ -7,8 +7,9 @@
 //! mcp_bench latency-eras CMD CALLS TOOL ARGS_JSON [PAIRS [same-bytes]] -> the same for a legacy and a
 //!                                                   2026-07-28 session side by side, calls alternating,
 //!                                                   over PAIRS (5) fresh pairs; ratio_p50 is the median
-//!                                                   of the pairs' p50 ratios; same-bytes adds a legacy
-//!                                                   session padded to the modern message sizes
+//!                                                   of the pairs' p50 ratios; same-bytes (echo child)
+//!                                                   adds a legacy session whose messages are as long
+//!                                                   as the modern ones on the SSH leg
 //! mcp_bench big      CMD BYTES                   -> ms for one echo of BYTES, checked intact
 //! mcp_bench throughput CMD SESSIONS CALLS TOOL ARGS_JSON -> calls/s over all sessions
 //!                                                   (MCP_BENCH_SYNC=1: prints "ready" and "done" around
@@ -18,6 +19,8 @@
 //!                                                   fails if none finishes for 10 s (a stalled session)
 //! ```
 //! Prints one JSON object on stdout; exits non-zero on any failure.
+//! `MCP_BENCH_MORE=REQUEST,ANSWER` makes `latency` a same-bytes session
+//! (see latency-eras) whose request and answer are that much longer.
 //! `MCP_BENCH_ERA=2026-07-28` speaks that revision instead: no
 //! `initialize` (a `server/discover` opens the session) and the `_meta`
 //! envelope on every request.
@@ -195,25 +198,30 @@ fn modern() -> bool {
     *MODERN.get_or_init(|| std::env::var("MCP_BENCH_ERA").is_ok_and(|v| v == "2026-07-28"))
 }
 
-/// `args` (with a string `text`, which an echo tool's answer holds)
-/// lengthened so that the request grows by `more_request` bytes and the
-/// answer by `more_answer`: `text` by the answer's share, a `pad` member
-/// by the rest.
-fn padded(args: &str, more_request: usize, more_answer: usize) -> String {
+/// `args` (the echo child's, with a string `text`) asking for an answer
+/// `more` bytes longer (echo_mcp's `more` argument).
+fn with_more(args: &str, more: usize) -> String {
     let mut v: Value = serde_json::from_str(args).unwrap_or_else(|e| {
         eprintln!("mcp_bench: ARGS_JSON: {e}");
         std::process::exit(2)
     });
-    let Some(text) = v.get("text").and_then(Value::as_str) else {
-        eprintln!("mcp_bench: same-bytes needs an echo tool's {{\"text\": ...}} arguments");
+    if v.get("text").and_then(Value::as_str).is_none() {
+        eprintln!("mcp_bench: same-bytes needs the echo child's {{\"text\": ...}} arguments");
         std::process::exit(2)
-    };
-    v["text"] = json!(format!("{text}{}", "x".repeat(more_answer)));
-    let pad = r#","pad":"""#.len();
-    if more_request >= more_answer + pad {
-        v["pad"] = json!("x".repeat(more_request - more_answer - pad));
     }
+    v["more"] = json!(more);
     v.to_string()
+}
+
+/// A call's `tail` with spaces after `"params":` until it is `len` bytes
+/// long (unchanged if it is already): JSON whitespace, which the gateway
+/// parses and does not forward.
+fn spaced(tail: &str, len: usize) -> String {
+    let at = tail
+        .find("\"params\":")
+        .map_or(0, |i| i + "\"params\":".len());
+    let spaces = " ".repeat(len.saturating_sub(tail.len()));
+    format!("{}{spaces}{}", &tail[..at], &tail[at..])
 }
 
 /// p50/p90/p99 of `us` (sorted here) as JSON.
@@ -303,7 +311,23 @@ fn main() {
         }
         "latency" => {
             let mut s = Session::start(&arg(2));
-            let tail = s.warm_call(&arg(4), &arg(5));
+            let tail = match std::env::var("MCP_BENCH_MORE").ok() {
+                // "REQUEST,ANSWER": a same-bytes session of its own (for
+                // callgrind), its messages that many bytes longer.
+                Some(more) => {
+                    let n = |i: usize| more.split(',').nth(i).and_then(|x| x.parse().ok());
+                    let (Some(req), Some(ans)) = (n(0), n(1)) else {
+                        usage()
+                    };
+                    let args = with_more(&arg(5), ans);
+                    let tail = s.warm_call(&arg(4), &args);
+                    // The plain call's tail differs only in its arguments.
+                    let plain_args =
+                        serde_json::from_str::<Value>(&arg(5)).map_or(0, |v| v.to_string().len());
+                    spaced(&tail, tail.len() - args.len() + plain_args + req)
+                }
+                None => s.warm_call(&arg(4), &arg(5)),
+            };
             let mut us = Vec::with_capacity(num(3));
             for _ in 0..num(3) {
                 let t = Instant::now();
@@ -321,14 +345,20 @@ fn main() {
             // PAIRS fresh pairs (each era opening first in turn) and the
             // ratio is the median of the pairs' ratios.
             //
-            // `same-bytes` (an echo tool: its answer holds `text`) adds a
-            // third, legacy session whose `text` and a `pad` argument are
-            // lengthened until its request and its answer are as long as
-            // the 2026-07-28 ones. The revision's messages are longer (the
-            // `_meta` on every request, `resultType` and `serverInfo` on
-            // every result), and every byte costs the client, the SSH
-            // transport and the gateway; against this session that cost is
-            // the same, and the ratio is the gateway's own era work.
+            // `same-bytes` (the echo child, examples/echo_mcp.rs) adds a
+            // third, legacy session whose request and answer are as long as
+            // the 2026-07-28 ones on the SSH leg. The revision's messages
+            // are longer (the `_meta` on every request, `resultType` and
+            // `serverInfo` on every result), and every byte costs the
+            // client, the SSH transport and the gateway. The request is
+            // lengthened by spaces after `"params":`, which the gateway
+            // parses and never forwards (as it never forwards `_meta` to
+            // the legacy child); the answer by the child (echo_mcp's `more`
+            // argument), the only way an initialize-era answer grows. So
+            // against this session the SSH leg costs the same, and what
+            // differs is the gateway's own era work, less the cost of the
+            // answer's extra bytes on the child's pipe, which only this
+            // session pays (`bytes.child_more`).
             let (calls, pairs) = (num(3), a.get(6).map_or(5, |_| num(6)).max(1));
             let same_bytes = match a.get(7).map(String::as_str) {
                 None => false,
@@ -354,13 +384,15 @@ fn main() {
                 if same_bytes {
                     let more_request = tails[1].len().saturating_sub(tails[0].len());
                     let more_answer = s[1].line.len().saturating_sub(s[0].line.len());
-                    let args = padded(&arg(5), more_request, more_answer);
+                    let args = with_more(&arg(5), more_answer);
                     s.push(Session::start_era(&arg(2), false));
-                    tails.push(s[2].warm_call(&arg(4), &args));
+                    let tail = s[2].warm_call(&arg(4), &args);
+                    tails.push(spaced(&tail, tails[0].len() + more_request));
                     bytes = json!({
                         "legacy": [tails[0].len(), s[0].line.len()],
                         "modern": [tails[1].len(), s[1].line.len()],
                         "same_bytes": [tails[2].len(), s[2].line.len()],
+                        "child_more": [tail.len() - tails[0].len(), more_answer],
                     });
                 }
                 let mut us: Vec<Vec<u128>> = vec![Vec::new(); kinds];

@@ -213,10 +213,12 @@ for c, title in [('echo', 'Echo child (`examples/echo_mcp.rs`): the transport\'s
     if 'ratio_same_bytes_p50' in pe:
         sr = sorted(r for d in rounds.get((c, 'ce', 'eras'), []) for r in d.get('same_bytes_pair_ratios', []))
         b = pe.get('bytes', {})
-        print(f'- the same 2026-07-28 client / a legacy one whose request and answer are as long '
-              f'(its `text` and a `pad` argument lengthened; request/answer bytes legacy {b.get("legacy")}, 2026-07-28 {b.get("modern")}, this one {b.get("same_bytes")}), '
+        cm = b.get('child_more', ['?', '?'])
+        print(f'- the same 2026-07-28 client / a legacy one whose request and answer are as long over SSH '
+              f'(request/answer bytes legacy {b.get("legacy")}, 2026-07-28 {b.get("modern")}, this one {b.get("same_bytes")}: '
+              f'the request lengthened by spaces the gateway does not forward, the answer by the child, so only this session also moves {cm[0]} and {cm[1]} more bytes over the child\'s pipes), '
               f'a third session in each of those pairs: {pe.get("modern_p50_us")} / {pe.get("same_bytes_p50_us")} us = {pe["ratio_same_bytes_p50"]:.2f}, '
-              f'the pairs\' ratios from {sr[0]:.2f} to {sr[-1]:.2f}: with the bytes equal, what is left is the gateway\'s own era work')
+              f'the pairs\' ratios from {sr[0]:.2f} to {sr[-1]:.2f}: with the bytes over SSH equal, what is left is the gateway\'s own era work')
     cc, cb = g(c, 'c', 'connect', 'connect_ms'), g(c, 'b', 'connect', 'connect_ms')
     print(f'- connect to `tools/list`, ours (c) / OpenSSH (b): {cc:.1f} / {cb:.1f} ms = {cc / cb:.2f} (target <= 0.25 with warm children, for mcp-server-time)')
     t16c, t16b = g(c, 'c', 'tp16', 'calls_per_s'), g(c, 'b', 'tp16', 'calls_per_s')
