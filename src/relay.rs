@@ -72,12 +72,26 @@ impl<T: ReaderTurn> Relay<T> {
     /// Called after queueing work: run the turn here if the owner is idle,
     /// else (or if the turn says so) wake the owner's thread.
     pub fn nudge(&self) {
+        // A turn that panics here poisons the lock: the owner's thread is
+        // woken on the way out, so it finds that at once.
+        let _wake_if_unwinding = WakeOnUnwind(&self.wake);
         let must_wake = match self.cell.try_lock() {
             Ok(mut g) => g.as_mut().is_none_or(ReaderTurn::reader_turn),
             Err(TryLockError::WouldBlock) | Err(TryLockError::Poisoned(_)) => true,
         };
         if must_wake {
             self.wake.wake();
+        }
+    }
+}
+
+/// Wakes the owner's thread if dropped while the thread unwinds.
+struct WakeOnUnwind<'a>(&'a Wake);
+
+impl Drop for WakeOnUnwind<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.wake();
         }
     }
 }
@@ -91,11 +105,13 @@ mod tests {
     struct Probe {
         turns: usize,
         want_session: bool,
+        panics: bool,
     }
 
     impl ReaderTurn for Probe {
         fn reader_turn(&mut self) -> bool {
             self.turns += 1;
+            assert!(!self.panics, "a bug in a turn");
             self.want_session
         }
     }
@@ -112,6 +128,7 @@ mod tests {
         r.put(Probe {
             turns: 0,
             want_session: false,
+            panics: false,
         });
         (r, wake)
     }
@@ -151,6 +168,7 @@ mod tests {
         r.put(Probe {
             turns: 0,
             want_session: false,
+            panics: false,
         });
         let r2 = r.clone();
         let _ = std::thread::spawn(move || {
@@ -161,5 +179,15 @@ mod tests {
         assert!(r.lock().1, "the session thread learns of the panic");
         r.nudge();
         assert!(woken(&wake));
+    }
+
+    #[test]
+    fn a_turn_that_panics_on_another_thread_still_wakes_the_owner() {
+        let (r, wake) = relay();
+        r.lock().0.as_mut().unwrap().panics = true;
+        let r2 = r.clone();
+        assert!(std::thread::spawn(move || r2.nudge()).join().is_err());
+        assert!(woken(&wake), "woken on the way out");
+        assert!(r.lock().1, "and finds the lock poisoned");
     }
 }

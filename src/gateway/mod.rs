@@ -314,7 +314,7 @@ fn run(
                 b.status = 1;
                 break;
             }
-            let flow = b.turn(shutdown.load(Ordering::Relaxed));
+            let flow = b.turn(shutdown.load(Ordering::Relaxed), true);
             // Reaped below, without the lock: a reap can take the grace
             // period, and readers must be able to run turns meanwhile.
             dead = std::mem::take(&mut b.graveyard);
@@ -390,7 +390,7 @@ impl ReaderTurn for Bridge {
             crate::ssh::sys::forward_logs(self.libssh_verbosity);
             LIBSSH_LOGS.set(true);
         }
-        match self.turn(false) {
+        match self.turn(false, false) {
             Flow::End => {
                 self.done = true;
                 true
@@ -604,13 +604,20 @@ impl Bridge {
 
     /// Handles everything that has arrived: client bytes that libssh's
     /// callbacks collected, child messages queued on `rx`, expired
-    /// deadlines; then writes what the client's window allows.
-    fn turn(&mut self, shutdown: bool) -> Flow {
+    /// deadlines; then writes what the client's window allows. Children due
+    /// for a restart are started only on the session's own thread
+    /// (`own_thread`): a start may probe for seconds, and a turn on another
+    /// thread may be nested in a shared server's turn, which would stall
+    /// every session of that server meanwhile (the due time is in the
+    /// returned deadline, so the session thread wakes for it).
+    fn turn(&mut self, shutdown: bool, own_thread: bool) -> Flow {
         // A write that waits for socket room lets libssh read the client too:
         // go round again while that brought something (bounded for fairness).
         for _ in 0..64 {
             let now = Instant::now();
-            self.restart_due(now);
+            if own_thread {
+                self.restart_due(now);
+            }
             self.client_bytes(now);
             self.child_events(now);
             if self.router.next_deadline().is_some_and(|d| d <= now) {

@@ -50,6 +50,7 @@ use crate::os::Wake;
 use crate::relay::Relay;
 use crossbeam_channel::Sender;
 use serde_json::Value;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -95,7 +96,9 @@ pub type Notify = Arc<dyn Fn() + Send + Sync>;
 impl Link {
     fn send(&self, e: ChildEvent) {
         if self.tx.send((self.index, e)).is_ok() {
-            (self.notify)();
+            // A bug in the session's turn, run here, ends that session (its
+            // relay is poisoned and its thread woken), not the shared server.
+            let _ = catch_unwind(AssertUnwindSafe(|| (self.notify)()));
         }
     }
 }
@@ -221,7 +224,9 @@ impl SharedServer {
     /// Tells the mux `cmd` (its turn runs here if the mux is idle).
     fn tell(&self, cmd: Cmd) {
         if self.tx.send(cmd).is_ok() {
-            self.mux.nudge();
+            // A bug in the mux's turn, run here, ends the shared server (its
+            // thread is woken and finds the relay poisoned), not the session.
+            let _ = catch_unwind(AssertUnwindSafe(|| self.mux.nudge()));
         }
     }
 
@@ -270,5 +275,53 @@ impl SharedLink {
 impl Drop for SharedLink {
     fn drop(&mut self) {
         self.server.tell(Cmd::Detach(self.session));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Protocol, Scope};
+    use crate::mcp::jsonrpc::Incoming;
+    use serde_json::json;
+
+    /// A shared server that never answers (`sleep`), legacy so that it is
+    /// not probed: the mux answers `logging/setLevel` itself.
+    fn silent_server() -> Arc<SharedServer> {
+        let mut spec = ServerSpec::new("s", "sleep", &["1000"]);
+        spec.scope = Scope::Shared { processes: 1 };
+        spec.protocol = Protocol::Legacy;
+        Arc::new(SharedServer::start(spec, 1, Duration::from_secs(30), 1 << 20).unwrap())
+    }
+
+    fn set_level(id: u64) -> Value {
+        json!({"jsonrpc": "2.0", "id": id, "method": "logging/setLevel", "params": {"level": "info"}})
+    }
+
+    /// The id of the next response on `rx` (bounded wait).
+    fn answered(rx: &crossbeam_channel::Receiver<(usize, ChildEvent)>) -> Option<Value> {
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok((_, ChildEvent::Message(Incoming::Response { id, .. }))) => Some(id),
+            Ok((_, ChildEvent::Message(Incoming::Other(m)))) => m.get("id").cloned(),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_session_whose_turn_panics_leaves_the_shared_server_serving_the_others() {
+        let server = silent_server();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let buggy: Notify = Arc::new(|| panic!("a bug in a session's turn"));
+        let a = server.attach(1, 0, tx, buggy);
+        // Answered by the mux, in its turn run here, which hands it to the
+        // session: the session's turn panics inside the mux's.
+        a.send(set_level(7));
+        assert_eq!(answered(&rx), Some(json!(7)), "queued before the panic");
+        assert!(!server.left_out());
+        assert_ne!(server.status().state, "failed");
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let b = server.attach(2, 0, tx, Arc::new(|| {}));
+        b.send(set_level(8));
+        assert_eq!(answered(&rx), Some(json!(8)), "the mux still serves");
     }
 }

@@ -222,15 +222,12 @@ impl Mux {
     /// The mux's thread: a turn of its own, then what only it does (timers,
     /// burials, starts), then sleep until woken or the next timer.
     pub(super) fn run(relay: Arc<Relay<Mux>>) {
+        let _end = EndOnExit(&relay);
         loop {
             let (mut g, panicked) = relay.lock();
             let Some(m) = g.as_mut() else { return };
             if panicked {
-                log::error!(
-                    "[{}] shared server stopped: a bug panicked in its mux",
-                    m.spec.name
-                );
-                break;
+                break; // the server fails (EndOnExit)
             }
             m.drain();
             if m.stopping {
@@ -252,17 +249,22 @@ impl Mux {
             let until = m.next_timer();
             m.sleep_until = until;
             drop(g);
-            let ms = until.map_or(-1, |t| {
-                let left = t.saturating_duration_since(Instant::now());
-                // Rounded up: waking a millisecond early would only sleep again.
-                i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
-            });
-            let _ = os::poll_readable([relay.wake().fd()], ms);
+            let _ = os::poll_readable([relay.wake().fd()], os::poll_timeout(until));
             relay.wake().drain();
         }
-        if let Some(mut m) = relay.take() {
-            m.stop_processes();
+    }
+
+    /// A bug panicked in a turn: the state may be half-updated, so the
+    /// server is left out (sessions skip it, a reload replaces it).
+    fn fail(&mut self) {
+        let why = "a bug panicked in its mux";
+        log::error!("[{}] shared server stopped: {why}", self.spec.name);
+        self.cell
+            .set(Err(format!("server {} left out: {why}", self.spec.name)));
+        for p in &mut self.procs {
+            p.state = State::Out;
         }
+        self.publish();
     }
 
     /// Takes what sessions and processes queued.
@@ -771,6 +773,24 @@ impl Mux {
                 self.note_overdue(p);
             }
         }
+    }
+}
+
+/// Ends the mux on its own thread however [`Mux::run`] leaves it, a panic
+/// included: the processes are stopped and reaped here, never on a reader
+/// that happens to drop the last reference to the relay; after a panic the
+/// server fails.
+struct EndOnExit<'a>(&'a Relay<Mux>);
+
+impl Drop for EndOnExit<'_> {
+    fn drop(&mut self) {
+        let (mut g, poisoned) = self.0.lock();
+        let Some(mut m) = g.take() else { return };
+        drop(g);
+        if poisoned || std::thread::panicking() {
+            m.fail();
+        }
+        m.stop_processes();
     }
 }
 
