@@ -19,6 +19,7 @@
 //! never wait: a lock held further up the same thread is just busy.
 
 use crate::os::Wake;
+use std::cell::Cell;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 /// What a turn run by another thread reports.
@@ -75,6 +76,10 @@ impl<T: ReaderTurn> Relay<T> {
         // A turn that panics here poisons the lock: the owner's thread is
         // woken on the way out, so it finds that at once.
         let _wake_if_unwinding = WakeOnUnwind(&self.wake);
+        let Some(_depth) = Nested::enter() else {
+            self.wake.wake();
+            return;
+        };
         let must_wake = match self.cell.try_lock() {
             Ok(mut g) => g.as_mut().is_none_or(ReaderTurn::reader_turn),
             Err(TryLockError::WouldBlock) | Err(TryLockError::Poisoned(_)) => true,
@@ -82,6 +87,36 @@ impl<T: ReaderTurn> Relay<T> {
         if must_wake {
             self.wake.wake();
         }
+    }
+}
+
+/// Turns run by [`Relay::nudge`] on one thread at once, at most: a reader's
+/// mux turn hands a response to its session's turn (two), and deeper than
+/// that (that session's turn telling another shared server) the owner's
+/// thread is woken instead, so stack use stays bounded on the readers'
+/// small stacks.
+const MAX_NESTED: u8 = 2;
+
+thread_local! {
+    static NESTED: Cell<u8> = const { Cell::new(0) };
+}
+
+/// One level of [`NESTED`], left on drop (unwinding included).
+struct Nested;
+
+impl Nested {
+    fn enter() -> Option<Nested> {
+        let n = NESTED.get();
+        (n < MAX_NESTED).then(|| {
+            NESTED.set(n + 1);
+            Nested
+        })
+    }
+}
+
+impl Drop for Nested {
+    fn drop(&mut self) {
+        NESTED.set(NESTED.get() - 1);
     }
 }
 
@@ -189,5 +224,52 @@ mod tests {
         assert!(std::thread::spawn(move || r2.nudge()).join().is_err());
         assert!(woken(&wake), "woken on the way out");
         assert!(r.lock().1, "and finds the lock poisoned");
+    }
+
+    /// Nudges its other relay from inside its own turn.
+    struct Chain {
+        next: Option<Arc<Relay<Chain>>>,
+        turns: usize,
+    }
+
+    impl ReaderTurn for Chain {
+        fn reader_turn(&mut self) -> bool {
+            self.turns += 1;
+            if let Some(n) = &self.next {
+                n.nudge();
+            }
+            false
+        }
+    }
+
+    #[test]
+    fn turns_nest_two_deep_on_one_thread_and_deeper_ones_wake_their_owner() {
+        let wakes: Vec<Arc<Wake>> = (0..3).map(|_| Arc::new(Wake::new().unwrap())).collect();
+        let c = Relay::new(wakes[2].clone());
+        c.put(Chain {
+            next: None,
+            turns: 0,
+        });
+        let b = Relay::new(wakes[1].clone());
+        b.put(Chain {
+            next: Some(c.clone()),
+            turns: 0,
+        });
+        let a = Relay::new(wakes[0].clone());
+        a.put(Chain {
+            next: Some(b.clone()),
+            turns: 0,
+        });
+        a.nudge();
+        let turns = |r: &Relay<Chain>| r.lock().0.as_ref().unwrap().turns;
+        assert_eq!((turns(&a), turns(&b), turns(&c)), (1, 1, 0));
+        assert!(!woken(&wakes[0]) && !woken(&wakes[1]));
+        assert!(woken(&wakes[2]), "the third is left to its owner");
+        a.nudge();
+        assert_eq!(
+            (turns(&a), turns(&b), turns(&c)),
+            (2, 2, 0),
+            "the depth was given back"
+        );
     }
 }
