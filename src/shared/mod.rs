@@ -4,7 +4,9 @@
 //!
 //! To a session a shared server looks like a child of its own: its router
 //! sends it lines and gets lines back on its event queue. In between sits
-//! one thread per shared server, the mux, which keeps sessions apart:
+//! the mux, one per shared server, which keeps sessions apart (its turns
+//! run on the threads that feed it when it is idle, its own thread keeps
+//! the processes and the timers: see `mux.rs`):
 //! - request ids and progress tokens are rewritten to the mux's own, so no
 //!   session can see, answer or cancel another's request;
 //! - `initialize` is answered from the one initialization the mux made;
