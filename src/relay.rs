@@ -65,6 +65,12 @@ impl<T: ReaderTurn> Relay<T> {
         }
     }
 
+    /// A turn panicked while holding the state (seen before the owner's
+    /// thread has acted on it).
+    pub fn poisoned(&self) -> bool {
+        self.cell.is_poisoned()
+    }
+
     /// The owner thread's wake-up.
     pub fn wake(&self) -> &Wake {
         &self.wake
@@ -76,6 +82,12 @@ impl<T: ReaderTurn> Relay<T> {
         // A turn that panics here poisons the lock: the owner's thread is
         // woken on the way out, so it finds that at once.
         let _wake_if_unwinding = WakeOnUnwind(&self.wake);
+        // A lock taken while this thread already unwinds is not poisoned
+        // by a second panic: no turn runs on such a thread.
+        if std::thread::panicking() {
+            self.wake.wake();
+            return;
+        }
         let Some(_depth) = Nested::enter() else {
             self.wake.wake();
             return;
@@ -90,11 +102,12 @@ impl<T: ReaderTurn> Relay<T> {
     }
 }
 
-/// Turns run by [`Relay::nudge`] on one thread at once, at most: a reader's
-/// mux turn hands a response to its session's turn (two), and deeper than
-/// that (that session's turn telling another shared server) the owner's
-/// thread is woken instead, so stack use stays bounded on the readers'
-/// small stacks.
+/// Turns nested on one thread, at most: a reader's (or the mux thread's
+/// own, see [`Nested::enter`]) mux turn hands a response to its session's
+/// turn (two), and deeper than that (that session's turn telling another
+/// shared server) the owner's thread is woken instead, so stack use stays
+/// bounded on the 256 KiB stacks of readers and muxes. A session thread's
+/// own turn is not counted: its stack is twice that.
 const MAX_NESTED: u8 = 2;
 
 thread_local! {
@@ -102,14 +115,17 @@ thread_local! {
 }
 
 /// One level of [`NESTED`], left on drop (unwinding included).
-struct Nested;
+pub struct Nested(());
 
 impl Nested {
-    fn enter() -> Option<Nested> {
+    /// Counts a turn as one level; None when the thread is at the limit.
+    /// [`Relay::nudge`] counts the turns it runs; an owner thread whose
+    /// turns hand work to other relays (a mux's) counts its own with this.
+    pub fn enter() -> Option<Nested> {
         let n = NESTED.get();
         (n < MAX_NESTED).then(|| {
             NESTED.set(n + 1);
-            Nested
+            Nested(())
         })
     }
 }
@@ -271,5 +287,26 @@ mod tests {
             (2, 2, 0),
             "the depth was given back"
         );
+    }
+
+    #[test]
+    fn an_unwinding_thread_runs_no_turn_and_wakes_the_owner() {
+        let (r, wake) = relay();
+        /// Nudges while its thread unwinds (a session's drop telling a mux).
+        struct NudgeOnDrop(Arc<Relay<Probe>>);
+        impl Drop for NudgeOnDrop {
+            fn drop(&mut self) {
+                self.0.nudge();
+            }
+        }
+        let r2 = r.clone();
+        let _ = std::thread::spawn(move || {
+            let _d = NudgeOnDrop(r2);
+            panic!("a bug in the session");
+        })
+        .join();
+        assert!(woken(&wake));
+        let (g, poisoned) = r.lock();
+        assert_eq!((g.as_ref().unwrap().turns, poisoned), (0, false));
     }
 }

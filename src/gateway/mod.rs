@@ -301,7 +301,7 @@ fn run(
             let Some(b) = guard.as_mut() else { break };
             if panicked {
                 log::error!(
-                    "s{}: a turn panicked on a reader thread; ending the session",
+                    "s{}: a turn panicked on another thread; ending the session",
                     b.id
                 );
                 break;

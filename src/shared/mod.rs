@@ -177,11 +177,11 @@ impl SharedServer {
         })
     }
 
-    /// Its first process said it cannot be served (kept until the config
-    /// changes it: a reload does not reuse it).
+    /// Its first process said it cannot be served, or a bug stopped its
+    /// mux (kept until the config changes it: a reload does not reuse it).
     pub fn left_out(&self) -> bool {
         let v = self.era.verdict.lock().unwrap_or_else(|p| p.into_inner());
-        matches!(*v, Some(Err(_)))
+        matches!(*v, Some(Err(_))) || self.mux.poisoned()
     }
 
     /// The server's era, as its first process told it: waits for that at
@@ -325,5 +325,22 @@ mod tests {
         let b = server.attach(2, 0, tx, Arc::new(|| {}));
         b.send(set_level(8));
         assert_eq!(answered(&rx), Some(json!(8)), "the mux still serves");
+    }
+
+    #[test]
+    fn a_bug_in_the_mux_fails_the_server_and_its_sessions_hear_it_closed() {
+        let server = silent_server();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let a = server.attach(1, 0, tx, Arc::new(|| {}));
+        // The mux's turn runs here and panics: the session goes on, the
+        // mux's thread finds the state poisoned and ends the server.
+        a.send(json!({"jsonrpc": "2.0", "id": 1, "method": "test/panic"}));
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok((0, ChildEvent::Closed)) => {}
+            other => panic!("the session was not told: {other:?}"),
+        }
+        assert!(server.left_out(), "a reload replaces it");
+        assert_eq!(server.status().state, "failed");
+        assert!(server.era().is_err(), "new sessions leave it out");
     }
 }

@@ -23,7 +23,7 @@ use crate::mcp::jsonrpc::At as _;
 use crate::mcp::jsonrpc::{self, Incoming};
 use crate::mcp::router::SUBSCRIPTION_ID;
 use crate::os::{self, Wake};
-use crate::relay::{ReaderTurn, Relay};
+use crate::relay::{Nested, ReaderTurn, Relay};
 use crate::supervise::{BACKOFF_MAX, Backoff, CRASH_LIMIT, CRASH_WINDOW, HUNG_AFTER};
 use crossbeam_channel::{Receiver, Sender};
 use serde_json::{Value, json};
@@ -224,6 +224,8 @@ impl Mux {
     pub(super) fn run(relay: Arc<Relay<Mux>>) {
         let _end = EndOnExit(&relay);
         loop {
+            // Its turns hand responses to sessions' turns, as a reader's do.
+            let _level = Nested::enter();
             let (mut g, panicked) = relay.lock();
             let Some(m) = g.as_mut() else { return };
             if panicked {
@@ -789,6 +791,11 @@ impl Drop for EndOnExit<'_> {
         drop(g);
         if poisoned || std::thread::panicking() {
             m.fail();
+        }
+        // The attached sessions fail their calls in flight now, and send it
+        // nothing more (as for a process that exited: -32002).
+        for link in m.sessions.values() {
+            link.send(ChildEvent::Closed);
         }
         m.stop_processes();
     }
