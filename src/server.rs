@@ -264,7 +264,7 @@ fn gateway_for(
             let old = g.servers.iter().find(|o| o.name == s.name)?;
             (old == s).then(|| g.shared.get(&s.name).cloned()).flatten()
         });
-        // One left out by its era probe is started (and probed) anew.
+        // One left out (by its era probe, or a bug in its mux) is started anew.
         let kept = kept.filter(|k| !k.left_out());
         let timeout = s.request_timeout.unwrap_or(opts.request_timeout);
         let server = match kept {
