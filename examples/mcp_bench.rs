@@ -10,6 +10,9 @@
 //!                                                   of the pairs' p50 ratios; same-bytes (echo child)
 //!                                                   adds a legacy session whose messages are as long
 //!                                                   as the modern ones on the SSH leg
+//! mcp_bench latency-ab CMD_A CMD_B CALLS TOOL ARGS_JSON [PAIRS] -> the same for a session to each command
+//!                                                   side by side, calls alternating, over PAIRS (5) fresh
+//!                                                   pairs; diff_p50_us is the median of the pairs' B - A
 //! mcp_bench big      CMD BYTES                   -> ms for one echo of BYTES, checked intact
 //! mcp_bench throughput CMD SESSIONS CALLS TOOL ARGS_JSON -> calls/s over all sessions
 //!                                                   (MCP_BENCH_SYNC=1: prints "ready" and "done" around
@@ -336,6 +339,54 @@ fn main() {
             }
             s.close();
             println!("{}", percentiles(&mut us));
+        }
+        "latency-ab" => {
+            // Two commands (two servers, say with and without a feature),
+            // a session to each side by side, calls alternating, over PAIRS
+            // fresh pairs: the median of the pairs' p50 differences (B - A)
+            // is what B costs more, with the machine's drift the same for
+            // both (see latency-eras).
+            let (calls, pairs) = (num(4), a.get(7).map_or(5, |_| num(7)).max(1));
+            let mut diffs = Vec::with_capacity(pairs);
+            let mut all: [Vec<u128>; 2] = [Vec::new(), Vec::new()];
+            for pair in 0..pairs {
+                let b_first = pair % 2 == 1;
+                let mut s = if b_first {
+                    let b = Session::start(&arg(3));
+                    [Session::start(&arg(2)), b]
+                } else {
+                    let a = Session::start(&arg(2));
+                    [a, Session::start(&arg(3))]
+                };
+                let tails = [
+                    s[0].warm_call(&arg(5), &arg(6)),
+                    s[1].warm_call(&arg(5), &arg(6)),
+                ];
+                let mut us: [Vec<u128>; 2] = [Vec::new(), Vec::new()];
+                for i in 0..calls.div_ceil(pairs) {
+                    for k in [i % 2, (i + 1) % 2] {
+                        let t = Instant::now();
+                        s[k].call_text(&tails[k]);
+                        us[k].push(t.elapsed().as_micros());
+                    }
+                }
+                for session in s {
+                    session.close();
+                }
+                let p50 = |u: &mut Vec<u128>| percentiles(u)["p50_us"].as_f64().unwrap_or(0.0);
+                diffs.push(p50(&mut us[1]) - p50(&mut us[0]));
+                for k in 0..2 {
+                    all[k].append(&mut us[k]);
+                }
+            }
+            diffs.sort_by(f64::total_cmp);
+            let (pa, pb) = (percentiles(&mut all[0]), percentiles(&mut all[1]));
+            println!(
+                "{}",
+                json!({"a_p50_us": pa["p50_us"], "b_p50_us": pb["p50_us"],
+                       "diff_p50_us": diffs[diffs.len() / 2], "pair_diffs": diffs,
+                       "calls": all[0].len()})
+            );
         }
         "latency-eras" => {
             // A legacy and a 2026-07-28 session open side by side, their

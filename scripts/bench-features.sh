@@ -5,6 +5,8 @@
 #     off (target: at most 5 us more);
 #   - a shared server: echo-child p50 on a shared process against one of the
 #     session's own (target: within 10 us);
+#   both as the difference of two sessions side by side, calls alternating
+#   (mcp_bench latency-ab), and as runs apart;
 #   - mcp-server-time shared over 2 processes against session scope: calls/s
 #     with 16 sessions (target: at least as many) and the RSS of the server
 #     and its children with 50 sessions open (target: at most 1/20).
@@ -68,6 +70,11 @@ for round in $(seq 1 "$ROUNDS"); do
     r=$("$DRV" latency "$(ssh_cmd $v)" "$CALLS" echo '{"text":"hello"}') || fail "$v latency"
     record "$v" "latency#$round" "$r"
   done
+  for v in audit shared; do
+    sleep 1
+    r=$("$DRV" latency-ab "$(ssh_cmd plain)" "$(ssh_cmd $v)" "$CALLS" echo '{"text":"hello"}') || fail "$v paired latency"
+    record "$v" "paired#$round" "$r"
+  done
   for v in time time_shared; do
     sleep 1
     throughput_cpu "$DRV" "$(ssh_cmd $v)" 16 "$TP_CALLS" get_current_time '{"timezone":"UTC"}' "${PID[$v]}"
@@ -103,7 +110,7 @@ print(f'Measured by `scripts/bench-features.sh` on {datetime.date.today()}: {os.
       f'Latency: {calls} sequential `tools/call` of the echo child through OpenSSH `ssh -T`. Throughput: 16 sessions x {tp} calls of mcp-server-time. '
       f'Memory: {hold} sessions held open, the server and all its children.\n')
 p = {v: med(v, 'latency', 'p50_us') for v in ('plain', 'audit', 'shared')}
-print('| echo child | p50 us (rounds) | median p50 us | vs session scope, no audit log |')
+print('| echo child, runs apart | p50 us (rounds) | median p50 us | vs session scope, no audit log |')
 print('|---|---|---|---|')
 for v, label in (('plain', 'session scope'), ('audit', 'session scope, --audit-log'), ('shared', '"scope": "shared"')):
     print(f"| {label} | {all_(v, 'latency', 'p50_us')} | {p[v]} | {p[v] - p['plain']:+} us |")
@@ -116,8 +123,14 @@ for v, label in (('time', 'session scope'), ('time_shared', 'shared, 2 processes
     print(f"| {label} | {all_(v, 'tp16', 'calls_per_s')} | {t[v]:.0f} | {h[v]['tree_kb'] / 1024:.0f} MiB |")
 print()
 print('Targets, as ratios from this run:\n')
-print(f"- audit log: {p['audit'] - p['plain']:+} us at p50 (target <= 5 us)")
-print(f"- shared echo child: {p['shared'] - p['plain']:+} us at p50 (target within 10 us)")
+def paired(v, what, against, target):
+    d = med(v, 'paired', 'diff_p50_us')
+    pd = sorted(x for r in runs[(v, 'paired')] for x in r['pair_diffs'])
+    print(f"- {what}: {d:+.0f} us at p50 against {against}, the two sessions side by side with calls alternating "
+          f"(median over {rounds} rounds of 5 session pairs; the {len(pd)} pairs from {pd[0]:+.0f} to {pd[-1]:+.0f} us); "
+          f"run apart {p[v] - p['plain']:+} us (target {target})")
+paired('audit', 'audit log', 'the same server without it', '<= 5 us')
+paired('shared', 'shared echo child', "a session's own echo child", 'within 10 us')
 print(f"- mcp-server-time calls/s at 16 sessions, shared / session: {t['time_shared'] / t['time']:.2f} (target >= 1)")
 print(f"- mcp-server-time RSS with {hold} sessions, shared / session: {h['time_shared']['tree_kb'] / h['time']['tree_kb']:.3f} "
       f"({h['time_shared']['tree_kb'] / 1024:.0f} MiB against {h['time']['tree_kb'] / 1024:.0f} MiB; target <= 0.05 and under 170 MB)")
