@@ -216,6 +216,67 @@ fn with_more(args: &str, more: usize) -> String {
     v.to_string()
 }
 
+/// A same-bytes session's call (see latency-eras): `s` warmed with the
+/// echo child's `args` asking for `more_answer` more bytes, its tail
+/// lengthened by spaces to the plain call's length plus `more_request`;
+/// and how many more bytes than the plain call's its request carries to
+/// the child.
+fn same_bytes_tail(
+    s: &mut Session,
+    tool: &str,
+    args: &str,
+    more_request: usize,
+    more_answer: usize,
+) -> (String, usize) {
+    let grown = with_more(args, more_answer);
+    let tail = s.warm_call(tool, &grown);
+    // The plain call's tail differs only in its arguments.
+    let plain_args = serde_json::from_str::<Value>(args).map_or(0, |v| v.to_string().len());
+    let to_child = grown.len() - plain_args;
+    (
+        spaced(&tail, tail.len() - to_child + more_request),
+        to_child,
+    )
+}
+
+/// Opens two sessions (`open(0)`, `open(1)`), the second first when
+/// `second_first`: a session keeps its threads' placement for its life,
+/// and which opens first can favour it.
+fn open_pair(open: impl Fn(usize) -> Session, second_first: bool) -> Vec<Session> {
+    if second_first {
+        let b = open(1);
+        vec![open(0), b]
+    } else {
+        let a = open(0);
+        vec![a, open(1)]
+    }
+}
+
+/// `rounds` rounds of one call per session, each session going first in
+/// turn; closes the sessions. The times in us, per session.
+fn alternate(sessions: Vec<Session>, tails: &[String], rounds: usize) -> Vec<Vec<u128>> {
+    let mut s = sessions;
+    let n = s.len();
+    let mut us = vec![Vec::with_capacity(rounds); n];
+    for i in 0..rounds {
+        for k in 0..n {
+            let k = (k + i) % n;
+            let t = Instant::now();
+            s[k].call_text(&tails[k]);
+            us[k].push(t.elapsed().as_micros());
+        }
+    }
+    for session in s {
+        session.close();
+    }
+    us
+}
+
+/// The p50 of `us` (sorted here), in us.
+fn p50(us: &mut [u128]) -> f64 {
+    percentiles(us)["p50_us"].as_f64().unwrap_or(0.0)
+}
+
 /// A call's `tail` with spaces after `"params":` until it is `len` bytes
 /// long (unchanged if it is already): JSON whitespace, which the gateway
 /// parses and does not forward.
@@ -322,12 +383,7 @@ fn main() {
                     let (Some(req), Some(ans)) = (n(0), n(1)) else {
                         usage()
                     };
-                    let args = with_more(&arg(5), ans);
-                    let tail = s.warm_call(&arg(4), &args);
-                    // The plain call's tail differs only in its arguments.
-                    let plain_args =
-                        serde_json::from_str::<Value>(&arg(5)).map_or(0, |v| v.to_string().len());
-                    spaced(&tail, tail.len() - args.len() + plain_args + req)
+                    same_bytes_tail(&mut s, &arg(4), &arg(5), req, ans).0
                 }
                 None => s.warm_call(&arg(4), &arg(5)),
             };
@@ -350,30 +406,12 @@ fn main() {
             let mut diffs = Vec::with_capacity(pairs);
             let mut all: [Vec<u128>; 2] = [Vec::new(), Vec::new()];
             for pair in 0..pairs {
-                let b_first = pair % 2 == 1;
-                let mut s = if b_first {
-                    let b = Session::start(&arg(3));
-                    [Session::start(&arg(2)), b]
-                } else {
-                    let a = Session::start(&arg(2));
-                    [a, Session::start(&arg(3))]
-                };
-                let tails = [
-                    s[0].warm_call(&arg(5), &arg(6)),
-                    s[1].warm_call(&arg(5), &arg(6)),
-                ];
-                let mut us: [Vec<u128>; 2] = [Vec::new(), Vec::new()];
-                for i in 0..calls.div_ceil(pairs) {
-                    for k in [i % 2, (i + 1) % 2] {
-                        let t = Instant::now();
-                        s[k].call_text(&tails[k]);
-                        us[k].push(t.elapsed().as_micros());
-                    }
-                }
-                for session in s {
-                    session.close();
-                }
-                let p50 = |u: &mut Vec<u128>| percentiles(u)["p50_us"].as_f64().unwrap_or(0.0);
+                let mut s = open_pair(|k| Session::start(&arg(2 + k)), pair % 2 == 1);
+                let tails: Vec<String> = s
+                    .iter_mut()
+                    .map(|x| x.warm_call(&arg(5), &arg(6)))
+                    .collect();
+                let mut us = alternate(s, &tails, calls.div_ceil(pairs));
                 diffs.push(p50(&mut us[1]) - p50(&mut us[0]));
                 for k in 0..2 {
                     all[k].append(&mut us[k]);
@@ -422,48 +460,31 @@ fn main() {
             let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); kinds];
             let mut bytes = json!({});
             for pair in 0..pairs {
-                let modern_first = pair % 2 == 1;
-                let mut s = if modern_first {
-                    let m = Session::start_era(&arg(2), true);
-                    vec![Session::start_era(&arg(2), false), m]
-                } else {
-                    let l = Session::start_era(&arg(2), false);
-                    vec![l, Session::start_era(&arg(2), true)]
-                };
-                let mut tails = vec![s[0].warm_call(&arg(4), &arg(5))];
-                tails.push(s[1].warm_call(&arg(4), &arg(5)));
+                // Modern first on odd pairs.
+                let mut s = open_pair(|k| Session::start_era(&arg(2), k == 1), pair % 2 == 1);
+                let mut tails: Vec<String> = s
+                    .iter_mut()
+                    .map(|x| x.warm_call(&arg(4), &arg(5)))
+                    .collect();
                 if same_bytes {
                     let more_request = tails[1].len().saturating_sub(tails[0].len());
                     let more_answer = s[1].line.len().saturating_sub(s[0].line.len());
-                    let args = with_more(&arg(5), more_answer);
-                    s.push(Session::start_era(&arg(2), false));
-                    let tail = s[2].warm_call(&arg(4), &args);
-                    tails.push(spaced(&tail, tails[0].len() + more_request));
+                    let mut third = Session::start_era(&arg(2), false);
+                    let (tail, to_child) =
+                        same_bytes_tail(&mut third, &arg(4), &arg(5), more_request, more_answer);
+                    tails.push(tail);
+                    s.push(third);
                     bytes = json!({
                         "legacy": [tails[0].len(), s[0].line.len()],
                         "modern": [tails[1].len(), s[1].line.len()],
                         "same_bytes": [tails[2].len(), s[2].line.len()],
-                        "child_more": [tail.len() - tails[0].len(), more_answer],
+                        "child_more": [to_child, more_answer],
                     });
                 }
-                let mut us: Vec<Vec<u128>> = vec![Vec::new(); kinds];
-                for i in 0..calls.div_ceil(pairs) {
-                    for k in 0..kinds {
-                        let k = (k + i) % kinds; // each kind goes first in turn
-                        let t = Instant::now();
-                        s[k].call_text(&tails[k]);
-                        us[k].push(t.elapsed().as_micros());
-                    }
-                }
-                for session in s {
-                    session.close();
-                }
-                let p50: Vec<f64> = us
-                    .iter_mut()
-                    .map(|u| percentiles(u)["p50_us"].as_f64().unwrap_or(1.0))
-                    .collect();
+                let mut us = alternate(s, &tails, calls.div_ceil(pairs));
+                let p: Vec<f64> = us.iter_mut().map(|u| p50(u)).collect();
                 for k in 0..kinds {
-                    ratios[k].push(p50[1] / p50[k]);
+                    ratios[k].push(p[1] / p[k]);
                     all[k].append(&mut us[k]);
                 }
             }

@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::mcp::framing::{Frame, LineReader};
 use crate::mcp::jsonrpc::{Incoming, parse_child_owned};
 use crate::os::{self, Wake};
+use crate::relay::Notify;
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::VecDeque;
 use std::io::Write;
@@ -37,9 +38,9 @@ pub struct Sink {
     /// The session's wake-up, signalled when the child's stdin backlog
     /// falls back under [`STDIN_BACKLOG_LIMIT`].
     pub wake: Arc<Wake>,
-    /// Called after events are queued: delivers them (see the gateway's
-    /// relay) or wakes the session.
-    pub notify: Arc<dyn Fn() + Send + Sync>,
+    /// Called after events are queued: runs the owner's turn here or
+    /// wakes its thread (see [`crate::relay`]).
+    pub notify: Notify,
     /// The reader waits for room here before each read.
     pub backlog: Arc<Backlog>,
 }

@@ -22,6 +22,10 @@ use crate::os::Wake;
 use std::cell::Cell;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
+/// What a producer calls after queueing work for an owner: usually a
+/// [`Relay::nudge`], else the owner's wake-up.
+pub type Notify = Arc<dyn Fn() + Send + Sync>;
+
 /// What a turn run by another thread reports.
 pub trait ReaderTurn {
     /// Handles what was queued and writes what it can. True when the
@@ -79,19 +83,16 @@ impl<T: ReaderTurn> Relay<T> {
     /// Called after queueing work: run the turn here if the owner is idle,
     /// else (or if the turn says so) wake the owner's thread.
     pub fn nudge(&self) {
-        // A turn that panics here poisons the lock: the owner's thread is
-        // woken on the way out, so it finds that at once.
-        let _wake_if_unwinding = WakeOnUnwind(&self.wake);
-        // A lock taken while this thread already unwinds is not poisoned
-        // by a second panic: no turn runs on such a thread.
-        if std::thread::panicking() {
-            self.wake.wake();
-            return;
-        }
-        let Some(_depth) = Nested::enter() else {
+        // No turn deeper than MAX_NESTED, nor on a thread that already
+        // unwinds (a lock taken there is not poisoned by a second panic):
+        // the owner's thread runs it.
+        let Some(_depth) = Nested::enter().filter(|_| !std::thread::panicking()) else {
             self.wake.wake();
             return;
         };
+        // A turn that panics here poisons the lock: the owner's thread is
+        // woken on the way out, so it finds that at once.
+        let _wake_if_unwinding = WakeOnUnwind(&self.wake);
         let must_wake = match self.cell.try_lock() {
             Ok(mut g) => g.as_mut().is_none_or(ReaderTurn::reader_turn),
             Err(TryLockError::WouldBlock) | Err(TryLockError::Poisoned(_)) => true,

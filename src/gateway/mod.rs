@@ -33,7 +33,7 @@ use crate::mcp::jsonrpc;
 use crate::mcp::router::{Access, Action, ChildInfo, Options, Outcome, Record, Router};
 use crate::os::{self, Wake};
 use crate::pool::Pool;
-use crate::relay::{ReaderTurn, Relay};
+use crate::relay::{Notify, ReaderTurn, Relay};
 use crate::shared::{SharedLink, SharedServer};
 use crate::ssh::conn::{self, Login, Startup};
 use crate::ssh::sys::{Live, Session};
@@ -245,9 +245,6 @@ pub fn serve(session: Session, login: &Login, gw: &Gateway, conn: Conn, shutdown
     run(&relay, shutdown, &trusted, started);
     log::info!("s{id}: session ended");
 }
-
-/// What a child's reader calls after queueing output.
-type Notify = Arc<dyn Fn() + Send + Sync>;
 
 /// A child to stop and reap: one that went down, or one left out (with the
 /// log line saying why, written once it is stopped, so that the line has

@@ -49,7 +49,7 @@ use crate::config::ServerSpec;
 use crate::eras::{self, ChildEra};
 use crate::error::Error;
 use crate::os::Wake;
-use crate::relay::Relay;
+use crate::relay::{Notify, Relay};
 use crossbeam_channel::Sender;
 use serde_json::Value;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -91,9 +91,6 @@ struct Link {
     tx: Sender<(usize, ChildEvent)>,
     notify: Notify,
 }
-
-/// What a session's queue owner calls after queueing (see [`crate::relay`]).
-pub type Notify = Arc<dyn Fn() + Send + Sync>;
 
 impl Link {
     fn send(&self, e: ChildEvent) {

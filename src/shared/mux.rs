@@ -96,9 +96,11 @@ pub(super) struct Mux {
     procs: Vec<Proc>,
     events_tx: Sender<(usize, ChildEvent)>,
     events_rx: Receiver<(usize, ChildEvent)>,
-    /// The readers' wake-up and output room: the mux reads its channel
-    /// instead, so neither is waited on.
+    /// The mux thread's wake-up (also its relay's), for the processes'
+    /// readers' sinks.
     wake: Arc<Wake>,
+    /// The readers' output room: unbounded, since the mux's queue is drained
+    /// by whoever runs its turn, not held back by one client.
     backlog: Arc<Backlog>,
     /// What sessions (and the gateway) tell the mux (see [`Mux::new`]'s sender).
     cmds: Receiver<Cmd>,
@@ -254,19 +256,6 @@ impl Mux {
             let _ = os::poll_readable([relay.wake().fd()], os::poll_timeout(until));
             relay.wake().drain();
         }
-    }
-
-    /// A bug panicked in a turn: the state may be half-updated, so the
-    /// server is left out (sessions skip it, a reload replaces it).
-    fn fail(&mut self) {
-        let why = "a bug panicked in its mux";
-        log::error!("[{}] shared server stopped: {why}", self.spec.name);
-        self.cell
-            .set(Err(format!("server {} left out: {why}", self.spec.name)));
-        for p in &mut self.procs {
-            p.state = State::Out;
-        }
-        self.publish();
     }
 
     /// Takes what sessions and processes queued.
@@ -471,8 +460,9 @@ impl Mux {
         }
     }
 
-    /// The first process said the server cannot be served: every process
-    /// stops for good (until a reload), and sessions leave it out.
+    /// The first process said the server cannot be served, or a bug
+    /// panicked in the mux: every process stops for good (until a reload),
+    /// and sessions leave it out.
     fn leave_out(&mut self, why: String) {
         log::error!("[{}] shared server left out: {why}", self.spec.name);
         self.cell
@@ -790,7 +780,8 @@ impl Drop for EndOnExit<'_> {
         let Some(mut m) = g.take() else { return };
         drop(g);
         if poisoned || std::thread::panicking() {
-            m.fail();
+            // The state may be half-updated: out until a reload replaces it.
+            m.leave_out("a bug panicked in its mux".to_owned());
         }
         // The attached sessions fail their calls in flight now, and send it
         // nothing more (as for a process that exited: -32002).
